@@ -1,0 +1,336 @@
+"""Operators that update Hindsight interview requests: one at a time, or a whole table at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.standard.triggers import TimeDeltaTrigger
+
+from airflow_provider_hindsight.exceptions import (
+    HindsightPermanentError,
+    HindsightRateLimitError,
+    HindsightTransientError,
+    HindsightValidationError,
+)
+from airflow_provider_hindsight.hooks.hindsight import (
+    DEFAULT_MAX_RETRY_WAIT,
+    DEFAULT_MAX_WORKERS,
+    HindsightHook,
+    UpdateResult,
+    check_rows,
+)
+from airflow_provider_hindsight.payload import (
+    InterviewUpdate,
+    build_interview_update,
+    reject_rendered_python_literal,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+MAX_DEFERRALS = 5
+"""How many times one task defers on long rate-limit waits before it fails for Airflow to retry."""
+
+DRY_RUN_SAMPLE = 5
+"""How many bodies a bulk dry run logs."""
+
+TRANSIENT_CODES = frozenset({"rate_limit_exceeded", "timeout", "connection_error", "invalid_response"})
+
+
+class HindsightUpdateInterviewOperator(BaseOperator):
+    """Update one interview request's ``contact_context``, ``contact_name`` and/or ``objective``.
+
+    Every value may be a literal, a Jinja template or an XComArg from an upstream task; fields left
+    ``None`` are not sent (the API leaves them unchanged). ``contact_context`` overwrites the
+    contact's notes. Returns the API's answer, ``{"interview_request_id": ...}``.
+
+    :param interview_request_id: the id returned by ``POST /interviews`` (int or a string of digits).
+    :param contact_context: notes for Paige: prose (str) or structured (dict).
+    :param contact_name: the contact's display name.
+    :param objective: the goal of this interview.
+    :param hindsight_conn_id: the ``hindsight`` connection.
+    :param dry_run: validate and log the body that would be sent; send nothing.
+    :param deferrable: when the API asks to wait longer than ``max_retry_wait``, free the worker
+        slot and resume after the wait (default: Airflow's ``[operators] default_deferrable``).
+    :param max_retry_wait: the longest wait slept in the worker between attempts.
+    """
+
+    template_fields: Sequence[str] = ("interview_request_id", "contact_context", "contact_name", "objective")
+    template_fields_renderers = {"contact_context": "json"}
+    ui_color = "#f4e3c4"
+
+    def __init__(
+        self,
+        *,
+        interview_request_id: int | str | Any,
+        contact_context: str | Mapping[str, Any] | Any | None = None,
+        contact_name: str | Any | None = None,
+        objective: str | Any | None = None,
+        hindsight_conn_id: str = HindsightHook.default_conn_name,
+        dry_run: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.interview_request_id = interview_request_id
+        self.contact_context = contact_context
+        self.contact_name = contact_name
+        self.objective = objective
+        self.hindsight_conn_id = hindsight_conn_id
+        self.is_dry_run = dry_run
+        self.deferrable = deferrable
+        self.max_retry_wait = max_retry_wait
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        update = self._validated_update()
+        if self.is_dry_run:
+            self.log.info(
+                "Dry run: would PATCH /interviews/%s with %s", update.interview_request_id, update.payload.decode()
+            )
+            return {"dry_run": True, "interview_request_id": update.interview_request_id, "body": update.body}
+        return self._send(update, deferrals=0)
+
+    def execute_complete(self, context: Context, event: Any = None, deferrals: int = 1) -> dict[str, Any]:
+        """Resume after a deferred rate-limit wait and send the update again."""
+        return self._send(self._validated_update(), deferrals=deferrals)
+
+    def _validated_update(self) -> InterviewUpdate:
+        reject_rendered_python_literal("contact_context", self.contact_context)
+        return build_interview_update(
+            self.interview_request_id,
+            contact_context=self.contact_context,
+            contact_name=self.contact_name,
+            objective=self.objective,
+        )
+
+    def _send(self, update: InterviewUpdate, *, deferrals: int) -> dict[str, Any]:
+        hook = HindsightHook(self.hindsight_conn_id, max_retry_wait=self.max_retry_wait)
+        self.log.info("Updating interview %s: %s", update.interview_request_id, ", ".join(update.body))
+        try:
+            return hook.send_update(update)
+        except HindsightRateLimitError as error:
+            wait_for = error.retry_after
+            if self.deferrable and wait_for is not None and deferrals < MAX_DEFERRALS:
+                self.log.info(
+                    "Hindsight asked to wait %.0fs, longer than max_retry_wait (%.0fs): deferring.",
+                    wait_for,
+                    self.max_retry_wait,
+                )
+                self.defer(
+                    trigger=TimeDeltaTrigger(timedelta(seconds=wait_for)),
+                    method_name="execute_complete",
+                    kwargs={"deferrals": deferrals + 1},
+                )
+            raise
+
+
+class BaseHindsightBulkOperator(BaseOperator):
+    """Shared by the bulk operator and the SQL transfer: send rows, count every one, report.
+
+    :param hindsight_conn_id: the ``hindsight`` connection.
+    :param requests_per_minute: pace for this task; wins over the connection's plan.
+    :param max_failures: failed rows tolerated: an int count, or a float ratio of all rows
+        (``0.01`` = 1 %). Checked after every row was tried.
+    :param dry_run: validate every row and log a sample of bodies; send nothing.
+    :param max_workers: concurrent requests used to hide network latency.
+    :param max_retry_wait: the longest single wait between attempts of one row.
+    :param progress_interval: seconds between progress lines in the task log.
+    """
+
+    def __init__(
+        self,
+        *,
+        hindsight_conn_id: str = HindsightHook.default_conn_name,
+        requests_per_minute: float | None = None,
+        max_failures: int | float = 0,
+        dry_run: bool = False,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+        progress_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_max_failures(max_failures)
+        self.hindsight_conn_id = hindsight_conn_id
+        self.requests_per_minute = requests_per_minute
+        self.max_failures = max_failures
+        self.is_dry_run = dry_run
+        self.max_workers = max_workers
+        self.max_retry_wait = max_retry_wait
+        self.progress_interval = progress_interval
+
+    def push_rows(self, rows: Iterable[Any], context: Context, *, total: int | None = None) -> dict[str, Any]:
+        """Send every row, push the summary to XCom (key ``summary``), fail past ``max_failures``."""
+        progress = _Progress(self, total)
+        if self.is_dry_run:
+            results: Iterable[UpdateResult] = _dry_run_results(rows, self)
+        else:
+            hook = HindsightHook(
+                self.hindsight_conn_id,
+                requests_per_minute=self.requests_per_minute,
+                max_retry_wait=self.max_retry_wait,
+            )
+            progress.hook = hook
+            self.log.info(
+                "Sending to %s at %.0f requests a minute with %d workers.",
+                hook.settings.base_url,
+                hook.settings.requests_per_minute,
+                self.max_workers,
+            )
+            results = hook.update_interviews(rows, max_workers=self.max_workers)
+        failures: list[dict[str, Any]] = []
+        for result in results:
+            if not result.succeeded:
+                failures.append(result.as_failure())
+            progress.record(result.succeeded)
+        progress.log(final=True)
+        summary = {
+            "total": progress.done,
+            "succeeded": progress.done - len(failures),
+            "failed": len(failures),
+            "failures": failures,
+        }
+        if self.is_dry_run:
+            summary["dry_run"] = True
+        context["ti"].xcom_push(key="summary", value=summary)
+        self._fail_if_too_many(summary)
+        return summary
+
+    def _fail_if_too_many(self, summary: dict[str, Any]) -> None:
+        limit = self.max_failures
+        allowed = limit * summary["total"] if isinstance(limit, float) else limit
+        if summary["failed"] <= allowed:
+            return
+        codes = sorted({str(failure["code"]) for failure in summary["failures"]})
+        message = (
+            f"{summary['failed']} of {summary['total']} rows failed (max_failures={limit!r}); codes: "
+            f"{', '.join(codes)}. The summary XCom (key 'summary') lists each failed row and why."
+        )
+        transient = any(
+            failure["code"] in TRANSIENT_CODES or (failure["status_code"] or 0) >= 500
+            for failure in summary["failures"]
+        )
+        error_class = HindsightTransientError if transient else HindsightPermanentError
+        raise error_class(message, code="too_many_failures")
+
+
+class HindsightBulkUpdateInterviewsOperator(BaseHindsightBulkOperator):
+    """Update many interview requests in one task, at the plan's pace, reporting every row.
+
+    ``updates`` is an iterable of mappings (a list, an XComArg, or a template rendering to one),
+    each with ``interview_request_id`` and any of ``contact_context``, ``contact_name``,
+    ``objective``. Returns (and pushes under the XCom key ``summary``)
+    ``{"total", "succeeded", "failed", "failures": [...]}``.
+
+    :param updates: the rows to send.
+    """
+
+    template_fields: Sequence[str] = ("updates",)
+    ui_color = "#f4e3c4"
+
+    def __init__(self, *, updates: Iterable[Mapping[str, Any]] | str | Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.updates = updates
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        rows = _rows_from(self.updates)
+        return self.push_rows(rows, context, total=len(rows) if isinstance(rows, Sized) else None)
+
+
+def _rows_from(updates: Any) -> Iterable[Any]:
+    """The rows of ``updates``; a string is a JSON list, or the non-native Jinja trap."""
+    if isinstance(updates, str):
+        reject_rendered_python_literal("updates", updates)
+        try:
+            updates = json.loads(updates)
+        except ValueError:
+            updates = None
+        if not isinstance(updates, list):
+            raise HindsightValidationError(
+                "updates rendered to a string that is not a JSON list of rows. Pass the upstream task's "
+                "output (an XComArg) or a list of dicts.",
+                field="updates",
+            )
+    if isinstance(updates, Mapping) or not isinstance(updates, Iterable):
+        raise HindsightValidationError(
+            f"updates must be an iterable of rows (dicts), got {type(updates).__name__}. Wrap a single "
+            "row in a list, or use HindsightUpdateInterviewOperator for one interview.",
+            field="updates",
+        )
+    return updates
+
+
+def _dry_run_results(rows: Iterable[Any], operator: BaseOperator) -> Iterator[UpdateResult]:
+    """Check rows as the engine would, log the first bodies, and send nothing."""
+    for position, checked in check_rows(rows):
+        if isinstance(checked, UpdateResult):
+            yield checked
+            continue
+        if position <= DRY_RUN_SAMPLE:
+            operator.log.info(
+                "Dry run: would PATCH /interviews/%s with %s",
+                checked.interview_request_id,
+                checked.payload.decode(),
+            )
+        yield UpdateResult(position, checked.interview_request_id, True)
+
+
+class _Progress:
+    """Counts rows and logs rows done, rate, 429s and ETA every ``progress_interval`` seconds."""
+
+    def __init__(self, operator: BaseHindsightBulkOperator, total: int | None) -> None:
+        self.operator = operator
+        self.total = total
+        self.hook: HindsightHook | None = None
+        self.done = 0
+        self.failed = 0
+        self.started = time.monotonic()
+        self.last_logged = self.started
+
+    def record(self, succeeded: bool) -> None:
+        self.done += 1
+        self.failed += not succeeded
+        if time.monotonic() - self.last_logged >= self.operator.progress_interval:
+            self.log()
+
+    def log(self, *, final: bool = False) -> None:
+        now = time.monotonic()
+        self.last_logged = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        of_total = f" of {self.total:,}" if self.total is not None else ""
+        eta = ""
+        if self.total is not None and not final and rate > 0:
+            eta = f"; ETA {max(self.total - self.done, 0) / rate:,.0f}s"
+        rate_limited = self.hook.rate_limited_count if self.hook else 0
+        self.operator.log.info(
+            "%s%s rows done%s (%s failed) in %.1fs: %.1f rows/s, %d answered 429%s.",
+            "Finished: " if final else "",
+            f"{self.done:,}",
+            of_total,
+            f"{self.failed:,}",
+            elapsed,
+            rate,
+            rate_limited,
+            eta,
+        )
+
+
+def _check_max_failures(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise HindsightValidationError(
+            f"max_failures must be an int count or a float ratio, got {value!r}.", field="max_failures"
+        )
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise HindsightValidationError(
+            f"max_failures as a float is a ratio between 0.0 and 1.0, got {value!r}; pass an int for a count of rows.",
+            field="max_failures",
+        )
+    if isinstance(value, int) and value < 0:
+        raise HindsightValidationError(f"max_failures must be 0 or more, got {value!r}.", field="max_failures")

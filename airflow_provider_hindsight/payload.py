@@ -1,0 +1,167 @@
+"""The one place that validates interview ids and builds ``PATCH /interviews/{id}`` bodies.
+
+Everything here runs before a request is sent, so bad input fails with a message that names the
+field and the fix, and nothing reaches the API.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+from airflow_provider_hindsight.exceptions import HindsightValidationError
+
+UPDATE_FIELDS: tuple[str, ...] = ("contact_context", "contact_name", "objective")
+"""The fields ``PATCH /interviews/{id}`` accepts."""
+
+MAX_FIELD_CHARS = 100_000
+"""Client-side ceiling on one field's JSON size.
+
+Not an API limit: a guard against sending a whole table in one field by mistake."""
+
+_DIGITS = re.compile(r"[1-9][0-9]*")
+
+
+@dataclass(frozen=True)
+class InterviewUpdate:
+    """A validated update: the interview id, the body as a dict, and the exact JSON bytes to send."""
+
+    interview_request_id: int
+    body: dict[str, Any]
+    payload: bytes
+
+
+def validate_interview_request_id(value: object) -> int:
+    """Return ``value`` as a positive int, or raise naming ``interview_request_id`` and the fix.
+
+    Ints and strings of digits (templates render strings) are accepted; booleans, floats, zero,
+    negatives, padded or path-like strings are refused so that no request goes to a wrong URL.
+    """
+    if isinstance(value, Integral) and not isinstance(value, bool) and int(value) > 0:
+        return int(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    hint = ""
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        hint = " It has surrounding whitespace: strip it (for example `{{ ... | trim }}`)."
+    raise HindsightValidationError(
+        f"interview_request_id must be a positive integer (the id returned by POST /interviews), "
+        f"got {value!r} ({type(value).__name__}). Pass an int or a string of digits such as '4821'.{hint}",
+        field="interview_request_id",
+    )
+
+
+def build_interview_update(
+    interview_request_id: object,
+    *,
+    contact_context: object = None,
+    contact_name: object = None,
+    objective: object = None,
+) -> InterviewUpdate:
+    """Validate one update and encode its body: exactly the fields that are not ``None``."""
+    request_id = validate_interview_request_id(interview_request_id)
+    body: dict[str, Any] = {}
+    if contact_context is not None:
+        if not isinstance(contact_context, (str, Mapping)):
+            raise HindsightValidationError(
+                "contact_context must be a string or a mapping (dict), got "
+                f"{type(contact_context).__name__}. Pass prose as a str or structured notes as a dict.",
+                field="contact_context",
+            )
+        body["contact_context"] = contact_context if isinstance(contact_context, str) else dict(contact_context)
+    for field, value in (("contact_name", contact_name), ("objective", objective)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise HindsightValidationError(
+                f"{field} must be a string, got {type(value).__name__} ({value!r:.80}). "
+                "Convert it with str() or leave it None to keep the current value.",
+                field=field,
+            )
+        body[field] = value
+    if not body:
+        raise HindsightValidationError(
+            f"Nothing to update for interview {request_id}: give at least one of contact_context, "
+            "contact_name or objective (None means 'leave unchanged').",
+        )
+    for field, value in body.items():
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise HindsightValidationError(
+                f"{field} is not JSON-serialisable ({error}). Convert dates, decimals and other objects "
+                "to strings or numbers before passing them.",
+                field=field,
+            ) from None
+        if len(encoded) > MAX_FIELD_CHARS:
+            raise HindsightValidationError(
+                f"{field} is {len(encoded):,} characters as JSON, over the {MAX_FIELD_CHARS:,} this provider "
+                "sends in one field. Summarise it, or send only the columns Paige needs.",
+                field=field,
+            )
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return InterviewUpdate(request_id, body, payload)
+
+
+def interview_update_from_row(row: object) -> InterviewUpdate:
+    """Validate one bulk row (``interview_request_id`` plus any of the update fields)."""
+    if not isinstance(row, Mapping):
+        raise HindsightValidationError(
+            f"each row must be a mapping with interview_request_id and update fields, got {type(row).__name__}.",
+            field="updates",
+        )
+    unknown = sorted(str(key) for key in row if key not in UPDATE_FIELDS and key != "interview_request_id")
+    if unknown:
+        raise HindsightValidationError(
+            f"unknown keys {unknown}: a row takes interview_request_id and any of "
+            f"{', '.join(UPDATE_FIELDS)}. "
+            "Rename or drop the other keys (SqlToHindsightOperator's context_columns folds columns into "
+            "contact_context).",
+            field="updates",
+        )
+    if "interview_request_id" not in row:
+        raise HindsightValidationError(
+            "row has no interview_request_id: every row needs the id returned by POST /interviews.",
+            field="interview_request_id",
+        )
+    return build_interview_update(
+        row["interview_request_id"],
+        contact_context=row.get("contact_context"),
+        contact_name=row.get("contact_name"),
+        objective=row.get("objective"),
+    )
+
+
+def reject_rendered_python_literal(field: str, value: object) -> None:
+    """Refuse a string that is a Python dict or list rendered to text by non-native Jinja.
+
+    ``"{{ ti.xcom_pull(...) }}"`` renders a dict as ``"{'title': 'CTO'}"``; sending that as prose
+    would give Paige Python syntax instead of notes.
+    """
+    if not isinstance(value, str):
+        return
+    text = value.strip()
+    if (text[:1], text[-1:]) not in (("{", "}"), ("[", "]")):
+        return
+    try:
+        json.loads(text)
+        return
+    except ValueError:
+        pass
+    try:
+        literal = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return
+    if isinstance(literal, (dict, list)):
+        raise HindsightValidationError(
+            f"{field} arrived as the string {text[:60]!r}..., a Python {type(literal).__name__} that Jinja "
+            "rendered to text. Pass the upstream value as an XComArg (for example "
+            "`build_context.output['contact_context']`) or set `render_template_as_native_obj=True` on the "
+            "DAG so the template renders a real object.",
+            field=field,
+        )

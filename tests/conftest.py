@@ -1,0 +1,126 @@
+"""A real, throw-away Airflow for the test suite: its own home, SQLite database and DAGs folder.
+
+The DAGs folder holds links to the example DAGs in ``dags/`` and to the test DAGs in
+``tests/dag_files/``: Airflow 3 runs ``dag.test()`` only for DAGs it can parse from that folder.
+The environment is set before anything imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if "HINDSIGHT_TEST_AIRFLOW_HOME" not in os.environ:  # once per run, however often this module is imported
+    _home = Path(tempfile.mkdtemp(prefix="hindsight-airflow-home-"))
+    (_home / "dags").mkdir()
+    for source in [*sorted((ROOT / "dags").glob("*.py")), *sorted((ROOT / "tests" / "dag_files").glob("*.py"))]:
+        (_home / "dags" / source.name).symlink_to(source)
+    os.environ.update(
+        {
+            "HINDSIGHT_TEST_AIRFLOW_HOME": str(_home),
+            "AIRFLOW_HOME": str(_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(_home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home / 'airflow.db'}",
+        }
+    )
+    for name in list(os.environ):
+        if name.startswith("AIRFLOW_CONN_"):
+            del os.environ[name]
+
+AIRFLOW_HOME = Path(os.environ["HINDSIGHT_TEST_AIRFLOW_HOME"])
+DAGS_FOLDER = AIRFLOW_HOME / "dags"
+
+pytest_plugins = ["airflow_provider_hindsight.testing.pytest_plugin"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Create the Airflow metadata database once for the whole run."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dag_bag() -> Any:
+    """Every DAG in the test DAGs folder, parsed once."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    return DagBag(str(DAGS_FOLDER), include_examples=False) if _is_airflow_2() else DagBag(str(DAGS_FOLDER))
+
+
+def _is_airflow_2() -> bool:
+    from airflow import __version__
+
+    return __version__.startswith("2.")
+
+
+@pytest.fixture
+def run_dag(dag_bag: Any) -> Callable[..., Any]:
+    """Run a DAG from the DAGs folder with ``dag.test()`` and return its DagRun."""
+
+    def run(dag_id: str, **run_conf: Any) -> Any:
+        dag = dag_bag.get_dag(dag_id)
+        assert dag is not None, f"{dag_id} not found; import errors: {dag_bag.import_errors}"
+        return dag.test(run_conf=run_conf or None)
+
+    return run
+
+
+def task_states(dag_run: Any) -> dict[str, str]:
+    """``{task_id or task_id[map_index]: state}`` of a finished run."""
+    return {
+        ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
+        for ti in dag_run.get_task_instances()
+    }
+
+
+def xcom_value(dag_run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    """An XCom a task of ``dag_run`` pushed, read from the metadata database (Airflow 2 and 3)."""
+    if _is_airflow_2():
+        from airflow.models.xcom import XCom
+
+        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key=key, map_index=map_index)
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key=key, map_index=map_index)
+            .one_or_none()
+        )
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+@pytest.fixture
+def task_logs(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Callable[[], str]:
+    """Everything tasks logged so far: Airflow 3 task logs go to stdout, Airflow 2's to logging."""
+    caplog.set_level("DEBUG")
+    seen: list[str] = []
+
+    def read() -> str:
+        out, err = capfd.readouterr()
+        seen.extend([out, err])
+        return "".join(seen) + caplog.text
+
+    return read

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Build the wheel and sdist, check their metadata, then install the wheel into a fresh virtualenv
+# with Airflow and check what a user would: the provider is listed with its version, the
+# connection type is registered with its hook, and the example DAGs import.
+# Usage: scripts/check_package.sh PYTHON UV   (the Makefile's `make package` passes both)
+set -euo pipefail
+python=$1
+uv=$2
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+rm -rf dist
+"$python" -m build --quiet --outdir dist . >/dev/null
+"$python" -m twine check --strict dist/*
+version=$("$python" -c 'import airflow_provider_hindsight as p; print(p.__version__)')
+wheel=$(ls dist/*.whl)
+
+smoke=$(mktemp -d)
+trap 'rm -rf "$smoke"' EXIT
+"$uv" venv --quiet --python "$(command -v python3)" "$smoke/venv"
+"$uv" pip install --quiet --python "$smoke/venv/bin/python" "${wheel}[sql]" "apache-airflow==${AIRFLOW_VERSION:-3.3.*}" \
+    apache-airflow-providers-sqlite
+export AIRFLOW_HOME="$smoke/home" AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER="$root/dags"
+cd "$smoke"  # import the installed wheel, not the source tree
+
+"$smoke/venv/bin/airflow" providers list -o json >"$smoke/providers.json" 2>/dev/null
+"$smoke/venv/bin/python" - "$smoke/providers.json" "$version" <<'PY'
+import json, sys
+providers = {p["package_name"]: p for p in json.load(open(sys.argv[1]))}
+listed = providers.get("airflow-provider-hindsight")
+assert listed, f"provider not listed; got {sorted(providers)}"
+assert listed["version"] == sys.argv[2], listed
+print(f"airflow providers list: airflow-provider-hindsight {listed['version']}")
+PY
+
+"$smoke/venv/bin/python" - <<'PY'
+import importlib.resources
+from airflow.providers_manager import ProvidersManager
+
+manager = ProvidersManager()
+hook = manager.hooks["hindsight"]
+assert hook is not None and hook.hook_class_name.endswith("HindsightHook"), hook
+assert hook.connection_type == "hindsight"
+info = manager.providers["airflow-provider-hindsight"].data
+fields = set(info["connection-types"][0]["conn-fields"])
+assert fields == {"plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http"}, fields
+assert importlib.resources.files("airflow_provider_hindsight").joinpath("py.typed").is_file()
+print(f"connection type hindsight -> {hook.hook_class_name}; fields: {', '.join(sorted(fields))}")
+PY
+
+"$smoke/venv/bin/python" - <<'PY'
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+bag = DagBag()  # the DAGs folder and load_examples=False come from the environment
+assert not bag.import_errors, bag.import_errors
+print(f"example DAGs import from the wheel: {', '.join(sorted(bag.dag_ids))}")
+PY
+echo "package OK: $(basename "$wheel") and $(basename "$(ls "$root"/dist/*.tar.gz)")"

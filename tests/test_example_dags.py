@@ -1,0 +1,91 @@
+"""The example DAGs users copy: they import cleanly and run to success against the emulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_hindsight.testing import HindsightEmulator
+from tests.conftest import ROOT, task_states, xcom_value
+
+EXAMPLE_FILES = sorted(path.name for path in (ROOT / "dags").glob("*.py"))
+
+
+def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
+    assert dag_bag.import_errors == {}
+    example_dags = {dag_id for dag_id, dag in dag_bag.dags.items() if Path(dag.fileloc).name in EXAMPLE_FILES}
+    assert example_dags == {
+        "example_hindsight_single",
+        "example_hindsight_mapped",
+        "example_hindsight_bulk",
+        "example_warehouse_load",
+        "example_hindsight_warehouse_refresh",
+    }
+
+
+def test_single_example_sends_context_built_upstream(run_dag: Any, hindsight_emulator: HindsightEmulator) -> None:
+    dag_run = run_dag("example_hindsight_single")
+
+    assert set(task_states(dag_run).values()) == {"success"}
+    built = xcom_value(dag_run, "build_contact_context")
+    (request,) = hindsight_emulator.requests
+    assert request.path == f"/api/v1/interviews/{built['interview_request_id']}"
+    assert request.json == {
+        "contact_context": built["contact_context"],
+        "contact_name": built["contact_name"],
+        "objective": f"Understand why we lost to {built['competitor']}.",
+    }
+
+
+def test_mapped_example_updates_one_interview_per_row(run_dag: Any, hindsight_emulator: HindsightEmulator) -> None:
+    dag_run = run_dag("example_hindsight_mapped")
+
+    rows = xcom_value(dag_run, "lost_deals")
+    assert set(task_states(dag_run).values()) == {"success"}
+    assert len(rows) == len(hindsight_emulator.requests)
+    for row in rows:
+        stored = hindsight_emulator.interview(row["interview_request_id"])
+        assert stored == {key: row[key] for key in ("contact_context", "contact_name", "objective")}
+
+
+def test_bulk_example_reports_every_row(run_dag: Any, hindsight_emulator: HindsightEmulator) -> None:
+    dag_run = run_dag("example_hindsight_bulk")
+
+    rows = xcom_value(dag_run, "contact_updates")
+    summary = xcom_value(dag_run, "update_interviews")
+    assert summary == {"total": len(rows), "succeeded": len(rows), "failed": 0, "failures": []}
+    assert xcom_value(dag_run, "update_interviews", key="summary") == summary
+    assert {row["interview_request_id"] for row in rows} == set(hindsight_emulator.interviews)
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example warehouse connection, pointed at a SQLite file of this test."""
+    path = tmp_path / "warehouse.db"
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_EXAMPLE_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    return path
+
+
+def test_warehouse_refresh_pushes_every_deal(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, warehouse: Path
+) -> None:
+    from dags.example_hindsight_warehouse import DEALS
+
+    load_run = run_dag("example_warehouse_load")
+    assert task_states(load_run) == {"load_deals": "success"}
+    assert warehouse.exists()
+
+    refresh_run = run_dag("example_hindsight_warehouse_refresh")
+
+    summary = xcom_value(refresh_run, "push_contact_context")
+    assert summary == {"total": len(DEALS), "succeeded": len(DEALS), "failed": 0, "failures": []}
+    for interview_id, name, title, stage, competitor, amount, notes in DEALS:
+        context = {"title": title, "stage": stage, "competitor": competitor, "amount": amount, "notes": notes}
+        assert hindsight_emulator.interview(interview_id) == {
+            "contact_name": name,
+            "contact_context": {key: value for key, value in context.items() if value is not None},
+            "objective": f"Understand the {stage.lower()} decision",
+        }

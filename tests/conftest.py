@@ -44,6 +44,14 @@ DAGS_FOLDER = AIRFLOW_HOME / "dags"
 pytest_plugins = ["airflow_provider_hindsight.testing.pytest_plugin"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """On Airflow 3, a deprecation warning raised from the provider's or the examples' code fails the run."""
+    if not _is_airflow_2():
+        for category in ("DeprecationWarning", "FutureWarning"):
+            for module in ("airflow_provider_hindsight", r".*example_hindsight", r".*example_warehouse"):
+                config.addinivalue_line("filterwarnings", f"error::{category}:{module}")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Create the Airflow metadata database once for the whole run."""
     subprocess.run(

@@ -65,7 +65,9 @@ def test_bulk_example_reports_every_row(run_dag: Any, hindsight_emulator: Hindsi
 def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example warehouse connection, pointed at a SQLite file of this test."""
     path = tmp_path / "warehouse.db"
-    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_EXAMPLE_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HINDSIGHT_EXAMPLE_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)})
+    )
     return path
 
 

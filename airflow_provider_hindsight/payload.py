@@ -24,7 +24,11 @@ MAX_FIELD_CHARS = 100_000
 
 Not an API limit: a guard against sending a whole table in one field by mistake."""
 
+MAX_INTERVIEW_REQUEST_ID = 2**63 - 1
+"""Ids are database integers; anything larger is a mistake, not an interview."""
+
 _DIGITS = re.compile(r"[1-9][0-9]*")
+_MAX_ID_DIGITS = len(str(MAX_INTERVIEW_REQUEST_ID))
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,14 @@ def validate_interview_request_id(value: object) -> int:
     Ints and strings of digits (templates render strings) are accepted; booleans, floats, zero,
     negatives, padded or path-like strings are refused so that no request goes to a wrong URL.
     """
-    if isinstance(value, Integral) and not isinstance(value, bool) and int(value) > 0:
+    if isinstance(value, Integral) and not isinstance(value, bool) and 0 < int(value) <= MAX_INTERVIEW_REQUEST_ID:
         return int(value)
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
+    if (
+        isinstance(value, str)
+        and _DIGITS.fullmatch(value)
+        and len(value) <= _MAX_ID_DIGITS
+        and int(value) <= MAX_INTERVIEW_REQUEST_ID
+    ):
         return int(value)
     hint = ""
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
@@ -89,13 +98,22 @@ def build_interview_update(
             f"Nothing to update for interview {request_id}: give at least one of contact_context, "
             "contact_name or objective (None means 'leave unchanged').",
         )
+    members = []
     for field, value in body.items():
         try:
-            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as error:
             raise HindsightValidationError(
                 f"{field} is not JSON-serialisable ({error}). Convert dates, decimals and other objects "
                 "to strings or numbers before passing them.",
+                field=field,
+            ) from None
+        try:
+            members.append(f'"{field}":{encoded}'.encode())
+        except UnicodeEncodeError:
+            raise HindsightValidationError(
+                f"{field} holds text that is not valid Unicode (a lone surrogate, often from a bad decode). "
+                "Clean it, for example with `.encode('utf-8', 'replace').decode()`.",
                 field=field,
             ) from None
         if len(encoded) > MAX_FIELD_CHARS:
@@ -104,8 +122,7 @@ def build_interview_update(
                 "sends in one field. Summarise it, or send only the columns Paige needs.",
                 field=field,
             )
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    return InterviewUpdate(request_id, body, payload)
+    return InterviewUpdate(request_id, body, b"{" + b",".join(members) + b"}")
 
 
 def interview_update_from_row(row: object) -> InterviewUpdate:
@@ -154,12 +171,13 @@ def reject_rendered_python_literal(field: str, value: object) -> None:
     except ValueError:
         pass
     try:
-        literal = ast.literal_eval(text)
+        root = ast.parse(text, mode="eval").body
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return
-    if isinstance(literal, (dict, list)):
+    if isinstance(root, (ast.Dict, ast.List)):
+        kind = "dict" if isinstance(root, ast.Dict) else "list"
         raise HindsightValidationError(
-            f"{field} arrived as the string {text[:60]!r}..., a Python {type(literal).__name__} that Jinja "
+            f"{field} arrived as the string {text[:60]!r}..., a Python {kind} that Jinja "
             "rendered to text. Pass the upstream value as an XComArg (for example "
             "`build_context.output['contact_context']`) or set `render_template_as_native_obj=True` on the "
             "DAG so the template renders a real object.",

@@ -324,6 +324,9 @@ class HindsightHook(BaseHook):
         however many rows come. Invalid rows and repeated ids are reported, never sent. Results come
         in completion order; ``UpdateResult.row`` is the row's 1-based position in ``rows``.
         """
+        # cached_property has no lock on Python 3.12+: create the shared session and pacer before the
+        # threads start, or several threads could each build their own pacer and multiply the pace.
+        _ = (self.session, self.pacer)
         in_flight: dict[Future[dict[str, Any]], tuple[int, int]] = {}
         with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hindsight") as pool:
             for position, checked in check_rows(rows):
@@ -435,6 +438,10 @@ def check_rows(
             update = row if isinstance(row, InterviewUpdate) else interview_update_from_row(row)
         except HindsightValidationError as error:
             yield position, UpdateResult(position, _row_id(row), False, None, error.code, error.message)
+            continue
+        except Exception as error:  # a row object that breaks while read must not end the whole run
+            message = f"could not read this row: {type(error).__name__}: {error}"
+            yield position, UpdateResult(position, _row_id(row), False, None, "invalid_row", message)
             continue
         if update.interview_request_id in seen:
             yield (

@@ -1,0 +1,93 @@
+"""How Airflow finds the provider: ``get_provider_info()``, the entry point, ProvidersManager and the form."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+from airflow.providers_manager import ProvidersManager
+
+from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.get_provider_info import get_provider_info
+from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+
+PACKAGE = "airflow-provider-hindsight"
+EXTRAS = ("plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http")
+PLANS = ["essentials", "growth", "enterprise"]
+
+
+@pytest.fixture
+def connection_type() -> dict[str, Any]:
+    (connection_type,) = get_provider_info()["connection-types"]
+    return connection_type
+
+
+def test_provider_info_describes_the_package() -> None:
+    info = get_provider_info()
+
+    assert info["package-name"] == PACKAGE
+    assert info["name"]
+    assert info["description"]
+    assert info["versions"] == [__version__]
+
+
+def test_connection_type_points_at_the_hook(connection_type: dict[str, Any]) -> None:
+    module_name, _, class_name = connection_type["hook-class-name"].rpartition(".")
+    module = __import__(module_name, fromlist=[class_name])
+
+    assert connection_type["connection-type"] == HindsightHook.conn_type == "hindsight"
+    assert getattr(module, class_name) is HindsightHook
+
+
+def test_conn_fields_cover_every_extra_the_hook_reads(connection_type: dict[str, Any]) -> None:
+    fields = connection_type["conn-fields"]
+
+    assert sorted(fields) == sorted(EXTRAS)
+    assert all(field["label"] and field["schema"]["type"] for field in fields.values())
+
+
+def test_plan_is_a_dropdown_of_the_plans(connection_type: dict[str, Any]) -> None:
+    schema = connection_type["conn-fields"]["plan"]["schema"]
+
+    assert schema["enum"] == PLANS
+    assert None not in schema["enum"]
+
+
+def test_ui_field_behaviour(connection_type: dict[str, Any]) -> None:
+    behaviour = connection_type["ui-field-behaviour"]
+
+    assert {"login", "schema", "port"} <= set(behaviour["hidden-fields"])
+    assert {"password", "host"} <= set(behaviour["relabeling"])
+    assert behaviour["placeholders"]["host"] == "https://app.usehindsight.com/api/v1"
+    assert behaviour["placeholders"]["plan"] in PLANS
+
+
+def test_hook_form_behaviour_matches_the_provider_info(connection_type: dict[str, Any]) -> None:
+    behaviour = connection_type["ui-field-behaviour"]
+
+    assert HindsightHook.get_ui_field_behaviour() == {
+        "hidden_fields": behaviour["hidden-fields"],
+        "relabeling": behaviour["relabeling"],
+        "placeholders": behaviour["placeholders"],
+    }
+
+
+def test_hook_form_widgets_match_the_conn_fields(connection_type: dict[str, Any]) -> None:
+    """The Airflow 2.11 form (Flask AppBuilder) offers the same extras as the 3.x declarative fields."""
+    pytest.importorskip("flask_appbuilder")
+    assert sorted(HindsightHook.get_connection_form_widgets()) == sorted(connection_type["conn-fields"])
+
+
+def test_entry_point_is_registered() -> None:
+    (entry_point,) = [point for point in entry_points(group="apache_airflow_provider") if point.dist.name == PACKAGE]
+    assert entry_point.load() is get_provider_info
+
+
+def test_providers_manager_lists_the_provider_and_connection_type() -> None:
+    manager = ProvidersManager()
+
+    assert manager.providers[PACKAGE].version == __version__
+    hook_info = manager.hooks["hindsight"]
+    assert hook_info.hook_class_name == f"{HindsightHook.__module__}.{HindsightHook.__name__}"
+    assert hook_info.connection_testable

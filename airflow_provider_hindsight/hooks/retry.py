@@ -17,7 +17,6 @@ from airflow_provider_hindsight.exceptions import (
     HindsightServerError,
 )
 
-RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 _EPOCH_THRESHOLD = 1_000_000_000.0  # X-RateLimit-Reset above this is a Unix time, below it a delay
 
 

@@ -20,12 +20,6 @@ from airflow_provider_hindsight.hooks.pacing import (
 from .helpers import FakeTime
 
 PLAN_PACES = (60, 300, 1000)
-ENTERPRISE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="At 1,000 a minute the gap is 60 / (1000 * SAFETY_MARGIN) = 0.0619 s, so 17 starts fit in one "
-    "second: more than 1000 / 60 = 16.7. The 3 % margin only covers paces where rpm / 60 is a whole number.",
-)
-PACES = [pytest.param(pace, marks=ENTERPRISE_XFAIL) if pace == 1000 else pace for pace in PLAN_PACES]
 
 
 class ThreadClocks:
@@ -76,8 +70,15 @@ def busiest_second(starts: list[float]) -> int:
     return max(sum(1 for other in starts if start <= other < start + 1.0) for start in starts)
 
 
-@pytest.mark.parametrize("pace", PLAN_PACES)
-def test_one_caller_starts_evenly_spaced(pace: int) -> None:
+@pytest.mark.parametrize(
+    ("pace", "gap"),
+    [
+        (60, 60 / (60 * SAFETY_MARGIN)),
+        (300, 60 / (300 * SAFETY_MARGIN)),
+        (1000, 1 / (16 * SAFETY_MARGIN)),  # 1000 / 60 = 16.7 a second: whole starts cap it at 16
+    ],
+)
+def test_one_caller_starts_evenly_spaced(pace: int, gap: float) -> None:
     fake = FakeTime()
     pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)
     starts = []
@@ -85,11 +86,10 @@ def test_one_caller_starts_evenly_spaced(pace: int) -> None:
         pacer.acquire()
         starts.append(fake.clock())
 
-    gap = 60 / (pace * SAFETY_MARGIN)
     assert [later - earlier for earlier, later in itertools.pairwise(starts)] == [pytest.approx(gap)] * 9
 
 
-@pytest.mark.parametrize("pace", PACES)
+@pytest.mark.parametrize("pace", PLAN_PACES)
 def test_many_threads_never_exceed_the_per_second_limit(pace: int) -> None:
     clocks = ThreadClocks()
 
@@ -98,7 +98,7 @@ def test_many_threads_never_exceed_the_per_second_limit(pace: int) -> None:
     assert busiest_second(starts) <= pace / 60
 
 
-@pytest.mark.parametrize("pace", [60, 300])
+@pytest.mark.parametrize("pace", PLAN_PACES)
 def test_many_threads_use_the_whole_allowance(pace: int) -> None:
     clocks = ThreadClocks()
 
@@ -154,12 +154,6 @@ def test_slowed_pace_spaces_starts_further_apart() -> None:
     assert waited == pytest.approx(60 / (pace * SLOW_DOWN_FACTOR * SAFETY_MARGIN))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slow_down() counts the one-second window from the last 429, not from the last change: 429s that "
-    "keep coming less than a second apart (no Retry-After to pause on) lower the pace only once, although the "
-    "docstring says only the first in a second is skipped.",
-)
 def test_sustained_429s_keep_lowering_the_pace() -> None:
     fake, pace = FakeTime(), 600
     pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)

@@ -7,6 +7,7 @@ The environment is set before anything imports Airflow.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+DEBUG_LOGGERS = ("", "airflow", "airflow.task", "urllib3", "requests")
+"""Loggers ``task_logs`` turns to DEBUG: the root, and those Airflow configures with a level of their own."""
 
 if "HINDSIGHT_TEST_AIRFLOW_HOME" not in os.environ:  # once per run, however often this module is imported
     _home = Path(tempfile.mkdtemp(prefix="hindsight-airflow-home-"))
@@ -122,8 +125,9 @@ def xcom_value(dag_run: Any, task_id: str, key: str = "return_value", map_index:
 
 @pytest.fixture
 def task_logs(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Callable[[], str]:
-    """Everything tasks logged so far: Airflow 3 task logs go to stdout, Airflow 2's to logging."""
-    caplog.set_level("DEBUG")
+    """Everything tasks logged so far, DEBUG included: Airflow 3 task logs go to stdout, Airflow 2's to logging."""
+    for name in DEBUG_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
     seen: list[str] = []
 
     def read() -> str:

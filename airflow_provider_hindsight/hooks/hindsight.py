@@ -260,6 +260,12 @@ class HindsightHook(BaseHook):
                 f"(interview {update.interview_request_id}).",
                 code="timeout",
             ) from None
+        except requests.exceptions.ChunkedEncodingError:  # the connection dropped mid-answer
+            raise HindsightConnectionError(
+                f"The connection to {self._host} broke while reading the answer "
+                f"(interview {update.interview_request_id}).",
+                code="connection_error",
+            ) from None
         except requests.ConnectionError as error:
             raise HindsightConnectionError(
                 f"Could not reach {self._host} (interview {update.interview_request_id}): {type(error).__name__}.",
@@ -475,6 +481,8 @@ def _base_url(host: str | None, port: int | None, schema: str | None, extra: Map
         parts = urlsplit(url)
         scheme, hostname = parts.scheme, parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a malformed port
+        if "://" not in host and parts.path != "/api/v1":  # a bare host is a name and port, not a path
+            hostname = None
     except ValueError:
         scheme, hostname = "", None
     if scheme not in ("http", "https") or not hostname or any(ch.isspace() for ch in url):

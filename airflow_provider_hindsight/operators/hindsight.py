@@ -88,6 +88,7 @@ class HindsightUpdateInterviewOperator(BaseOperator):
         self.max_retry_wait = max_retry_wait
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Validate the rendered fields, then send the update (or log it, in a dry run)."""
         update = self._validated_update()
         if self.is_dry_run:
             self.log.info(
@@ -213,7 +214,7 @@ class BaseHindsightBulkOperator(BaseOperator):
             f"{', '.join(codes)}. The summary XCom (key 'summary') lists each failed row and why."
         )
         transient = any(
-            failure["code"] in TRANSIENT_CODES or (failure["status_code"] or 0) >= 500
+            failure["code"] in TRANSIENT_CODES or failure["status_code"] == 429 or (failure["status_code"] or 0) >= 500
             for failure in summary["failures"]
         )
         error_class = HindsightTransientError if transient else HindsightPermanentError
@@ -239,6 +240,7 @@ class HindsightBulkUpdateInterviewsOperator(BaseHindsightBulkOperator):
         self.updates = updates
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Push every row of ``updates`` and return the summary."""
         rows = _rows_from(self.updates)
         return self.push_rows(rows, context, total=len(rows) if isinstance(rows, Sized) else None)
 

@@ -716,6 +716,7 @@ def test_hindsight_emulator_fixture(hindsight_emulator: HindsightEmulator) -> No
         "conn_type": "hindsight",
         "host": hindsight_emulator.base_url,
         "password": "test-key",
+        "extra": {"requests_per_minute": 60_000},  # no limit on the emulator: the hook need not pace
     }
     answer = requests.patch(
         f"{connection['host']}/interviews/1",
@@ -732,11 +733,17 @@ def test_hindsight_emulator_factory_fixture(
     default = hindsight_emulator_factory(requests_per_minute=60, rate_window=1.0)
     other = hindsight_emulator_factory("other-key", conn_id="hindsight_other", latency=0.01)
 
-    assert json.loads(os.environ["AIRFLOW_CONN_HINDSIGHT_DEFAULT"])["host"] == default.base_url
+    assert json.loads(os.environ["AIRFLOW_CONN_HINDSIGHT_DEFAULT"]) == {
+        "conn_type": "hindsight",
+        "host": default.base_url,
+        "password": "test-key",
+        "extra": {"requests_per_minute": 60},  # the hook paces at the emulator's limit
+    }
     assert json.loads(os.environ["AIRFLOW_CONN_HINDSIGHT_OTHER"]) == {
         "conn_type": "hindsight",
         "host": other.base_url,
         "password": "other-key",
+        "extra": {"requests_per_minute": 60_000},
     }
     headers = {"Authorization": "Bearer test-key"}
     statuses = [

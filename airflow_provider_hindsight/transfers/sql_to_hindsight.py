@@ -1,0 +1,263 @@
+"""``SqlToHindsightOperator``: stream a SQL query's rows into Hindsight in one task.
+
+Needs the ``sql`` extra (``pip install airflow-provider-hindsight[sql]``), which brings
+``apache-airflow-providers-common-sql``: every Airflow SQL connection (Postgres, Snowflake,
+BigQuery, SQLite, ...) gives a ``DbApiHook`` that this operator reads with.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, BaseHook
+
+from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.operators.hindsight import BaseHindsightBulkOperator
+from airflow_provider_hindsight.payload import UPDATE_FIELDS
+
+try:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+except ImportError as error:
+    raise AirflowOptionalProviderFeatureException(
+        "SqlToHindsightOperator needs apache-airflow-providers-common-sql: "
+        "pip install 'airflow-provider-hindsight[sql]'"
+    ) from error
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+ID_COLUMN = "interview_request_id"
+CONTEXT_COLUMN = "contact_context"
+
+
+class SqlToHindsightOperator(BaseHindsightBulkOperator):
+    """Run a query on any Airflow SQL connection and send each result row as an interview update.
+
+    Rows are fetched ``batch_size`` at a time and sent at the pace of the ``hindsight`` connection,
+    so memory does not grow with the table. Columns named ``interview_request_id``,
+    ``contact_context``, ``contact_name`` and ``objective`` (any case) are used directly; NULL means
+    "leave unchanged". A ``contact_context`` column holding a JSON object as text is sent as an
+    object, other text as prose. Other columns are ignored unless listed in ``context_columns``.
+    Returns (and pushes under the XCom key ``summary``) the same summary as
+    ``HindsightBulkUpdateInterviewsOperator``: ``{"total", "succeeded", "failed", "failures": [...]}``.
+
+    :param sql: the query (or a ``.sql`` file), templated.
+    :param conn_id: the Airflow SQL connection to read from.
+    :param parameters: query parameters passed to ``cursor.execute``, in the driver's placeholder
+        style; templated.
+    :param context_columns: columns folded into a ``contact_context`` object ``{column: value}``.
+        NULLs are left out (a row whose columns are all NULL leaves the notes unchanged); dates
+        become ISO strings, decimals numbers and bytes UTF-8 text. Cannot be combined with a
+        ``contact_context`` column.
+    :param batch_size: rows fetched from the database at a time.
+    """
+
+    template_fields: Sequence[str] = ("sql", "parameters")
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers = {"sql": "sql"}
+    ui_color = "#f4e3c4"
+
+    def __init__(
+        self,
+        *,
+        sql: str,
+        conn_id: str,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        context_columns: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sql = sql
+        self.conn_id = conn_id
+        self.parameters = parameters
+        self.context_columns = context_columns
+        self.batch_size = batch_size
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Stream the query's rows to Hindsight and return the summary."""
+        self._check_arguments()
+        hook = self._db_hook()
+        with closing(hook.get_conn()) as connection, closing(connection.cursor()) as cursor:
+            if self.parameters is None:
+                cursor.execute(self.sql)
+            else:
+                cursor.execute(self.sql, self.parameters)
+            columns = self._map_columns(cursor.description)
+            return self.push_rows(self._rows(cursor, columns), context)
+
+    def _check_arguments(self) -> None:
+        """Refuse bad arguments before connecting (templates are rendered by now)."""
+        if not isinstance(self.sql, str) or not self.sql.strip():
+            raise HindsightValidationError(f"sql must be a non-empty query string, got {self.sql!r:.80}.", field="sql")
+        if not isinstance(self.conn_id, str) or not self.conn_id:
+            raise HindsightValidationError(
+                f"conn_id must name an Airflow SQL connection, got {self.conn_id!r}.", field="conn_id"
+            )
+        if self.parameters is not None and (
+            isinstance(self.parameters, (str, bytes)) or not isinstance(self.parameters, (Mapping, Sequence))
+        ):
+            raise HindsightValidationError(
+                f"parameters must be a mapping or a sequence of query parameters, got "
+                f"{type(self.parameters).__name__}. Pass a dict for named placeholders or a list for "
+                "positional ones.",
+                field="parameters",
+            )
+        columns = self.context_columns
+        if columns is not None and (
+            isinstance(columns, str)
+            or not isinstance(columns, Sequence)
+            or not all(isinstance(name, str) and name for name in columns)
+            or not columns
+        ):
+            raise HindsightValidationError(
+                f"context_columns must be a non-empty list of column names, got {columns!r}. "
+                "For one column write ['title'], not 'title'.",
+                field="context_columns",
+            )
+        if columns is not None and len({name.lower() for name in columns}) != len(columns):
+            raise HindsightValidationError(
+                f"context_columns lists a column twice: {list(columns)}.", field="context_columns"
+            )
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise HindsightValidationError(
+                f"batch_size must be a positive int (rows fetched at a time), got {self.batch_size!r}.",
+                field="batch_size",
+            )
+
+    def _db_hook(self) -> DbApiHook:
+        hook = BaseHook.get_connection(self.conn_id).get_hook()
+        if not isinstance(hook, DbApiHook):
+            raise HindsightValidationError(
+                f"conn_id {self.conn_id!r} gives a {type(hook).__name__}, not a SQL hook (DbApiHook). "
+                "Use a database connection such as postgres, snowflake or sqlite.",
+                field="conn_id",
+            )
+        return hook
+
+    def _map_columns(self, description: Sequence[Sequence[Any]] | None) -> _Columns:
+        """Which result position feeds which API field and which ``context_columns`` key.
+
+        Raises before any request when the result cannot make rows: no id column, an unknown
+        context column, or two sources of ``contact_context``.
+        """
+        if not description:
+            raise HindsightValidationError(
+                "sql returned no result set: it must be a SELECT with an interview_request_id column.",
+                field="sql",
+            )
+        names = [str(column[0]) for column in description]
+        positions: dict[str, list[int]] = {}
+        for position, name in enumerate(names):
+            positions.setdefault(name.lower(), []).append(position)
+
+        def position_of(name: str, parameter: str) -> int | None:
+            found = positions.get(name.lower(), [])
+            if len(found) > 1:
+                raise HindsightValidationError(
+                    f"the result has {len(found)} columns named {name!r}; alias them so that each name appears once.",
+                    field=parameter,
+                )
+            return found[0] if found else None
+
+        fields = {name: position_of(name, "sql") for name in (ID_COLUMN, *UPDATE_FIELDS)}
+        columns = _Columns(fields=[(name, pos) for name, pos in fields.items() if pos is not None], context=[])
+        if fields[ID_COLUMN] is None:
+            raise HindsightValidationError(
+                f"the result has no interview_request_id column (columns: {', '.join(names)}). Select the id "
+                "returned by POST /interviews AS interview_request_id.",
+                field="sql",
+            )
+        if self.context_columns is not None:
+            if fields[CONTEXT_COLUMN] is not None:
+                raise HindsightValidationError(
+                    "the result has a contact_context column and context_columns is set: contact_context "
+                    "would come from two places. Drop the column from the query or drop context_columns.",
+                    field="context_columns",
+                )
+            context = [(name, position_of(name, "context_columns")) for name in self.context_columns]
+            missing = [name for name, pos in context if pos is None]
+            if missing:
+                raise HindsightValidationError(
+                    f"context_columns {missing} are not in the result (columns: {', '.join(names)}). "
+                    "Select them in sql or fix the names.",
+                    field="context_columns",
+                )
+            columns.context = [(name, pos) for name, pos in context if pos is not None]
+        used = {pos for _, pos in (*columns.fields, *columns.context)}
+        ignored = [name for position, name in enumerate(names) if position not in used]
+        if ignored:
+            self.log.info(
+                "Ignoring columns %s: only interview_request_id, %s and context_columns are sent.",
+                ", ".join(ignored),
+                ", ".join(UPDATE_FIELDS),
+            )
+        return columns
+
+    def _rows(self, cursor: Any, columns: _Columns) -> Iterator[dict[str, Any]]:
+        """Fetch ``batch_size`` rows at a time and turn each into a bulk row."""
+        while True:
+            batch = cursor.fetchmany(self.batch_size)
+            if not batch:
+                return
+            for record in batch:
+                row = {field: record[position] for field, position in columns.fields}
+                row[ID_COLUMN] = _id_value(row[ID_COLUMN])
+                if CONTEXT_COLUMN in row:
+                    row[CONTEXT_COLUMN] = _context_value(row[CONTEXT_COLUMN])
+                if columns.context:
+                    notes = {name: _json_value(record[pos]) for name, pos in columns.context if record[pos] is not None}
+                    row[CONTEXT_COLUMN] = notes or None
+                yield row
+
+
+@dataclass
+class _Columns:
+    """Result positions: ``fields`` are sent as API fields, ``context`` builds the ``contact_context`` object."""
+
+    fields: list[tuple[str, int]]
+    context: list[tuple[str, int]]
+
+
+def _id_value(value: Any) -> Any:
+    """Drivers return NUMBER/NUMERIC ids as ``Decimal``; a whole one is the int id."""
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _context_value(value: Any) -> Any:
+    """A ``contact_context`` cell: text holding a JSON object is sent as that object, other text as prose."""
+    value = _text(value)
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, dict) else value
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """A ``context_columns`` cell as a JSON value: dates as ISO text, decimals as numbers, bytes as text."""
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
+    return _text(value)
+
+
+def _text(value: Any) -> Any:
+    """Bytes as UTF-8 text; bytes that are not UTF-8 stay as they are, so the row fails with a reason."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value

@@ -86,8 +86,14 @@ def test_entry_point_is_registered() -> None:
 
 def test_providers_manager_lists_the_provider_and_connection_type() -> None:
     manager = ProvidersManager()
+    try:  # Airflow 3 serves hooks to tasks from the task SDK's manager
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hooks = ProvidersManagerTaskRuntime().hooks
+    except ImportError:
+        hooks = manager.hooks
 
     assert manager.providers[PACKAGE].version == __version__
-    hook_info = manager.hooks["hindsight"]
+    hook_info = hooks["hindsight"]
     assert hook_info.hook_class_name == f"{HindsightHook.__module__}.{HindsightHook.__name__}"
     assert hook_info.connection_testable

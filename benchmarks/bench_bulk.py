@@ -1,0 +1,538 @@
+"""Benchmark: the bulk engine against per-row alternatives, over real HTTP to a local Hindsight emulator.
+
+    python benchmarks/bench_bulk.py            # the full run, about 8 minutes on 2 cores
+    python benchmarks/bench_bulk.py --quick    # a smaller run, about 2 minutes
+
+Needs this package, Airflow and apache-airflow-providers-http (and -sqlite for the SQL transfer).
+The emulator runs in its own process (``emulator_process.py``) and every approach runs in a fresh
+Python process, so that each peak-memory figure (the process's RSS high-water mark, from
+``resource.getrusage``) belongs to that approach alone. See ``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+API_KEY = "bench-api-key"
+LIMIT = 3000
+"""Requests a minute the emulator allows for a) to d): 50 in any one second (``rate_window=1.0``)."""
+LATENCY = 0.05
+"""Seconds the emulator waits before each answer for a) to d), like a real API across the internet."""
+OVERHEAD_BLOCKS = 50
+"""f) alternates the hook loop and the bare loop in this many blocks each."""
+UNPACED = 6_000_000
+"""The connection's pace when the emulator has no limit (e and f): 100,000 a second, never reached."""
+WAREHOUSE_CONN_ID = "bench_warehouse"
+HTTP_CONN_ID = "bench_http"
+SQL = "SELECT interview_request_id, contact_name, title, stage, amount, notes FROM deals ORDER BY interview_request_id"
+
+
+# -- the parent: emulators, worker processes, the table --------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    requests_per_minute: float | None = None
+    rate_window: float = 60.0
+    latency: float = 0.0
+
+
+LIMITED = EmulatorSettings(requests_per_minute=LIMIT, rate_window=1.0, latency=LATENCY)
+UNLIMITED = EmulatorSettings()
+
+
+class EmulatorProcess:
+    """``emulator_process.py`` in a child process: its base URL and its answer counters."""
+
+    def __init__(self, settings: EmulatorSettings) -> None:
+        command = [sys.executable, str(HERE / "emulator_process.py"), "--api-key", API_KEY]
+        command += ["--rate-window", str(settings.rate_window), "--latency", str(settings.latency)]
+        if settings.requests_per_minute is not None:
+            command += ["--requests-per-minute", str(settings.requests_per_minute)]
+        self.settings = settings
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.base_url: str = self._read()["base_url"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the emulator process exited")
+        return json.loads(line)
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        return self._read()
+
+    def counts(self) -> dict[int, int]:
+        """Answers sent since the last reset, by status: ``{200: 2000, 429: 0}``."""
+        return {int(status): count for status, count in self._ask("counts")["status_counts"].items()}
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def stop(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+@contextmanager
+def emulator(settings: EmulatorSettings) -> Iterator[EmulatorProcess]:
+    process = EmulatorProcess(settings)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class Measurement:
+    """One worker run: what it did, how long, how much memory, and what the emulator answered."""
+
+    label: str
+    rows: int
+    seconds: float
+    peak_rss_mb: float
+    status_counts: dict[int, int]
+    limit: float | None
+    timings: dict[str, float]
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+    @property
+    def rate_of_limit(self) -> float | None:
+        return None if self.limit is None else self.rate / (self.limit / 60)
+
+
+class Bench:
+    """Runs each approach in a fresh process with a throw-away Airflow home."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.logs = home / "logs"
+        self.logs.mkdir()
+        self.env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW_CONN_")}
+        self.env.update(
+            {
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(HERE / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"airflow\..*",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
+            }
+        )
+        self._migrated = False
+        self._runs = 0
+
+    def migrate(self) -> None:
+        """Create the metadata database once; only the DAG-based approaches need it."""
+        if not self._migrated:
+            progress("creating the Airflow metadata database")
+            subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env=self.env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._migrated = True
+
+    def run(
+        self,
+        label: str,
+        approach: str,
+        rows: int,
+        emulator_process: EmulatorProcess,
+        *,
+        pace: float,
+        **options: Any,
+    ) -> Measurement:
+        """Run ``approach`` on ``rows`` rows in a fresh process and collect its measurement."""
+        self._runs += 1
+        emulator_process.reset()
+        result_file = self.home / f"result-{self._runs}.json"
+        log_file = self.logs / f"{self._runs:02d}-{approach}.log"
+        request = {
+            "approach": approach,
+            "rows": rows,
+            "base_url": emulator_process.base_url,
+            "pace": pace,
+            "options": options,
+            "result_file": str(result_file),
+        }
+        progress(f"{label}: {rows:,} rows ...")
+        with log_file.open("w") as log:
+            finished = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(request)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if finished.returncode != 0:
+            tail = log_file.read_text().splitlines()[-30:]
+            raise RuntimeError(f"{label} failed (exit {finished.returncode}); log {log_file}:\n" + "\n".join(tail))
+        result = json.loads(result_file.read_text())
+        counts = emulator_process.counts()
+        if counts.get(200, 0) < rows:
+            raise RuntimeError(f"{label}: the emulator accepted {counts.get(200, 0)} of {rows} rows ({counts})")
+        measurement = Measurement(
+            label=label,
+            rows=rows,
+            seconds=result["timings"]["seconds"],
+            timings=result["timings"],
+            peak_rss_mb=result["peak_rss_kb"] / 1024,
+            status_counts=counts,
+            limit=emulator_process.settings.requests_per_minute,
+        )
+        progress(f"{label}: {measurement.seconds:.1f} s, {measurement.rate:,.1f} rows/s, answers {counts}")
+        return measurement
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def make_warehouse(path: Path, rows: int) -> None:
+    """A SQLite ``deals`` table with ``rows`` rows, the shape of a CRM export."""
+    stages = ("Closed Won", "Closed Lost")
+    with closing(sqlite3.connect(path)) as database, database:
+        database.execute(
+            "CREATE TABLE deals (interview_request_id INTEGER PRIMARY KEY, contact_name TEXT, title TEXT, "
+            "stage TEXT, amount NUMERIC, notes TEXT)"
+        )
+        database.executemany(
+            "INSERT INTO deals VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    n,
+                    f"Contact {n}",
+                    "VP Sales",
+                    stages[n % 2],
+                    1000 + n,
+                    f"Deal {n}: renewal discussed in Q{n % 4 + 1}.",
+                )
+                for n in range(1, rows + 1)
+            ),
+        )
+
+
+def run_all(args: argparse.Namespace, home: Path) -> tuple[list[Measurement], list[str]]:
+    """Run the selected approaches; return the measurements and the target verdicts."""
+    bench = Bench(home)
+    measurements: list[Measurement] = []
+    verdicts: list[str] = []
+    only = set(args.only)
+
+    if only & {"a", "b", "c", "d"}:
+        if only & {"c", "d"}:
+            bench.migrate()
+        with emulator(LIMITED) as limited:
+            if "a" in only:
+                bulk = bench.run("a) bulk operator", "bulk", args.rows, limited, pace=LIMIT)
+                measurements.append(bulk)
+                rate = bulk.rate_of_limit or 0.0
+                rejected = bulk.status_counts.get(429, 0)
+                met = rate >= 0.95 and rejected == 0
+                verdicts.append(
+                    f"a) rate >= 0.95 of the limit with zero 429s: {rate:.3f}, {rejected} 429s -> "
+                    f"{'met' if met else 'NOT met'}"
+                )
+            if "b" in only:
+                measurements.append(bench.run("b) sequential hook loop", "sequential", args.rows, limited, pace=LIMIT))
+            for key, label, approach in (
+                ("c", "c) mapped HindsightUpdateInterviewOperator", "mapped_hindsight"),
+                ("d", "d) mapped HttpOperator", "mapped_http"),
+            ):
+                if key in only:
+                    mapped = bench.run(label, approach, args.per_row_rows, limited, pace=LIMIT)
+                    mapped.note = f"{mapped.seconds / mapped.rows * args.rows:,.0f} s for {args.rows:,} (extrapolated)"
+                    measurements.append(mapped)
+
+    if "e" in only:
+        with emulator(UNLIMITED) as unlimited:
+            sql_runs = []
+            for rows in (args.sql_rows, 1000):
+                path = home / f"warehouse-{rows}.db"
+                make_warehouse(path, rows)
+                run = bench.run("e) SqlToHindsightOperator", "sql", rows, unlimited, pace=UNPACED, database=str(path))
+                sql_runs.append(run)
+            big, small = sql_runs
+            growth = big.peak_rss_mb - small.peak_rss_mb
+            big.note = f"peak +{growth:.1f} MB vs {small.rows:,} rows"
+            measurements.extend(sql_runs)
+            verdicts.append(
+                f"e) peak memory, {big.rows:,} vs {small.rows:,} rows, within 50 MB: {growth:+.1f} MB -> "
+                f"{'met' if growth <= 50 else 'NOT met'}"
+            )
+
+    if "f" in only:
+        with emulator(UNLIMITED) as unlimited:
+            hook_run = bench.run(
+                "f) hook.update_interview loop", "overhead", args.overhead_requests, unlimited, pace=UNPACED
+            )
+            bare_run = dataclasses.replace(
+                hook_run, label="f) bare requests.Session loop", seconds=hook_run.timings["session_seconds"]
+            )
+            ratio = hook_run.seconds / bare_run.seconds
+            hook_run.note = (
+                f"{ratio:.2f}x the bare session; both loops in one process, in {OVERHEAD_BLOCKS} alternating blocks"
+            )
+            measurements.extend([hook_run, bare_run])
+            verdicts.append(
+                f"f) hook overhead at most 1.2x a bare session: {ratio:.2f}x -> {'met' if ratio <= 1.2 else 'NOT met'}"
+            )
+    return measurements, verdicts
+
+
+def table(measurements: list[Measurement]) -> str:
+    """The results as a Markdown table."""
+    header = "| approach | rows | seconds | rows/s | of limit | 429s | peak RSS (MB) | note |"
+    lines = [header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for m in measurements:
+        of_limit = "-" if m.rate_of_limit is None else f"{m.rate_of_limit:.3f}"
+        lines.append(
+            f"| {m.label} | {m.rows:,} | {m.seconds:.1f} | {m.rate:,.1f} | {of_limit} | "
+            f"{m.status_counts.get(429, 0)} | {m.peak_rss_mb:.0f} | {m.note} |"
+        )
+    return "\n".join(lines)
+
+
+def environment() -> str:
+    from importlib.metadata import version
+
+    return (
+        f"{time.strftime('%Y-%m-%d')}, {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, apache-airflow {version('apache-airflow')}, "
+        f"airflow-provider-hindsight {version('airflow-provider-hindsight')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the Hindsight bulk engine against per-row approaches.")
+    parser.add_argument("--quick", action="store_true", help="smaller row counts: a run of about 2 minutes")
+    parser.add_argument("--rows", type=int, help="rows for a) and b) (default 2,000; quick 500)")
+    parser.add_argument("--per-row-rows", type=int, help="rows for c) and d) (default 200; quick 30)")
+    parser.add_argument("--sql-rows", type=int, help="rows for e), compared with 1,000 (default 100,000; quick 10,000)")
+    parser.add_argument("--overhead-requests", type=int, help="requests per f) loop (default 5,000; quick 1,000)")
+    parser.add_argument(
+        "--only", type=lambda text: text.split(","), default=list("abcdef"), help="approaches to run, e.g. a,e"
+    )
+    parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
+    quick = args.quick
+    args.rows = args.rows or (500 if quick else 2000)
+    args.per_row_rows = args.per_row_rows or (30 if quick else 200)
+    args.sql_rows = args.sql_rows or (10_000 if quick else 100_000)
+    args.overhead_requests = args.overhead_requests or (1000 if quick else 5000)
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="hindsight-bench-") as home:
+        measurements, verdicts = run_all(args, Path(home))
+    print()
+    print(environment())
+    print()
+    print(table(measurements))
+    print()
+    for verdict in verdicts:
+        print(verdict)
+    print(f"\nTotal time {time.monotonic() - started:.0f} s.")
+    if args.json:
+        args.json.write_text(json.dumps([m.__dict__ for m in measurements], indent=2, default=str))
+    return 0
+
+
+# -- the worker: one approach in a fresh process --------------------------------------------------
+
+
+class _XComSink:
+    """Stands in for ``context["ti"]`` when an operator's ``execute()`` runs outside a DAG run."""
+
+    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
+        self.last = (key, value)
+
+
+def _context() -> Any:
+    """The part of an Airflow context the bulk operators use."""
+    return {"ti": _XComSink()}
+
+
+def _rows(count: int) -> list[dict[str, Any]]:
+    return [
+        {"interview_request_id": n, "contact_context": {"seats": n}, "objective": "Renewal"}
+        for n in range(1, count + 1)
+    ]
+
+
+def _check(summary: dict[str, Any], count: int) -> None:
+    if summary["succeeded"] != count:
+        raise RuntimeError(f"{summary['succeeded']} of {count} rows succeeded: {summary['failures'][:3]}")
+
+
+def _bulk(count: int, options: dict[str, Any]) -> dict[str, float]:
+    from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
+
+    operator = HindsightBulkUpdateInterviewsOperator(task_id="bench", updates=_rows(count))
+    started = time.perf_counter()
+    summary = operator.execute(_context())
+    seconds = time.perf_counter() - started
+    _check(summary, count)
+    return {"seconds": seconds}
+
+
+def _sequential(count: int, options: dict[str, Any]) -> dict[str, float]:
+    from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+
+    rows = _rows(count)
+    started = time.perf_counter()
+    hook = HindsightHook()
+    for row in rows:
+        hook.update_interview(**row)
+    return {"seconds": time.perf_counter() - started}
+
+
+def _mapped(dag_id: str) -> Callable[[int, dict[str, Any]], dict[str, float]]:
+    def run(count: int, options: dict[str, Any]) -> dict[str, float]:
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow 2
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        dag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
+        started = time.perf_counter()
+        dag_run = dag.test(run_conf={"rows": count})
+        seconds = time.perf_counter() - started
+        states = [str(ti.state) for ti in dag_run.get_task_instances()]
+        failed = [state for state in states if state != "success"]
+        if failed or len(states) != count + 1:
+            raise RuntimeError(f"{dag_id}: {len(states)} task instances, not successful: {failed[:5]}")
+        return {"seconds": seconds}
+
+    return run
+
+
+def _sql(count: int, options: dict[str, Any]) -> dict[str, float]:
+    from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
+
+    os.environ[f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}"] = json.dumps(
+        {"conn_type": "sqlite", "host": options["database"]}
+    )
+    operator = SqlToHindsightOperator(
+        task_id="bench", conn_id=WAREHOUSE_CONN_ID, sql=SQL, context_columns=["title", "stage", "amount", "notes"]
+    )
+    started = time.perf_counter()
+    summary = operator.execute(_context())
+    seconds = time.perf_counter() - started
+    _check(summary, count)
+    return {"seconds": seconds}
+
+
+def _overhead(count: int, options: dict[str, Any]) -> dict[str, float]:
+    """``count`` requests through the hook and ``count`` through a bare session, in alternating blocks.
+
+    Alternating blocks in one process expose both loops to the same machine noise; the requests
+    are the same (same body, same JSON check of the answer).
+    """
+    import requests
+
+    from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+
+    hook = HindsightHook()
+    base_url = hook.settings.base_url
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+
+    def through_hook(n: int) -> None:
+        hook.update_interview(n, contact_context={"seats": n}, objective="Renewal")
+
+    def through_session(n: int) -> None:
+        body = json.dumps({"contact_context": {"seats": n}, "objective": "Renewal"}).encode()
+        response = session.patch(f"{base_url}/interviews/{n}", data=body, timeout=30)
+        response.raise_for_status()
+        response.json()
+
+    loops = {"seconds": through_hook, "session_seconds": through_session}
+    for send in loops.values():
+        send(1)  # warm up: connection settings, session, first socket
+    totals = dict.fromkeys(loops, 0.0)
+    ids = iter(range(2, 2 * count + 2))
+    for block in range(OVERHEAD_BLOCKS):
+        order = list(loops) if block % 2 == 0 else list(reversed(loops))
+        for name in order:
+            requests_in_block = count // OVERHEAD_BLOCKS + (block < count % OVERHEAD_BLOCKS)
+            started = time.perf_counter()
+            for _ in range(requests_in_block):
+                loops[name](next(ids))
+            totals[name] += time.perf_counter() - started
+    return totals
+
+
+APPROACHES: dict[str, Callable[[int, dict[str, Any]], dict[str, float]]] = {
+    "bulk": _bulk,
+    "sequential": _sequential,
+    "mapped_hindsight": _mapped("bench_mapped_hindsight"),
+    "mapped_http": _mapped("bench_mapped_http"),
+    "sql": _sql,
+    "overhead": _overhead,
+}
+"""Each runs one approach on ``rows`` rows and returns the seconds of the measured part (``seconds``)."""
+
+
+def worker(request: dict[str, Any]) -> int:
+    """Run one approach, then write its seconds and the RSS high-water mark to the result file."""
+    base_url = request["base_url"]
+    hindsight: dict[str, Any] = {
+        "conn_type": "hindsight",
+        "host": base_url,
+        "password": API_KEY,
+        "extra": {"requests_per_minute": request["pace"]},
+    }
+    http = {
+        "conn_type": "http",
+        "host": "127.0.0.1",
+        "port": int(base_url.split(":")[2].split("/")[0]),
+        "schema": "http",
+        "extra": {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    }
+    os.environ["AIRFLOW_CONN_HINDSIGHT_DEFAULT"] = json.dumps(hindsight)
+    os.environ[f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}"] = json.dumps(http)
+    timings = APPROACHES[request["approach"]](request["rows"], request["options"])
+    result = {
+        "timings": timings,
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    Path(request["result_file"]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Run a ``HindsightEmulator`` in its own process for the benchmark, so it shares no memory or GIL with it.
+
+Prints one JSON line ``{"base_url": ...}`` when ready, then answers commands on stdin, one a line:
+``counts`` prints ``{"status_counts": {...}, "request_count": n}``; ``reset`` zeroes the counters.
+It stops at end of input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from airflow_provider_hindsight.testing import HindsightEmulator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--requests-per-minute", type=float, default=None)
+    parser.add_argument("--rate-window", type=float, default=60.0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    emulator = HindsightEmulator(
+        args.api_key,
+        requests_per_minute=args.requests_per_minute,
+        rate_window=args.rate_window,
+        latency=args.latency,
+        record_requests=False,
+    )
+    with emulator:
+        print(json.dumps({"base_url": emulator.base_url}), flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "counts":
+                answer = {"status_counts": emulator.status_counts, "request_count": emulator.request_count}
+                print(json.dumps(answer), flush=True)
+            elif command == "reset":
+                emulator.reset_requests()
+                print(json.dumps({"reset": True}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

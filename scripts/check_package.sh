@@ -37,7 +37,12 @@ import importlib.resources
 from airflow.providers_manager import ProvidersManager
 
 manager = ProvidersManager()
-hook = manager.hooks["hindsight"]
+try:  # Airflow 3 serves hooks from the task SDK's manager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    hook = ProvidersManagerTaskRuntime().hooks["hindsight"]
+except ImportError:
+    hook = manager.hooks["hindsight"]
 assert hook is not None and hook.hook_class_name.endswith("HindsightHook"), hook
 assert hook.connection_type == "hindsight"
 info = manager.providers["airflow-provider-hindsight"].data

@@ -15,7 +15,14 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 
 class HindsightError(AirflowException):
-    """Base class of every error this provider raises about a Hindsight request."""
+    """Base class of every error this provider raises about a Hindsight request.
+
+    ``transient`` is the one rule for what may succeed later: the retry policy retries exactly the
+    transient errors, a bulk row's result carries it, and a failed task is retryable by Airflow
+    only when a transient error caused it.
+    """
+
+    transient: bool = False
 
     def __init__(
         self,
@@ -61,6 +68,8 @@ class HindsightPermanentError(HindsightError, AirflowFailException):
 class HindsightTransientError(HindsightError):
     """The API or the network failed for now; a later try may succeed."""
 
+    transient = True
+
 
 class HindsightBadRequestError(HindsightPermanentError):
     """400 ``bad_request``: no field, invalid JSON, or an invalid value."""
@@ -88,6 +97,17 @@ class HindsightConnectionError(HindsightTransientError):
 
 class HindsightResponseError(HindsightTransientError):
     """The API answered 2xx with a body that is not the documented JSON."""
+
+
+class HindsightRunStoppedError(HindsightError):
+    """A bulk run's circuit breaker stopped the run before this row was sent."""
+
+    def __init__(self, interview_request_id: int) -> None:
+        super().__init__(f"interview {interview_request_id} was not sent: the run stopped.", code="not_sent")
+        self.interview_request_id = interview_request_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.interview_request_id,))
 
 
 class HindsightConfigurationError(HindsightPermanentError):
@@ -121,7 +141,7 @@ _FIX_BY_STATUS: dict[int, str] = {
 
 
 def error_from_response(status_code: int, body: Any, *, retry_after: float | None = None) -> HindsightError:
-    """Build the typed error for a non-2xx answer from its status code and parsed body.
+    """Build the typed error for an error answer (4xx or 5xx) from its status code and parsed body.
 
     ``body`` is the parsed JSON (the API's ``{"error": {...}}`` envelope) or ``None`` when the
     answer was not JSON, such as a proxy's HTML error page.
@@ -146,8 +166,4 @@ def error_from_response(status_code: int, body: Any, *, retry_after: float | Non
         return HindsightRateLimitError(message, **fields)
     if status_code >= 500:
         return HindsightServerError(message, **fields)
-    if status_code in _PERMANENT_BY_STATUS:
-        return _PERMANENT_BY_STATUS[status_code](message, **fields)
-    if 400 <= status_code < 500:
-        return HindsightPermanentError(message, **fields)
-    return HindsightResponseError(message, **fields)
+    return _PERMANENT_BY_STATUS.get(status_code, HindsightPermanentError)(message, **fields)

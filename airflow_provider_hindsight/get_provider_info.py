@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.hooks.connection import DEFAULT_BASE_URL, conn_fields, form_placeholders
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -49,44 +50,12 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema", "login", "port", "extra"],
                     "relabeling": {"password": "API key", "host": "Base URL"},
                     "placeholders": {
-                        "host": "https://app.usehindsight.com/api/v1",
+                        "host": DEFAULT_BASE_URL,
                         "password": "Your Hindsight API key",
-                        "plan": "essentials",
-                        "requests_per_minute": "60",
-                        "timeout": "30",
-                        "max_retries": "5",
+                        **form_placeholders(),
                     },
                 },
-                "conn-fields": {
-                    "plan": {
-                        "label": "Plan",
-                        "schema": {"type": ["string", "null"], "enum": ["essentials", "growth", "enterprise"]},
-                        "description": "Optional. Your Hindsight plan: paces requests at 60, 300 or 1,000 a "
-                        "minute. Without a plan or requests per minute the pace is 60 a minute.",
-                    },
-                    "requests_per_minute": {
-                        "label": "Requests per minute",
-                        "schema": {"type": ["integer", "null"], "minimum": 1},
-                        "description": "Optional. Explicit pace; wins over the plan.",
-                    },
-                    "timeout": {
-                        "label": "Timeout",
-                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
-                        "description": "Optional. Seconds to wait for each answer. Default 30.",
-                    },
-                    "max_retries": {
-                        "label": "Max retries",
-                        "schema": {"type": ["integer", "null"], "minimum": 0},
-                        "description": "Optional. Retries after the first attempt on 429, 5xx and network "
-                        "errors. Default 5.",
-                    },
-                    "allow_insecure_http": {
-                        "label": "Allow plain HTTP to a remote host",
-                        "schema": {"type": ["boolean", "null"]},
-                        "description": "Sends the API key unencrypted: trusted networks only. Loopback "
-                        "(127.0.0.1, localhost) needs no flag.",
-                    },
-                },
+                "conn-fields": conn_fields(),
             }
         ],
     }

@@ -1,7 +1,8 @@
-"""The one place that validates interview ids and builds ``PATCH /interviews/{id}`` bodies.
+"""The rows and bodies of ``PATCH /interviews/{id}``: validation, encoding, and how each row ended.
 
-Everything here runs before a request is sent, so bad input fails with a message that names the
-field and the fix, and nothing reaches the API.
+The one place that validates interview ids and builds request bodies. Everything here runs before
+a request is sent, so bad input fails with a message that names the field and the fix, and nothing
+reaches the API. :class:`UpdateResult` is how one row of a bulk run ended.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
-from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightError, HindsightValidationError
 
 UPDATE_FIELDS: tuple[str, ...] = ("contact_context", "contact_name", "objective")
 """The fields ``PATCH /interviews/{id}`` accepts."""
@@ -40,6 +42,40 @@ class InterviewUpdate:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class UpdateResult:
+    """How one row of a bulk run ended: succeeded, or failed with a reason.
+
+    ``row`` is the row's 1-based position in the input. ``transient`` says whether the failure may
+    go away on a later try (429, 5xx, network); the task's failure mode follows it.
+    """
+
+    row: int
+    interview_request_id: Any
+    succeeded: bool
+    status_code: int | None = None
+    code: str | None = None
+    message: str | None = None
+    transient: bool = False
+
+    @classmethod
+    def failed(cls, row: int, interview_request_id: Any, error: BaseException) -> UpdateResult:
+        """The result of a row whose request (or validation) raised ``error``."""
+        if isinstance(error, HindsightError):
+            return cls(row, interview_request_id, False, error.status_code, error.code, error.message, error.transient)
+        return cls(row, interview_request_id, False, None, "unexpected_error", f"{type(error).__name__}: {error}")
+
+    def as_failure(self) -> dict[str, Any]:
+        """The entry for the summary's ``failures`` list."""
+        return {
+            "row": self.row,
+            "interview_request_id": self.interview_request_id,
+            "status_code": self.status_code,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
 def validate_interview_request_id(value: object) -> int:
     """Return ``value`` as a positive int, or raise naming ``interview_request_id`` and the fix.
 
@@ -55,6 +91,12 @@ def validate_interview_request_id(value: object) -> int:
         and int(value) <= MAX_INTERVIEW_REQUEST_ID
     ):
         return int(value)
+    if value is None:
+        raise HindsightValidationError(
+            "interview_request_id is missing (NULL in SQL, None in Python): every row needs the id returned "
+            "by POST /interviews. Filter such rows out of the query or the upstream task.",
+            field="interview_request_id",
+        )
     hint = ""
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         hint = " It has surrounding whitespace: strip it (for example `{{ ... | trim }}`)."
@@ -183,3 +225,84 @@ def reject_rendered_python_literal(field: str, value: object) -> None:
             "DAG so the template renders a real object.",
             field=field,
         )
+
+
+def check_rows(
+    rows: Iterable[Mapping[str, Any] | InterviewUpdate],
+) -> Iterator[tuple[int, InterviewUpdate | UpdateResult]]:
+    """Validate and de-duplicate bulk rows lazily, numbering them from 1.
+
+    Yields ``(position, update)`` for a row to send and ``(position, failed UpdateResult)`` for a
+    row that must not be sent: invalid, or an id an earlier row of this run already has.
+    """
+    first_rows = _FirstRows()
+    try:
+        for position, row in enumerate(rows, start=1):
+            try:
+                update = row if isinstance(row, InterviewUpdate) else interview_update_from_row(row)
+            except HindsightValidationError as error:
+                yield position, UpdateResult.failed(position, _row_id(row), error)
+                continue
+            except Exception as error:  # a row object that breaks while read must not end the whole run
+                message = f"could not read this row: {type(error).__name__}: {error}"
+                yield position, UpdateResult(position, _row_id(row), False, None, "invalid_row", message)
+                continue
+            first = first_rows.first_row(update.interview_request_id, position)
+            if first != position:
+                message = (
+                    f"interview_request_id {update.interview_request_id} already came in row {first}, which "
+                    "was sent; this row was not. Deduplicate the rows (contact_context overwrites, so only one "
+                    "version can win)."
+                )
+                yield (
+                    position,
+                    UpdateResult(position, update.interview_request_id, False, None, "duplicate_id", message),
+                )
+                continue
+            yield position, update
+    finally:
+        first_rows.close()
+
+
+class _FirstRows:
+    """The row each interview id first came in: a dict for the first ids, then a temporary SQLite file.
+
+    A run of a million rows must not hold a million ids in memory; past :attr:`IN_MEMORY` ids the
+    rest go to a private on-disk database that SQLite deletes when it is closed.
+    """
+
+    IN_MEMORY = 50_000
+
+    def __init__(self) -> None:
+        self._memory: dict[int, int] = {}
+        self._disk: sqlite3.Connection | None = None
+
+    def first_row(self, interview_request_id: int, position: int) -> int:
+        """Remember ``position`` for an id seen for the first time; return the id's first position."""
+        known = self._memory.get(interview_request_id)
+        if known is not None:
+            return known
+        if self._disk is None:
+            if len(self._memory) < self.IN_MEMORY:
+                self._memory[interview_request_id] = position
+                return position
+            self._disk = sqlite3.connect("")  # "" is a temporary database on disk
+            self._disk.executescript(
+                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; "
+                "CREATE TABLE first_row (id INTEGER PRIMARY KEY, row INTEGER NOT NULL);"
+            )
+        cursor = self._disk.execute("INSERT OR IGNORE INTO first_row VALUES (?, ?)", (interview_request_id, position))
+        if cursor.rowcount:
+            return position
+        (first,) = self._disk.execute("SELECT row FROM first_row WHERE id = ?", (interview_request_id,)).fetchone()
+        return int(first)
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
+
+
+def _row_id(row: object) -> Any:
+    """The id a row claims, for reporting a row that failed validation (JSON-safe)."""
+    value = row.get("interview_request_id") if isinstance(row, Mapping) else None
+    return value if value is None or isinstance(value, (int, str)) else json.dumps(value, default=repr)

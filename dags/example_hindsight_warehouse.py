@@ -63,7 +63,7 @@ def example_warehouse_load() -> None:
 def example_hindsight_warehouse_refresh() -> None:
     SqlToHindsightOperator(
         task_id="push_contact_context",
-        conn_id=WAREHOUSE_CONN_ID,
+        sql_conn_id=WAREHOUSE_CONN_ID,
         sql="""
             SELECT interview_request_id, contact_name, title, stage, competitor, amount, notes,
                    'Understand the ' || lower(stage) || ' decision' AS objective

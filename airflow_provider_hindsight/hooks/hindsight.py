@@ -1,20 +1,16 @@
-"""``HindsightHook``: the connection, the HTTP session, pacing, retries and the bulk engine."""
+"""``HindsightHook``: the HTTP session, pacing, retries and the bulk engine for the Hindsight API."""
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import requests
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_hindsight import __version__
@@ -23,82 +19,48 @@ from airflow_provider_hindsight.exceptions import (
     HindsightConnectionError,
     HindsightError,
     HindsightResponseError,
+    HindsightRunStoppedError,
     HindsightValidationError,
     error_from_response,
 )
+from airflow_provider_hindsight.hooks.circuit import CircuitBreaker, RunStop
+from airflow_provider_hindsight.hooks.connection import (
+    DEFAULT_REQUESTS_PER_MINUTE,
+    ConnectionSettings,
+    form_widgets,
+    non_negative_int,
+    parse_connection,
+    positive_number,
+)
 from airflow_provider_hindsight.hooks.pacing import RatePacer
 from airflow_provider_hindsight.hooks.retry import RetryPolicy, requested_wait
-from airflow_provider_hindsight.payload import (
-    InterviewUpdate,
-    build_interview_update,
-    interview_update_from_row,
-)
+from airflow_provider_hindsight.payload import InterviewUpdate, UpdateResult, build_interview_update, check_rows
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-DEFAULT_BASE_URL = "https://app.usehindsight.com/api/v1"
-PLAN_REQUESTS_PER_MINUTE: dict[str, int] = {"essentials": 60, "growth": 300, "enterprise": 1000}
-DEFAULT_REQUESTS_PER_MINUTE = 60
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_RETRIES = 5
 DEFAULT_MAX_RETRY_WAIT = 60.0
 DEFAULT_MAX_WORKERS = 16
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """What the hook reads from its Airflow connection, validated (the key is kept out of ``repr``)."""
-
-    base_url: str
-    api_key: str
-    requests_per_minute: float
-    pace_source: str
-    timeout: float
-    max_retries: int
-
-    def __repr__(self) -> str:
-        return (
-            f"ConnectionSettings(base_url={self.base_url!r}, requests_per_minute={self.requests_per_minute}, "
-            f"timeout={self.timeout}, max_retries={self.max_retries})"
-        )
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    """How one row of a bulk run ended: succeeded, or failed with a reason."""
-
-    row: int
-    interview_request_id: Any
-    succeeded: bool
-    status_code: int | None = None
-    code: str | None = None
-    message: str | None = None
-
-    def as_failure(self) -> dict[str, Any]:
-        """The entry for the summary's ``failures`` list."""
-        return {
-            "row": self.row,
-            "interview_request_id": self.interview_request_id,
-            "status_code": self.status_code,
-            "code": self.code,
-            "message": self.message,
-        }
+MAX_WORKERS_LIMIT = 256
+"""More threads than this only add contention: the pace, not the thread count, sets the rate."""
 
 
 class HindsightHook(BaseHook):
     """Talks to the Hindsight API with the key and settings of an Airflow connection.
 
-    One ``requests.Session`` (keep-alive) and one pacer per hook, shared by every thread that uses
-    it; bounded retries that honour ``Retry-After``; typed errors from :mod:`..exceptions`.
+    One ``requests.Session`` (keep-alive, a connection pool as large as ``max_workers``) and one
+    pacer per hook, shared by every thread that uses it; bounded retries that honour
+    ``Retry-After``; typed errors from :mod:`airflow_provider_hindsight.exceptions`.
 
     :param hindsight_conn_id: the ``hindsight`` connection to use.
     :param requests_per_minute: pace; wins over the connection's ``requests_per_minute`` and ``plan``.
     :param max_retries: retries after the first attempt; wins over the connection's extra.
     :param timeout: seconds per request; wins over the connection's extra.
     :param max_retry_wait: the longest single wait between attempts. A longer ``Retry-After`` is
-        raised at once as :class:`HindsightRateLimitError` with ``retry_after`` set.
+        raised at once as :class:`~airflow_provider_hindsight.exceptions.HindsightRateLimitError`
+        with ``retry_after`` set.
+    :param max_workers: concurrent requests of :meth:`update_interviews`, and the size of the
+        session's connection pool.
     """
 
     conn_name_attr = "hindsight_conn_id"
@@ -114,15 +76,19 @@ class HindsightHook(BaseHook):
         max_retries: int | None = None,
         timeout: float | None = None,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+        max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
         super().__init__()
         self.hindsight_conn_id = hindsight_conn_id
-        self._requests_per_minute = _positive_number("requests_per_minute", requests_per_minute)
-        self._max_retries = _non_negative_int("max_retries", max_retries)
-        self._timeout = _positive_number("timeout", timeout)
-        self._max_retry_wait = _positive_number("max_retry_wait", max_retry_wait) or DEFAULT_MAX_RETRY_WAIT
-        self._sleep: Callable[[float], None] = time.sleep
-        self._clock: Callable[[], float] = time.monotonic
+        self.requests_per_minute = positive_number("requests_per_minute", requests_per_minute)
+        self.max_retries = non_negative_int("max_retries", max_retries)
+        self.timeout = positive_number("timeout", timeout)
+        self.max_retry_wait = positive_number("max_retry_wait", max_retry_wait) or DEFAULT_MAX_RETRY_WAIT
+        self.max_workers = validate_max_workers(max_workers)
+        self.sleep: Callable[[float], None] = time.sleep
+        """How the hook waits (pacing and retries); tests replace it with a fake clock's."""
+        self.clock: Callable[[], float] = time.monotonic
+        """The monotonic clock the pacer reads; tests replace it with a fake clock's."""
         self._rate_limited_lock = threading.Lock()
         self.rate_limited_count = 0
         """429 answers received so far by this hook (retried or not)."""
@@ -132,30 +98,27 @@ class HindsightHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection's settings, validated once; hook arguments win over extras."""
-        conn = self.get_connection(self.hindsight_conn_id)
-        extra = conn.extra_dejson if conn.extra else {}
-        if not conn.password:
+        try:
+            conn = self.get_connection(self.hindsight_conn_id)
+        except AirflowNotFoundException:
             raise HindsightConfigurationError(
-                f"Connection {self.hindsight_conn_id!r} has no API key: put the Hindsight API key in the "
-                "connection's Password field.",
+                f"Connection {self.hindsight_conn_id!r} does not exist. Create it (Admin > Connections, type "
+                f"Hindsight, the API key as Password) or set AIRFLOW_CONN_{self.hindsight_conn_id.upper()}.",
                 code="invalid_connection",
-            )
-        mask_secret(conn.password)
-        base_url = _base_url(conn.host, conn.port, conn.schema, extra, self.hindsight_conn_id)
-        rate, source = self._pace(extra)
-        timeout = self._timeout or _positive_number("timeout", extra.get("timeout")) or DEFAULT_TIMEOUT
-        max_retries = self._max_retries
-        if max_retries is None:
-            max_retries = _non_negative_int("max_retries", extra.get("max_retries"))
-        settings = ConnectionSettings(
-            base_url=base_url,
-            api_key=conn.password,
-            requests_per_minute=rate,
-            pace_source=source,
-            timeout=timeout,
-            max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+            ) from None
+        if conn.password:
+            mask_secret(conn.password)
+        settings = parse_connection(
+            self.hindsight_conn_id,
+            host=conn.host,
+            port=conn.port,
+            password=conn.password,
+            extra=conn.extra_dejson if conn.extra else {},
+            requests_per_minute=self.requests_per_minute,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
         )
-        if source == "default":
+        if settings.paced_by_default:
             self.log.info(
                 "Connection %r sets neither plan nor requests_per_minute: pacing at %s requests a minute "
                 "(the Essentials limit). Set the extra `plan` or `requests_per_minute` to go faster.",
@@ -164,30 +127,11 @@ class HindsightHook(BaseHook):
             )
         return settings
 
-    def _pace(self, extra: Mapping[str, Any]) -> tuple[float, str]:
-        if self._requests_per_minute is not None:
-            return self._requests_per_minute, "argument"
-        explicit = _positive_number("requests_per_minute", extra.get("requests_per_minute"))
-        if explicit is not None:
-            return explicit, "requests_per_minute"
-        plan = extra.get("plan")
-        if plan not in (None, ""):
-            key = str(plan).strip().lower()
-            if key not in PLAN_REQUESTS_PER_MINUTE:
-                raise HindsightConfigurationError(
-                    f"Connection {self.hindsight_conn_id!r}: plan {plan!r} is not one of "
-                    f"{', '.join(PLAN_REQUESTS_PER_MINUTE)}. Pick your Hindsight plan, or set "
-                    "requests_per_minute instead.",
-                    code="invalid_connection",
-                )
-            return float(PLAN_REQUESTS_PER_MINUTE[key]), "plan"
-        return float(DEFAULT_REQUESTS_PER_MINUTE), "default"
-
     @cached_property
     def session(self) -> requests.Session:
-        """The keep-alive session, with auth and JSON headers, sized for the bulk engine's threads."""
+        """The keep-alive session, with auth and JSON headers, its pool sized for ``max_workers``."""
         session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=DEFAULT_MAX_WORKERS * 2, max_retries=0)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.max_workers, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.headers.update(
@@ -205,14 +149,14 @@ class HindsightHook(BaseHook):
         """The pace shared by every thread using this hook."""
         return RatePacer(
             self.settings.requests_per_minute,
-            clock=lambda: self._clock(),
-            sleep=lambda seconds: self._sleep(seconds),
+            clock=lambda: self.clock(),
+            sleep=lambda seconds: self.sleep(seconds),
         )
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
         """Retries for this hook: the connection's ``max_retries`` and the hook's ``max_retry_wait``."""
-        return RetryPolicy(max_retries=self.settings.max_retries, max_wait=self._max_retry_wait)
+        return RetryPolicy(max_retries=self.settings.max_retries, max_wait=self.max_retry_wait)
 
     def get_conn(self) -> requests.Session:
         """The hook's HTTP session (Airflow's usual hook entry point)."""
@@ -231,7 +175,7 @@ class HindsightHook(BaseHook):
         """``PATCH /interviews/{id}`` with exactly the fields that are not ``None``.
 
         Returns the API's answer, ``{"interview_request_id": ...}``. Bad arguments raise
-        :class:`HindsightValidationError` before anything is sent.
+        :class:`~airflow_provider_hindsight.exceptions.HindsightValidationError` before anything is sent.
         """
         update = build_interview_update(
             interview_request_id,
@@ -241,37 +185,65 @@ class HindsightHook(BaseHook):
         )
         return self.send_update(update)
 
-    def send_update(self, update: InterviewUpdate) -> dict[str, Any]:
-        """Send a validated update with pacing and the retry policy."""
-        retrying = self.retry_policy.retrying(before_sleep=self._log_retry, sleep=self._sleep)
-        for attempt in retrying:
-            with attempt:
-                return self._send_once(update)
+    def send_update(self, update: InterviewUpdate, *, stopped: threading.Event | None = None) -> dict[str, Any]:
+        """Send a validated update with pacing and the retry policy.
+
+        ``stopped`` (a bulk run's circuit breaker) ends the attempts: a row not yet sent when it is set
+        raises :class:`~airflow_provider_hindsight.exceptions.HindsightRunStoppedError`; a row being
+        retried raises its last error.
+        """
+        retrying = self.retry_policy.retrying(before_sleep=self._log_retry, sleep=self.sleep, stopped=stopped)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._send_once(update, stopped, first_attempt=attempt.retry_state.attempt_number == 1)
+        except HindsightError as error:
+            raise error.with_traceback(None) from None  # a traceback of the cause, not of the retry loop
         raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
 
-    def _send_once(self, update: InterviewUpdate) -> dict[str, Any]:
+    def _send_once(
+        self, update: InterviewUpdate, stopped: threading.Event | None, *, first_attempt: bool
+    ) -> dict[str, Any]:
         self.pacer.acquire()
+        if first_attempt and stopped is not None and stopped.is_set():
+            raise HindsightRunStoppedError(update.interview_request_id)
         url = f"{self.settings.base_url}/interviews/{update.interview_request_id}"
         try:
             response = self.session.patch(url, data=update.payload, timeout=self.settings.timeout)
-        except requests.Timeout:
-            raise HindsightConnectionError(
-                f"No answer from {self._host} within {self.settings.timeout:g}s "
-                f"(interview {update.interview_request_id}).",
-                code="timeout",
-            ) from None
-        except requests.exceptions.ChunkedEncodingError:  # the connection dropped mid-answer
-            raise HindsightConnectionError(
-                f"The connection to {self._host} broke while reading the answer "
-                f"(interview {update.interview_request_id}).",
-                code="connection_error",
-            ) from None
-        except requests.ConnectionError as error:
-            raise HindsightConnectionError(
-                f"Could not reach {self._host} (interview {update.interview_request_id}): {type(error).__name__}.",
-                code="connection_error",
-            ) from None
+        except requests.RequestException as error:
+            raise self._network_error(error, update.interview_request_id) from None
         return self._parse(response)
+
+    def _network_error(self, error: requests.RequestException, interview_request_id: int) -> HindsightConnectionError:
+        """Name what went wrong on the network (refused, DNS, TLS, timeout, dropped) and how to check it."""
+        host = self.settings.host
+        code = "connection_error"
+        if isinstance(error, requests.exceptions.SSLError):
+            cause = "TLS handshake failed"
+            hint = "Check that the host serves HTTPS."
+            if self.settings.host_without_scheme:
+                hint = (
+                    "The host was given without a scheme, so https:// is used. For a local test server put a "
+                    "full URL such as http://127.0.0.1:9321/api/v1 in the host field (plain http is allowed "
+                    "to loopback hosts, and elsewhere only with the extra allow_insecure_http)."
+                )
+        elif isinstance(error, requests.exceptions.ConnectTimeout):
+            cause, code, hint = "connect timed out", "timeout", "Check the host and any firewall between."
+        elif isinstance(error, requests.Timeout):
+            cause, code = "read timed out", "timeout"
+            hint = f"No answer within {self.settings.timeout:g}s; raise the connection's timeout if the API is slow."
+        elif isinstance(error, requests.exceptions.ChunkedEncodingError):
+            cause, hint = "the connection broke while reading the answer", ""
+        elif _caused_by(error, ConnectionRefusedError) or "refused" in str(error).lower():
+            cause, hint = "connection refused", "Nothing listens there: check the host and port."
+        elif "resolve" in str(error).lower() or "name or service not known" in str(error).lower():
+            cause, hint = "DNS lookup failed", "Check the host name in the connection."
+        else:
+            cause, hint = "the connection was dropped", ""
+        if self.settings.is_loopback and code == "connection_error" and cause == "connection refused":
+            hint = f"Is the Hindsight emulator (or your local server) running on {host}?"
+        message = f"{cause} on {host} (interview {interview_request_id})." + (f" {hint}" if hint else "")
+        return HindsightConnectionError(message, code=code, details={"cause": cause})
 
     def _parse(self, response: requests.Response) -> dict[str, Any]:
         try:
@@ -298,23 +270,24 @@ class HindsightHook(BaseHook):
         with self._rate_limited_lock:
             self.rate_limited_count += 1
         if wait_for is not None:
-            self.pacer.pause(min(wait_for, self._max_retry_wait))
+            self.pacer.pause(min(wait_for, self.max_retry_wait))
         self.pacer.slow_down()
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        status = getattr(error, "status_code", None) or getattr(error, "code", None) or type(error).__name__
+        if isinstance(error, HindsightError) and error.status_code is not None:
+            what = f"Hindsight answered HTTP {error.status_code}"
+        elif isinstance(error, HindsightError):
+            what = f"Request failed: {error.details.get('cause', error.code)} on {self.settings.host}"
+        else:
+            what = f"Request failed: {type(error).__name__}"
         self.log.warning(
-            "Hindsight answered %s; retry %d of %d in %.1fs.",
-            status,
+            "%s; retry %d of %d in %.1fs.",
+            what,
             state.attempt_number,
             self.settings.max_retries,
             state.upcoming_sleep,
         )
-
-    @property
-    def _host(self) -> str:
-        return urlsplit(self.settings.base_url).netloc
 
     # -- many updates -------------------------------------------------------------------------
 
@@ -322,43 +295,56 @@ class HindsightHook(BaseHook):
         self,
         rows: Iterable[Mapping[str, Any] | InterviewUpdate],
         *,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        breaker: CircuitBreaker | None = None,
     ) -> Iterator[UpdateResult]:
         """Send many updates at the hook's pace and yield one :class:`UpdateResult` per row.
 
         Rows are consumed lazily and at most ``2 * max_workers`` are in flight, so memory stays flat
         however many rows come. Invalid rows and repeated ids are reported, never sent. Results come
         in completion order; ``UpdateResult.row`` is the row's 1-based position in ``rows``.
+
+        ``breaker`` (a new one by default) stops the run when no further row can succeed: rows not
+        sent after it trips are still yielded, failed with the code ``not_sent``; read
+        ``breaker.stop`` for why.
         """
+        breaker = breaker or CircuitBreaker()
         # cached_property has no lock on Python 3.12+: create the shared session and pacer before the
         # threads start, or several threads could each build their own pacer and multiply the pace.
         _ = (self.session, self.pacer)
         in_flight: dict[Future[dict[str, Any]], tuple[int, int]] = {}
-        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hindsight") as pool:
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hindsight") as pool:
             for position, checked in check_rows(rows):
                 if isinstance(checked, UpdateResult):
                     yield checked
-                    continue
-                future = pool.submit(self.send_update, checked)
-                in_flight[future] = (position, checked.interview_request_id)
-                if len(in_flight) >= 2 * max_workers:
-                    yield from self._collect(in_flight)
+                elif breaker.stop is not None:
+                    yield _not_sent(position, checked.interview_request_id, breaker.stop)
+                else:
+                    future = pool.submit(self.send_update, checked, stopped=breaker.stopped)
+                    in_flight[future] = (position, checked.interview_request_id)
+                    if len(in_flight) >= 2 * self.max_workers:
+                        yield from self._collect(in_flight, breaker)
             while in_flight:
-                yield from self._collect(in_flight)
+                yield from self._collect(in_flight, breaker)
 
     @staticmethod
-    def _collect(in_flight: dict[Future[dict[str, Any]], tuple[int, int]]) -> Iterator[UpdateResult]:
+    def _collect(
+        in_flight: dict[Future[dict[str, Any]], tuple[int, int]], breaker: CircuitBreaker
+    ) -> Iterator[UpdateResult]:
         """Wait for at least one request in flight to end; yield the results of those that did."""
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         for future in done:
             position, request_id = in_flight.pop(future)
             error = future.exception()
-            if error is None:
-                yield UpdateResult(position, request_id, True)
-            elif isinstance(error, HindsightError):
-                yield UpdateResult(position, request_id, False, error.status_code, error.code, error.message)
-            else:
-                yield UpdateResult(position, request_id, False, None, "unexpected_error", repr(error))
+            if isinstance(error, HindsightRunStoppedError) and breaker.stop is not None:
+                yield _not_sent(position, request_id, breaker.stop)
+                continue
+            result = (
+                UpdateResult(position, request_id, True)
+                if error is None
+                else UpdateResult.failed(position, request_id, error)
+            )
+            breaker.record(result)
+            yield result
 
     # -- Airflow UI ---------------------------------------------------------------------------
 
@@ -375,50 +361,18 @@ class HindsightHook(BaseHook):
         except HindsightError as error:
             return False, str(error)
         except requests.RequestException as error:
-            return False, f"Could not reach {self._host}: {type(error).__name__}."
+            return False, str(self._network_error(error, 0))
+        host = self.settings.host
         if response.status_code in (400, 404, 429) or response.ok:
-            return True, f"Connected to {self._host}: the API key was accepted."
+            return True, f"Connected to {host}: the API key was accepted."
         if response.status_code in (401, 403):
-            return False, f"{self._host} refused the API key (HTTP {response.status_code})."
-        return False, f"{self._host} answered HTTP {response.status_code}; try again later."
+            return False, f"{host} refused the API key (HTTP {response.status_code})."
+        return False, f"{host} answered HTTP {response.status_code}; try again later."
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields for the Airflow 2.11 connection form (3.x reads ``conn-fields``)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional
-
-        return {
-            "plan": StringField(
-                lazy_gettext("Plan"),
-                widget=BS3TextFieldWidget(),
-                description="essentials, growth or enterprise: paces requests at 60, 300 or 1,000 a minute.",
-            ),
-            "requests_per_minute": IntegerField(
-                lazy_gettext("Requests per minute"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(strip_whitespace=True), NumberRange(min=1)],
-                description="Optional. Explicit pace; wins over plan. Default 60.",
-            ),
-            "timeout": IntegerField(
-                lazy_gettext("Timeout"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(strip_whitespace=True), NumberRange(min=1)],
-                description="Optional. Seconds per request. Default 30.",
-            ),
-            "max_retries": IntegerField(
-                lazy_gettext("Max retries"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
-                description="Optional. Retries after the first attempt on 429, 5xx and network errors. Default 5.",
-            ),
-            "allow_insecure_http": BooleanField(
-                lazy_gettext("Allow plain HTTP to a remote host"),
-                description="Sends the API key unencrypted: trusted networks only. Loopback needs no flag.",
-            ),
-        }
+        return form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -430,120 +384,38 @@ class HindsightHook(BaseHook):
         return {key.replace("-", "_"): value for key, value in behaviour.items()}
 
 
-def check_rows(
-    rows: Iterable[Mapping[str, Any] | InterviewUpdate],
-) -> Iterator[tuple[int, InterviewUpdate | UpdateResult]]:
-    """Validate and de-duplicate bulk rows lazily, numbering them from 1.
+def validate_max_workers(value: object) -> int:
+    """``max_workers`` as an int from 1 to :data:`MAX_WORKERS_LIMIT`, or an error naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS_LIMIT:
+        raise HindsightValidationError(
+            f"max_workers must be a whole number from 1 to {MAX_WORKERS_LIMIT} (concurrent requests), got "
+            f"{value!r}. The default, {DEFAULT_MAX_WORKERS}, keeps up with 1,000 requests a minute at up to "
+            "1 s of latency.",
+            field="max_workers",
+        )
+    return value
 
-    Yields ``(position, update)`` for a row to send and ``(position, failed UpdateResult)`` for a
-    row that must not be sent: invalid, or an id already seen in this run.
-    """
+
+def _not_sent(position: int, interview_request_id: int, stop: RunStop) -> UpdateResult:
+    return UpdateResult(
+        position,
+        interview_request_id,
+        False,
+        None,
+        "not_sent",
+        f"not sent: the run stopped ({stop.code}) because {stop.reason}.",
+        stop.transient,
+    )
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is anywhere in ``error``'s chain of causes (urllib3 wraps the socket error)."""
     seen: set[int] = set()
-    for position, row in enumerate(rows, start=1):
-        try:
-            update = row if isinstance(row, InterviewUpdate) else interview_update_from_row(row)
-        except HindsightValidationError as error:
-            yield position, UpdateResult(position, _row_id(row), False, None, error.code, error.message)
-            continue
-        except Exception as error:  # a row object that breaks while read must not end the whole run
-            message = f"could not read this row: {type(error).__name__}: {error}"
-            yield position, UpdateResult(position, _row_id(row), False, None, "invalid_row", message)
-            continue
-        if update.interview_request_id in seen:
-            yield (
-                position,
-                UpdateResult(
-                    position,
-                    update.interview_request_id,
-                    False,
-                    None,
-                    "duplicate_id",
-                    "interview_request_id appears more than once in this run; only the first row was sent. "
-                    "Deduplicate the rows (contact_context overwrites, so only one version can win).",
-                ),
-            )
-            continue
-        seen.add(update.interview_request_id)
-        yield position, update
-
-
-def _base_url(host: str | None, port: int | None, schema: str | None, extra: Mapping[str, Any], conn_id: str) -> str:
-    """The API base URL from the connection: default, a full URL as is, or a bare host name."""
-    host = (host or "").strip()
-    if not host:
-        return DEFAULT_BASE_URL
-    if "://" in host:
-        url = host.rstrip("/")
-    else:
-        netloc = f"{host}:{port}" if port else host
-        url = f"https://{netloc}/api/v1"
-    try:
-        parts = urlsplit(url)
-        scheme, hostname = parts.scheme, parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-        if "://" not in host and parts.path != "/api/v1":  # a bare host is a name and port, not a path
-            hostname = None
-    except ValueError:
-        scheme, hostname = "", None
-    if scheme not in ("http", "https") or not hostname or any(ch.isspace() for ch in url):
-        raise HindsightConfigurationError(
-            f"Connection {conn_id!r}: host {host!r} is not a valid base URL. Leave it empty for "
-            f"{DEFAULT_BASE_URL}, or give a host name or a full URL such as https://example.com/api/v1.",
-            code="invalid_connection",
-        )
-    if scheme == "http" and not _is_loopback(hostname) and not _truthy(extra.get("allow_insecure_http")):
-        raise HindsightConfigurationError(
-            f"Connection {conn_id!r}: {host!r} uses plain http, which would send the API key unencrypted. "
-            "Use https, or set the extra allow_insecure_http to true for a trusted network.",
-            code="invalid_connection",
-        )
-    return url
-
-
-def _is_loopback(hostname: str) -> bool:
-    if hostname.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _positive_number(name: str, value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not number > 0 or number == float("inf"):
-        raise HindsightConfigurationError(
-            f"{name} must be a positive number, got {value!r}.", code="invalid_connection"
-        )
-    return number
-
-
-def _non_negative_int(name: str, value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = -1
-    if isinstance(value, bool) or number < 0:
-        raise HindsightConfigurationError(
-            f"{name} must be a whole number of 0 or more, got {value!r}.", code="invalid_connection"
-        )
-    return number
-
-
-def _row_id(row: object) -> Any:
-    """The id a row claims, for reporting a row that failed validation (JSON-safe)."""
-    value = row.get("interview_request_id") if isinstance(row, Mapping) else None
-    return value if value is None or isinstance(value, (int, str)) else json.dumps(value, default=repr)
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        nested = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
+        current = current.__cause__ or current.__context__ or nested or getattr(current, "reason", None)
+    return False

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import email.utils
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
-from airflow_provider_hindsight.exceptions import (
-    HindsightConnectionError,
-    HindsightError,
-    HindsightRateLimitError,
-    HindsightServerError,
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
 )
+
+from airflow_provider_hindsight.exceptions import HindsightError
 
 _EPOCH_THRESHOLD = 1_000_000_000.0  # X-RateLimit-Reset above this is a Unix time, below it a delay
 
@@ -51,8 +54,8 @@ def _parse_number(text: str) -> float | None:
 
 
 def is_retryable(error: BaseException) -> bool:
-    """429, 5xx and network failures are retried; every other error is final."""
-    return isinstance(error, (HindsightRateLimitError, HindsightServerError, HindsightConnectionError))
+    """Transient errors are retried (429, 5xx, network, a 2xx that is not the API's JSON); others are final."""
+    return isinstance(error, HindsightError) and error.transient
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ class RetryPolicy:
         *,
         before_sleep: Callable[[RetryCallState], None],
         sleep: Callable[[float], None],
+        stopped: threading.Event | None = None,
     ) -> Retrying:
-        """A tenacity ``Retrying`` for one request."""
+        """A tenacity ``Retrying`` for one request; ``stopped`` being set ends the attempts early."""
         backoff = wait_exponential_jitter(initial=self.initial_backoff, max=self.max_wait, jitter=self.jitter)
 
         def wait(state: RetryCallState) -> float:
@@ -90,8 +94,9 @@ class RetryPolicy:
             retry_after = getattr(error, "retry_after", None)
             return retry_after is None or retry_after <= self.max_wait
 
+        stop = stop_after_attempt(self.max_retries + 1)
         return Retrying(
-            stop=stop_after_attempt(self.max_retries + 1),
+            stop=stop if stopped is None else stop | stop_when_event_set(stopped),
             wait=wait,
             retry=retry_if_exception(should_retry),
             before_sleep=before_sleep,

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
@@ -17,16 +18,19 @@ from airflow_provider_hindsight.exceptions import (
     HindsightTransientError,
     HindsightValidationError,
 )
+from airflow_provider_hindsight.hooks.circuit import CircuitBreaker
 from airflow_provider_hindsight.hooks.hindsight import (
     DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_MAX_WORKERS,
     HindsightHook,
-    UpdateResult,
-    check_rows,
+    validate_max_workers,
 )
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.payload import (
     InterviewUpdate,
+    UpdateResult,
     build_interview_update,
+    check_rows,
     reject_rendered_python_literal,
 )
 
@@ -39,7 +43,8 @@ MAX_DEFERRALS = 5
 DRY_RUN_SAMPLE = 5
 """How many bodies a bulk dry run logs."""
 
-TRANSIENT_CODES = frozenset({"rate_limit_exceeded", "timeout", "connection_error", "invalid_response"})
+LOGGED_FAILURES = 50
+"""How many failed rows a bulk run logs one by one; the rest are counted (the summary XCom has all)."""
 
 
 class HindsightUpdateInterviewOperator(BaseOperator):
@@ -110,11 +115,15 @@ class HindsightUpdateInterviewOperator(BaseOperator):
             objective=self.objective,
         )
 
+    @cached_property
+    def hook(self) -> HindsightHook:
+        """The hook for this task's connection."""
+        return HindsightHook(self.hindsight_conn_id, max_retry_wait=self.max_retry_wait)
+
     def _send(self, update: InterviewUpdate, *, deferrals: int) -> dict[str, Any]:
-        hook = HindsightHook(self.hindsight_conn_id, max_retry_wait=self.max_retry_wait)
         self.log.info("Updating interview %s: %s", update.interview_request_id, ", ".join(update.body))
         try:
-            return hook.send_update(update)
+            return self.hook.send_update(update)
         except HindsightRateLimitError as error:
             wait_for = error.retry_after
             if self.deferrable and wait_for is not None and deferrals < MAX_DEFERRALS:
@@ -139,7 +148,7 @@ class BaseHindsightBulkOperator(BaseOperator):
     :param max_failures: failed rows tolerated: an int count, or a float ratio of all rows
         (``0.01`` = 1 %). Checked after every row was tried.
     :param dry_run: validate every row and log a sample of bodies; send nothing.
-    :param max_workers: concurrent requests used to hide network latency.
+    :param max_workers: concurrent requests used to hide network latency (1 to 256).
     :param max_retry_wait: the longest single wait between attempts of one row.
     :param progress_interval: seconds between progress lines in the task log.
     """
@@ -162,48 +171,78 @@ class BaseHindsightBulkOperator(BaseOperator):
         self.requests_per_minute = requests_per_minute
         self.max_failures = max_failures
         self.is_dry_run = dry_run
-        self.max_workers = max_workers
+        self.max_workers = validate_max_workers(max_workers)
         self.max_retry_wait = max_retry_wait
         self.progress_interval = progress_interval
+
+    @cached_property
+    def hook(self) -> HindsightHook:
+        """The hook for this task's connection, at this task's pace and concurrency."""
+        return HindsightHook(
+            self.hindsight_conn_id,
+            requests_per_minute=self.requests_per_minute,
+            max_retry_wait=self.max_retry_wait,
+            max_workers=self.max_workers,
+        )
 
     def push_rows(self, rows: Iterable[Any], context: Context, *, total: int | None = None) -> dict[str, Any]:
         """Send every row, push the summary to XCom (key ``summary``), fail past ``max_failures``."""
         progress = _Progress(self, total)
+        breaker = CircuitBreaker()
         if self.is_dry_run:
             results: Iterable[UpdateResult] = _dry_run_results(rows, self)
         else:
-            hook = HindsightHook(
-                self.hindsight_conn_id,
-                requests_per_minute=self.requests_per_minute,
-                max_retry_wait=self.max_retry_wait,
-            )
-            progress.hook = hook
+            progress.hook = self.hook
             self.log.info(
-                "Sending to %s at %.0f requests a minute with %d workers.",
-                hook.settings.base_url,
-                hook.settings.requests_per_minute,
+                "Sending to %s at %s with %d workers.",
+                self.hook.settings.base_url,
+                _pace_text(self.hook),
                 self.max_workers,
             )
-            results = hook.update_interviews(rows, max_workers=self.max_workers)
+            results = self.hook.update_interviews(rows, breaker=breaker)
         failures: list[dict[str, Any]] = []
+        any_transient = False
         for result in results:
             if not result.succeeded:
                 failures.append(result.as_failure())
+                any_transient = any_transient or result.transient
+                if len(failures) <= LOGGED_FAILURES:
+                    self.log.warning(
+                        "Row %d, interview %s failed: %s (%s).",
+                        result.row,
+                        result.interview_request_id,
+                        result.message,
+                        _failure_label(result),
+                    )
             progress.record(result.succeeded)
         progress.log(final=True)
-        summary = {
+        if len(failures) > LOGGED_FAILURES:
+            self.log.warning(
+                "%d more rows failed; the summary XCom (key 'summary') lists every failed row and why.",
+                len(failures) - LOGGED_FAILURES,
+            )
+        summary: dict[str, Any] = {
             "total": progress.done,
             "succeeded": progress.done - len(failures),
             "failed": len(failures),
             "failures": failures,
         }
+        if breaker.stop is not None:
+            summary["stopped"] = {"code": breaker.stop.code, "reason": breaker.stop.reason}
         if self.is_dry_run:
             summary["dry_run"] = True
         context["ti"].xcom_push(key="summary", value=summary)
-        self._fail_if_too_many(summary)
+        if breaker.stop is not None:
+            error_class = HindsightTransientError if breaker.stop.transient else HindsightPermanentError
+            raise error_class(
+                f"The run stopped early: {breaker.stop.reason}. {summary['failed']} of {summary['total']} rows "
+                "failed or were not sent (code not_sent); the summary XCom (key 'summary') lists them.",
+                code=breaker.stop.code,
+            )
+        self._fail_if_too_many(summary, any_transient=any_transient)
         return summary
 
-    def _fail_if_too_many(self, summary: dict[str, Any]) -> None:
+    def _fail_if_too_many(self, summary: dict[str, Any], *, any_transient: bool) -> None:
         limit = self.max_failures
         allowed = limit * summary["total"] if isinstance(limit, float) else limit
         if summary["failed"] <= allowed:
@@ -211,13 +250,9 @@ class BaseHindsightBulkOperator(BaseOperator):
         codes = sorted({str(failure["code"]) for failure in summary["failures"]})
         message = (
             f"{summary['failed']} of {summary['total']} rows failed (max_failures={limit!r}); codes: "
-            f"{', '.join(codes)}. The summary XCom (key 'summary') lists each failed row and why."
+            f"{', '.join(codes)}. The task log and the summary XCom (key 'summary') list each failed row and why."
         )
-        transient = any(
-            failure["code"] in TRANSIENT_CODES or failure["status_code"] == 429 or (failure["status_code"] or 0) >= 500
-            for failure in summary["failures"]
-        )
-        error_class = HindsightTransientError if transient else HindsightPermanentError
+        error_class = HindsightTransientError if any_transient else HindsightPermanentError
         raise error_class(message, code="too_many_failures")
 
 
@@ -284,7 +319,7 @@ def _dry_run_results(rows: Iterable[Any], operator: BaseOperator) -> Iterator[Up
 
 
 class _Progress:
-    """Counts rows and logs rows done, rate, 429s and ETA every ``progress_interval`` seconds."""
+    """Counts rows and logs rows done, rate, the pace in force, 429s and ETA every ``progress_interval`` s."""
 
     def __init__(self, operator: BaseHindsightBulkOperator, total: int | None) -> None:
         self.operator = operator
@@ -309,19 +344,50 @@ class _Progress:
         of_total = f" of {self.total:,}" if self.total is not None else ""
         eta = ""
         if self.total is not None and not final and rate > 0:
-            eta = f"; ETA {max(self.total - self.done, 0) / rate:,.0f}s"
-        rate_limited = self.hook.rate_limited_count if self.hook else 0
+            eta = f"; ETA {format_duration(max(self.total - self.done, 0) / rate)}"
+        pace = ""
+        if self.hook is not None:
+            pace = f"; pace {_pace_text(self.hook)}, {self.hook.rate_limited_count} answered 429"
         self.operator.log.info(
-            "%s%s rows done%s (%s failed) in %.1fs: %.1f rows/s, %d answered 429%s.",
+            "%s%s rows done%s (%s failed) in %s: %.1f rows/s%s%s.",
             "Finished: " if final else "",
             f"{self.done:,}",
             of_total,
             f"{self.failed:,}",
-            elapsed,
+            format_duration(elapsed),
             rate,
-            rate_limited,
+            pace,
             eta,
         )
+
+
+def format_duration(seconds: float) -> str:
+    """``9330`` -> ``"2h 35min 30s"``; under a minute, one decimal (``"4.2s"``)."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h"] if hours else []
+    if hours or minutes:
+        parts.append(f"{minutes}min")
+    parts.append(f"{secs}s")
+    return " ".join(parts)
+
+
+def _pace_text(hook: HindsightHook) -> str:
+    """The pace in force, with the configured one when 429s lowered it."""
+    pacer = hook.pacer
+    in_force = pacer.requests_per_minute * SAFETY_MARGIN
+    text = f"{in_force:,.0f} requests a minute"
+    if pacer.requests_per_minute < pacer.configured_requests_per_minute:
+        text += f" (lowered from {pacer.configured_requests_per_minute * SAFETY_MARGIN:,.0f} after 429s)"
+    return text
+
+
+def _failure_label(result: UpdateResult) -> str:
+    status = f"HTTP {result.status_code} " if result.status_code is not None else ""
+    return f"{status}{result.code}"
 
 
 def _check_max_failures(value: object) -> None:

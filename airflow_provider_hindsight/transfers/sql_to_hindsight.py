@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import datetime
 import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, BaseHook
+from airflow.exceptions import AirflowProviderDeprecationWarning
+from airflow.providers.common.compat.sdk import (
+    AirflowNotFoundException,
+    AirflowOptionalProviderFeatureException,
+    BaseHook,
+)
 
-from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.operators.hindsight import BaseHindsightBulkOperator
 from airflow_provider_hindsight.payload import UPDATE_FIELDS
 
@@ -48,7 +55,9 @@ class SqlToHindsightOperator(BaseHindsightBulkOperator):
     ``HindsightBulkUpdateInterviewsOperator``: ``{"total", "succeeded", "failed", "failures": [...]}``.
 
     :param sql: the query (or a ``.sql`` file), templated.
-    :param conn_id: the Airflow SQL connection to read from.
+    :param sql_conn_id: the Airflow SQL connection to read from.
+    :param sql_hook_params: extra keyword arguments for that connection's hook (as in Airflow's SQL
+        operators' ``hook_params``), e.g. ``{"schema": "analytics"}``.
     :param parameters: query parameters passed to ``cursor.execute``, in the driver's placeholder
         style; templated.
     :param context_columns: columns folded into a ``contact_context`` object ``{column: value}``.
@@ -56,6 +65,7 @@ class SqlToHindsightOperator(BaseHindsightBulkOperator):
         become ISO strings, decimals numbers and bytes UTF-8 text. Cannot be combined with a
         ``contact_context`` column.
     :param batch_size: rows fetched from the database at a time.
+    :param conn_id: deprecated alias of ``sql_conn_id``.
     """
 
     template_fields: Sequence[str] = ("sql", "parameters")
@@ -67,15 +77,36 @@ class SqlToHindsightOperator(BaseHindsightBulkOperator):
         self,
         *,
         sql: str,
-        conn_id: str,
+        sql_conn_id: str | None = None,
+        sql_hook_params: Mapping[str, Any] | None = None,
         parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         context_columns: Sequence[str] | None = None,
         batch_size: int = 1000,
+        conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if conn_id is not None:
+            warnings.warn(
+                "SqlToHindsightOperator's conn_id is deprecated: pass sql_conn_id instead.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            if sql_conn_id is not None and sql_conn_id != conn_id:
+                raise HindsightValidationError(
+                    f"sql_conn_id={sql_conn_id!r} and its deprecated alias conn_id={conn_id!r} disagree: pass only "
+                    "sql_conn_id.",
+                    field="sql_conn_id",
+                )
+            sql_conn_id = conn_id
+        if sql_conn_id is None:
+            raise HindsightValidationError(
+                "SqlToHindsightOperator needs sql_conn_id: the Airflow SQL connection to read rows from.",
+                field="sql_conn_id",
+            )
         self.sql = sql
-        self.conn_id = conn_id
+        self.sql_conn_id = sql_conn_id
+        self.sql_hook_params = sql_hook_params
         self.parameters = parameters
         self.context_columns = context_columns
         self.batch_size = batch_size
@@ -83,8 +114,7 @@ class SqlToHindsightOperator(BaseHindsightBulkOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Stream the query's rows to Hindsight and return the summary."""
         self._check_arguments()
-        hook = self._db_hook()
-        with closing(hook.get_conn()) as connection, closing(connection.cursor()) as cursor:
+        with closing(self.db_hook.get_conn()) as connection, closing(connection.cursor()) as cursor:
             if self.parameters is None:
                 cursor.execute(self.sql)
             else:
@@ -96,9 +126,15 @@ class SqlToHindsightOperator(BaseHindsightBulkOperator):
         """Refuse bad arguments before connecting (templates are rendered by now)."""
         if not isinstance(self.sql, str) or not self.sql.strip():
             raise HindsightValidationError(f"sql must be a non-empty query string, got {self.sql!r:.80}.", field="sql")
-        if not isinstance(self.conn_id, str) or not self.conn_id:
+        if not isinstance(self.sql_conn_id, str) or not self.sql_conn_id:
             raise HindsightValidationError(
-                f"conn_id must name an Airflow SQL connection, got {self.conn_id!r}.", field="conn_id"
+                f"sql_conn_id must name an Airflow SQL connection, got {self.sql_conn_id!r}.", field="sql_conn_id"
+            )
+        if self.sql_hook_params is not None and not isinstance(self.sql_hook_params, Mapping):
+            raise HindsightValidationError(
+                f"sql_hook_params must be a dict of keyword arguments for the SQL hook, got "
+                f"{type(self.sql_hook_params).__name__}.",
+                field="sql_hook_params",
             )
         if self.parameters is not None and (
             isinstance(self.parameters, (str, bytes)) or not isinstance(self.parameters, (Mapping, Sequence))
@@ -131,13 +167,23 @@ class SqlToHindsightOperator(BaseHindsightBulkOperator):
                 field="batch_size",
             )
 
-    def _db_hook(self) -> DbApiHook:
-        hook = BaseHook.get_connection(self.conn_id).get_hook()
+    @cached_property
+    def db_hook(self) -> DbApiHook:
+        """The source connection's SQL hook."""
+        try:
+            connection = BaseHook.get_connection(self.sql_conn_id)
+        except AirflowNotFoundException:
+            raise HindsightConfigurationError(
+                f"sql_conn_id {self.sql_conn_id!r}: no such Airflow connection. Create it (Admin > Connections) "
+                f"or set AIRFLOW_CONN_{self.sql_conn_id.upper()}.",
+                code="invalid_connection",
+            ) from None
+        hook = connection.get_hook(hook_params=dict(self.sql_hook_params or {}))
         if not isinstance(hook, DbApiHook):
             raise HindsightValidationError(
-                f"conn_id {self.conn_id!r} gives a {type(hook).__name__}, not a SQL hook (DbApiHook). "
+                f"sql_conn_id {self.sql_conn_id!r} gives a {type(hook).__name__}, not a SQL hook (DbApiHook). "
                 "Use a database connection such as postgres, snowflake or sqlite.",
-                field="conn_id",
+                field="sql_conn_id",
             )
         return hook
 

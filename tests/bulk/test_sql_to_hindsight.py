@@ -21,7 +21,7 @@ MODULE = "airflow_provider_hindsight.transfers.sql_to_hindsight"
 
 
 def transfer(sql: str, **kwargs: Any) -> SqlToHindsightOperator:
-    return SqlToHindsightOperator(task_id="transfer", conn_id=WAREHOUSE_CONN_ID, sql=sql, **kwargs)
+    return SqlToHindsightOperator(task_id="transfer", sql_conn_id=WAREHOUSE_CONN_ID, sql=sql, **kwargs)
 
 
 def bodies(emulator: HindsightEmulator) -> dict[int, Any]:

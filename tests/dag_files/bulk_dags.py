@@ -50,7 +50,7 @@ def bulk_sql_to_hindsight() -> None:
 
     load() >> SqlToHindsightOperator(
         task_id="transfer",
-        conn_id=WAREHOUSE_CONN_ID,
+        sql_conn_id=WAREHOUSE_CONN_ID,
         sql=(
             "SELECT id AS interview_request_id, name AS contact_name, title, seats FROM contacts "
             "WHERE segment = '{{ dag_run.conf['segment'] }}' AND seats >= :min_seats ORDER BY id"

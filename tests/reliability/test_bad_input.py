@@ -35,6 +35,8 @@ BAD_IDS: list[Any] = ["12/../deals", "abc", 0, -5, 1.5, True, None, "", "4821 "]
 
 def id_fix(bad_id: Any) -> tuple[str, ...]:
     """What the error for ``bad_id`` must say: the field, what it got and the fix."""
+    if bad_id is None:  # a NULL in SQL: said in the words of SQL and of Python
+        return ("interview_request_id is missing", "NULL in SQL, None in Python", "Filter such rows out")
     fix = ("interview_request_id must be a positive integer", repr(bad_id), "Pass an int or a string of digits")
     return (*fix, "strip it") if isinstance(bad_id, str) and bad_id.strip().isdigit() else fix
 

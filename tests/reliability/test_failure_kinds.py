@@ -75,7 +75,7 @@ TRANSIENT: dict[str, tuple[Inject, int]] = {
         BUDGET,
     ),
     "dropped": (lambda e, n: e.inject_drop(times=BUDGET, interview_request_id=n), BUDGET),
-    "200-not-json": (lambda e, n: e.inject_invalid_json(interview_request_id=n), 1),
+    "200-not-json": (lambda e, n: e.inject_invalid_json(times=BUDGET, interview_request_id=n), BUDGET),
 }
 
 

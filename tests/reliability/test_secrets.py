@@ -150,8 +150,8 @@ def test_the_key_stays_out_of_logs_xcom_and_rendered_fields(
 
     dag_run = run_dag(dag_id, interview_request_id=ID, contact_context={"title": "CTO"}, rows=rows)
 
-    if dag_id == "reliability_bulk_tolerant":  # failed rows fail no task: the summary reports them
-        final_state = "success"
+    if dag_id == "reliability_bulk_tolerant" and path != "401":  # tolerated failed rows: the summary reports them
+        final_state = "success"  # (a 401 stops a bulk run and fails it: the key is wrong for every row)
     assert str(task_instance(dag_run, "update").state) == final_state
     lines = logged()
     if path != "connection-refused":
@@ -176,7 +176,7 @@ HOOK_FAULTS: dict[str, Callable[[HindsightEmulator], None]] = {
     "429": lambda e: e.inject_status(429, retry_after=0, times=3),
     "503": lambda e: e.inject_status(503, times=3),
     "502-html": lambda e: e.inject_status(502, html=True, times=3),
-    "200-not-json": lambda e: e.inject_invalid_json(),
+    "200-not-json": lambda e: e.inject_invalid_json(times=3),
     "timeout": lambda e: e.inject_delay(0.5, times=3),
     "dropped": lambda e: e.inject_drop(times=3),
 }

@@ -66,8 +66,8 @@ def make_hook(fake_time: FakeTime) -> MakeHook:
 
     def make(*args: Any, **kwargs: Any) -> HindsightHook:
         hook = HindsightHook(*args, **kwargs)
-        hook._sleep = fake_time.sleep
-        hook._clock = fake_time.clock
+        hook.sleep = fake_time.sleep
+        hook.clock = fake_time.clock
         hook._log = logging.getLogger(HOOK_LOGGER)
         return hook
 

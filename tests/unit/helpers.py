@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import traceback
 from collections.abc import Callable
+from typing import Any
 
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 
@@ -65,3 +68,49 @@ class LogRecorder(logging.Handler):
             if record.exc_info:
                 parts.append(formatter.formatException(record.exc_info))
         return "\n".join(parts)
+
+
+# The contract (DESIGN.md and the vendor's page), written out rather than read from the package.
+PUBLIC_BASE_URL = "https://app.usehindsight.com/api/v1"
+PLAN_PACES = {"essentials": 60, "growth": 300, "enterprise": 1000}
+DEFAULT_PACE = 60
+DEFAULT_TIMEOUT = 30
+DEFAULT_MAX_RETRIES = 5
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+
+CONTEXTS: dict[str, str | dict[str, Any]] = {
+    "str": "Completed a 30-day POC; pricing was the blocker.",
+    "dict": {"title": "CTO", "seats": 40, "tags": ["pricing", "jira"], "champion": None, "poc": {"days": 30}},
+}
+VALUES: dict[str, str] = {"contact_name": "Jane Smith", "objective": "Understand the pricing objection"}
+
+
+def url(interview_id: object) -> str:
+    return f"{BASE_URL}/interviews/{interview_id}"
+
+
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def ok(interview_id: int) -> dict[str, Any]:
+    return {"json": {"interview_request_id": interview_id}}
+
+
+def leaked(error: BaseException) -> bool:
+    """Whether the key shows anywhere a user could see the exception."""
+    shown = [str(error), repr(error), repr(error.args), "".join(traceback.format_exception(error))]
+    return any(API_KEY in text for text in shown)
+
+
+ANY_INTERVIEW = re.compile(rf"^{re.escape(BASE_URL)}/interviews/\d+$")
+
+
+def echo_id(request: Any, context: Any) -> dict[str, int]:
+    return {"interview_request_id": int(request.path.rsplit("/", 1)[1])}
+
+
+GATEWAY_PAGE = "<html><body><h1>{status}</h1>nginx</body></html>"

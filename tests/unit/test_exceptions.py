@@ -84,8 +84,12 @@ def test_messages_carry_the_fix(status: int, hint: str, body: dict[str, Any] | N
     assert hint in error_from_response(status, body).message
 
 
-def test_non_error_status_without_a_class_is_a_response_error() -> None:
-    assert type(error_from_response(302, None)) is HindsightResponseError
+@pytest.mark.parametrize(("status", "transient"), [(418, False), (422, False), (429, True), (500, True), (599, True)])
+def test_every_error_status_maps_to_a_permanent_or_transient_error(status: int, transient: bool) -> None:
+    error = error_from_response(status, None)
+    assert error.status_code == status
+    assert error.transient is transient
+    assert isinstance(error, AirflowFailException) is not transient
 
 
 def round_trip(error: HindsightError) -> HindsightError:

@@ -60,7 +60,7 @@ def test_ui_field_behaviour(connection_type: dict[str, Any]) -> None:
     assert {"login", "schema", "port"} <= set(behaviour["hidden-fields"])
     assert {"password", "host"} <= set(behaviour["relabeling"])
     assert behaviour["placeholders"]["host"] == "https://app.usehindsight.com/api/v1"
-    assert behaviour["placeholders"]["plan"] in PLANS
+    assert connection_type["conn-fields"]["plan"]["schema"]["enum"] == list(PLANS)
 
 
 def test_hook_form_behaviour_matches_the_provider_info(connection_type: dict[str, Any]) -> None:

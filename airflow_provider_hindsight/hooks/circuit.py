@@ -1,0 +1,89 @@
+"""The circuit breaker of a bulk run: stop sending when no further row can succeed.
+
+A wrong API key fails every row the same way, and an API that is down fails each row only after
+its retries: without a breaker, 50,000 rows would collect 50,000 401s, or hold a worker slot for
+hours. The breaker trips on the first 401/403, and on a sustained run of transient failures.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from airflow_provider_hindsight.payload import UpdateResult
+
+AUTH_STATUSES = frozenset({401, 403})
+DEFAULT_MAX_CONSECUTIVE_TRANSIENT = 10
+DEFAULT_MAX_OUTAGE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RunStop:
+    """Why a bulk run stopped sending: ``transient`` says whether a later run may succeed."""
+
+    reason: str
+    code: str
+    transient: bool
+
+
+class CircuitBreaker:
+    """Watches row results and trips when the rest of the run cannot succeed.
+
+    - the first 401 or 403: the key is wrong or not allowed, for every row (permanent);
+    - ``max_consecutive_transient`` rows in a row that failed transiently after their retries, or
+      transient failures only for longer than ``max_outage_seconds`` since the last success (or
+      the start): the API is down or unreachable (transient).
+
+    Thread-safe; :attr:`stopped` is an event the sending threads check before each attempt.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_consecutive_transient: int = DEFAULT_MAX_CONSECUTIVE_TRANSIENT,
+        max_outage_seconds: float = DEFAULT_MAX_OUTAGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_consecutive_transient = max_consecutive_transient
+        self.max_outage_seconds = max_outage_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._consecutive_transient = 0
+        self._last_success = clock()
+        self.stopped = threading.Event()
+        self.stop: RunStop | None = None
+
+    def record(self, result: UpdateResult) -> None:
+        """Count a sent row's result; trip when it shows the run cannot succeed."""
+        with self._lock:
+            if self.stop is not None:
+                return
+            if result.succeeded:
+                self._consecutive_transient = 0
+                self._last_success = self._clock()
+            elif result.status_code in AUTH_STATUSES:
+                self._trip(
+                    f"the API refused the key (HTTP {result.status_code}) for interview "
+                    f"{result.interview_request_id}: every other row would be refused too. Check the API key "
+                    "in the connection's Password field",
+                    "stopped_auth",
+                    transient=False,
+                )
+            elif result.transient:
+                self._consecutive_transient += 1
+                outage = self._clock() - self._last_success
+                if self._consecutive_transient >= self.max_consecutive_transient or outage >= self.max_outage_seconds:
+                    self._trip(
+                        f"{self._consecutive_transient} rows in a row failed after their retries, and no row "
+                        f"succeeded for {outage:.0f}s (last: {result.code or result.status_code}: {result.message})",
+                        "stopped_outage",
+                        transient=True,
+                    )
+            else:
+                self._consecutive_transient = 0
+
+    def _trip(self, reason: str, code: str, *, transient: bool) -> None:
+        self.stop = RunStop(reason, code, transient)
+        self.stopped.set()

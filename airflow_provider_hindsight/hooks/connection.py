@@ -1,0 +1,283 @@
+"""The ``hindsight`` connection: its form fields, and its values parsed into validated settings.
+
+Pure: no Airflow database, no network. :func:`parse_connection` turns a connection's fields into a
+frozen :class:`ConnectionSettings`; :data:`CONNECTION_FIELDS` describes the extra fields once, and
+both the Airflow 3 form (``conn-fields`` in the provider info) and the Airflow 2.11 form widgets
+are generated from it, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from airflow_provider_hindsight.exceptions import HindsightConfigurationError
+
+DEFAULT_BASE_URL = "https://app.usehindsight.com/api/v1"
+PLAN_REQUESTS_PER_MINUTE: dict[str, int] = {"essentials": 60, "growth": 300, "enterprise": 1000}
+DEFAULT_REQUESTS_PER_MINUTE = 60
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+@dataclass(frozen=True)
+class ConnectionField:
+    """One extra field of the connection form, described once for both Airflow lines."""
+
+    name: str
+    label: str
+    kind: Literal["choice", "integer", "number", "boolean"]
+    description: str
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[str, ...] = ()
+    placeholder: str | None = None
+
+
+CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
+    ConnectionField(
+        "plan",
+        "Plan",
+        "choice",
+        "Optional. Your Hindsight plan: paces requests at 60, 300 or 1,000 a minute. Without a plan or "
+        "requests per minute the pace is 60 a minute.",
+        choices=tuple(PLAN_REQUESTS_PER_MINUTE),
+    ),
+    ConnectionField(
+        "requests_per_minute",
+        "Requests per minute",
+        "integer",
+        "Optional. Explicit pace; wins over the plan.",
+        minimum=1,
+        placeholder=str(DEFAULT_REQUESTS_PER_MINUTE),
+    ),
+    ConnectionField(
+        "timeout",
+        "Timeout",
+        "number",
+        f"Optional. Seconds to wait for each answer. Default {DEFAULT_TIMEOUT:g}.",
+        minimum=0,
+        exclusive_minimum=True,
+        placeholder=f"{DEFAULT_TIMEOUT:g}",
+    ),
+    ConnectionField(
+        "max_retries",
+        "Max retries",
+        "integer",
+        f"Optional. Retries after the first attempt on 429, 5xx and network errors. Default {DEFAULT_MAX_RETRIES}.",
+        minimum=0,
+        placeholder=str(DEFAULT_MAX_RETRIES),
+    ),
+    ConnectionField(
+        "allow_insecure_http",
+        "Allow plain HTTP to a remote host",
+        "boolean",
+        "Sends the API key unencrypted: trusted networks only. Loopback (127.0.0.1, localhost) needs no flag.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What the hook uses from its connection, validated. The key is kept out of ``repr``."""
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    requests_per_minute: float
+    paced_by_default: bool
+    """True when neither the hook, ``requests_per_minute`` nor ``plan`` set the pace."""
+    timeout: float
+    max_retries: int
+    host_without_scheme: bool
+    """True when the host was given as a bare name, which the hook turns into ``https://``."""
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the base URL, for messages."""
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def is_loopback(self) -> bool:
+        return _is_loopback(urlsplit(self.base_url).hostname or "")
+
+
+def parse_connection(
+    conn_id: str,
+    *,
+    host: str | None,
+    port: int | None,
+    password: str | None,
+    extra: Mapping[str, Any],
+    requests_per_minute: float | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+) -> ConnectionSettings:
+    """Validate a connection's fields into settings; hook arguments win over the connection's extras.
+
+    Raises :class:`HindsightConfigurationError` naming the connection, the field and the fix.
+    """
+    if not password:
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r} has no API key: put the Hindsight API key in the connection's Password field.",
+            code="invalid_connection",
+        )
+    pace, paced_by_default = _pace(conn_id, extra, requests_per_minute)
+    retries = max_retries if max_retries is not None else non_negative_int("max_retries", extra.get("max_retries"))
+    return ConnectionSettings(
+        conn_id=conn_id,
+        base_url=_base_url(conn_id, host, port, extra),
+        api_key=password,
+        requests_per_minute=pace,
+        paced_by_default=paced_by_default,
+        timeout=timeout or positive_number("timeout", extra.get("timeout")) or DEFAULT_TIMEOUT,
+        max_retries=DEFAULT_MAX_RETRIES if retries is None else retries,
+        host_without_scheme=bool(host and host.strip() and "://" not in host),
+    )
+
+
+def _pace(conn_id: str, extra: Mapping[str, Any], argument: float | None) -> tuple[float, bool]:
+    if argument is not None:
+        return argument, False
+    explicit = positive_number("requests_per_minute", extra.get("requests_per_minute"))
+    if explicit is not None:
+        return explicit, False
+    plan = extra.get("plan")
+    if plan in (None, ""):
+        return float(DEFAULT_REQUESTS_PER_MINUTE), True
+    key = str(plan).strip().lower()
+    if key not in PLAN_REQUESTS_PER_MINUTE:
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: plan {plan!r} is not one of {', '.join(PLAN_REQUESTS_PER_MINUTE)}. "
+            "Pick your Hindsight plan, or set requests_per_minute instead.",
+            code="invalid_connection",
+        )
+    return float(PLAN_REQUESTS_PER_MINUTE[key]), False
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None, extra: Mapping[str, Any]) -> str:
+    """The API base URL: the default, a full URL as is, or ``https://<host>[:port]/api/v1`` for a bare host."""
+    host = (host or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    netloc = f"{host}:{port}" if port else host
+    url = host.rstrip("/") if "://" in host else f"https://{netloc}/api/v1"
+    try:
+        parts = urlsplit(url)
+        scheme, hostname = parts.scheme, parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+        if "://" not in host and parts.path != "/api/v1":  # a bare host is a name and port, not a path
+            hostname = None
+    except ValueError:
+        scheme, hostname = "", None
+    if scheme not in ("http", "https") or not hostname or any(ch.isspace() for ch in url):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: host {host!r} is not a valid base URL. Leave it empty for "
+            f"{DEFAULT_BASE_URL}, or give a host name or a full URL such as https://example.com/api/v1.",
+            code="invalid_connection",
+        )
+    if scheme == "http" and not _is_loopback(hostname) and not _truthy(extra.get("allow_insecure_http")):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: {host!r} uses plain http, which would send the API key unencrypted. "
+            "Use https, or set the extra allow_insecure_http to true for a trusted network.",
+            code="invalid_connection",
+        )
+    return url
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def positive_number(name: str, value: Any) -> float | None:
+    """``value`` as a positive finite number; ``None`` or ``""`` mean unset. Raises naming ``name``."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number > 0 or number == float("inf"):
+        raise HindsightConfigurationError(
+            f"{name} must be a positive number, got {value!r}.", code="invalid_connection"
+        )
+    return number
+
+
+def non_negative_int(name: str, value: Any) -> int | None:
+    """``value`` as a whole number of 0 or more; ``None`` or ``""`` mean unset. Raises naming ``name``."""
+    if value is None or value == "":
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if isinstance(value, bool) or number < 0:
+        raise HindsightConfigurationError(
+            f"{name} must be a whole number of 0 or more, got {value!r}.", code="invalid_connection"
+        )
+    return number
+
+
+def conn_fields() -> dict[str, Any]:
+    """The ``conn-fields`` of the provider info: the Airflow 3 connection form."""
+    types = {"choice": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
+    fields: dict[str, Any] = {}
+    for spec in CONNECTION_FIELDS:
+        schema: dict[str, Any] = {"type": [types[spec.kind], "null"]}
+        if spec.choices:
+            schema["enum"] = list(spec.choices)  # null stays out of the enum: it would show as "null"
+        if spec.minimum is not None:
+            schema["exclusiveMinimum" if spec.exclusive_minimum else "minimum"] = spec.minimum
+        fields[spec.name] = {"label": spec.label, "schema": schema, "description": spec.description}
+    return fields
+
+
+def form_placeholders() -> dict[str, str]:
+    """Placeholders of the extra fields, for ``ui-field-behaviour``."""
+    return {spec.name: spec.placeholder for spec in CONNECTION_FIELDS if spec.placeholder is not None}
+
+
+def form_widgets() -> dict[str, Any]:
+    """The same fields as WTForms widgets for the Airflow 2.11 connection form."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, DecimalField, IntegerField, SelectField
+    from wtforms.validators import NumberRange, Optional
+
+    widgets: dict[str, Any] = {}
+    for spec in CONNECTION_FIELDS:
+        label = lazy_gettext(spec.label)
+        if spec.kind == "boolean":
+            widgets[spec.name] = BooleanField(label, description=spec.description)
+        elif spec.kind == "choice":
+            widgets[spec.name] = SelectField(
+                label,
+                choices=[("", "")] + [(choice, choice) for choice in spec.choices],
+                widget=Select2Widget(),
+                description=spec.description,
+            )
+        else:
+            number_field = IntegerField if spec.kind == "integer" else DecimalField
+            validators: list[Any] = [Optional(strip_whitespace=True)]
+            if spec.minimum is not None:
+                validators.append(NumberRange(min=spec.minimum))
+            widgets[spec.name] = number_field(
+                label, widget=BS3TextFieldWidget(), validators=validators, description=spec.description
+            )
+    return widgets

@@ -26,6 +26,7 @@ from airflow_provider_hindsight.hooks.hindsight import (
     validate_max_workers,
 )
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.lineage import HindsightLineageMixin
 from airflow_provider_hindsight.payload import (
     InterviewUpdate,
     UpdateResult,
@@ -47,7 +48,7 @@ LOGGED_FAILURES = 50
 """How many failed rows a bulk run logs one by one; the rest are counted (the summary XCom has all)."""
 
 
-class HindsightUpdateInterviewOperator(BaseOperator):
+class HindsightUpdateInterviewOperator(HindsightLineageMixin, BaseOperator):
     """Update one interview request's ``contact_context``, ``contact_name`` and/or ``objective``.
 
     Every value may be a literal, a Jinja template or an XComArg from an upstream task; fields left
@@ -140,7 +141,7 @@ class HindsightUpdateInterviewOperator(BaseOperator):
             raise
 
 
-class BaseHindsightBulkOperator(BaseOperator):
+class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
     """Shared by the bulk operator and the SQL transfer: send rows, count every one, report.
 
     :param hindsight_conn_id: the ``hindsight`` connection.

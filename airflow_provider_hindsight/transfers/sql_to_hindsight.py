@@ -25,6 +25,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
+from airflow_provider_hindsight.lineage import SqlToHindsightLineageMixin
 from airflow_provider_hindsight.operators.hindsight import BaseHindsightBulkOperator
 from airflow_provider_hindsight.payload import UPDATE_FIELDS
 
@@ -43,7 +44,7 @@ ID_COLUMN = "interview_request_id"
 CONTEXT_COLUMN = "contact_context"
 
 
-class SqlToHindsightOperator(BaseHindsightBulkOperator):
+class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperator):
     """Run a query on any Airflow SQL connection and send each result row as an interview update.
 
     Rows are fetched ``batch_size`` at a time and sent at the pace of the ``hindsight`` connection,

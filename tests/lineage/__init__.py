@@ -1,0 +1,3 @@
+"""OpenLineage reporting of the Hindsight operators."""
+
+from __future__ import annotations

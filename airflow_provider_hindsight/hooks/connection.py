@@ -254,30 +254,38 @@ def form_placeholders() -> dict[str, str]:
 
 
 def form_widgets() -> dict[str, Any]:
-    """The same fields as WTForms widgets for the Airflow 2.11 connection form."""
-    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
+    """The same fields as WTForms widgets for the Airflow 2.11 connection form.
+
+    Airflow 2.11 renders only text, integer, password and check-box fields: a choice becomes a
+    text field whose description lists the choices, and a decimal number a text field; the hook
+    validates both when it reads the connection.
+    """
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
     from flask_babel import lazy_gettext
-    from wtforms import BooleanField, DecimalField, IntegerField, SelectField
-    from wtforms.validators import NumberRange, Optional
+    from wtforms import BooleanField, IntegerField, StringField
+    from wtforms.validators import AnyOf, NumberRange, Optional
 
     widgets: dict[str, Any] = {}
     for spec in CONNECTION_FIELDS:
         label = lazy_gettext(spec.label)
         if spec.kind == "boolean":
             widgets[spec.name] = BooleanField(label, description=spec.description)
-        elif spec.kind == "choice":
-            widgets[spec.name] = SelectField(
-                label,
-                choices=[("", "")] + [(choice, choice) for choice in spec.choices],
-                widget=Select2Widget(),
-                description=spec.description,
+            continue
+        validators: list[Any] = [Optional(strip_whitespace=True)]
+        if spec.kind == "choice":
+            validators.append(AnyOf(spec.choices))
+            description = f"{spec.description} One of: {', '.join(spec.choices)}."
+            widgets[spec.name] = StringField(
+                label, widget=BS3TextFieldWidget(), validators=validators, description=description
             )
-        else:
-            number_field = IntegerField if spec.kind == "integer" else DecimalField
-            validators: list[Any] = [Optional(strip_whitespace=True)]
+        elif spec.kind == "integer":
             if spec.minimum is not None:
                 validators.append(NumberRange(min=spec.minimum))
-            widgets[spec.name] = number_field(
+            widgets[spec.name] = IntegerField(
+                label, widget=BS3TextFieldWidget(), validators=validators, description=spec.description
+            )
+        else:
+            widgets[spec.name] = StringField(
                 label, widget=BS3TextFieldWidget(), validators=validators, description=spec.description
             )
     return widgets

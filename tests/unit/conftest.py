@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from airflow import __version__ as airflow_version
 
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 
@@ -57,18 +59,12 @@ def fake_time() -> FakeTime:
 
 @pytest.fixture
 def make_hook(fake_time: FakeTime) -> MakeHook:
-    """Build hooks that wait on ``fake_time`` and log through stdlib ``logging``.
-
-    Airflow 3 hooks log through structlog straight to stdout, out of reach of logging handlers;
-    routing the hook's logger to the stdlib logger of the same name lets the tests read the same
-    lines on Airflow 2 and 3.
-    """
+    """Build hooks that wait on ``fake_time``."""
 
     def make(*args: Any, **kwargs: Any) -> HindsightHook:
         hook = HindsightHook(*args, **kwargs)
         hook.sleep = fake_time.sleep
         hook.clock = fake_time.clock
-        hook._log = logging.getLogger(HOOK_LOGGER)
         return hook
 
     return make
@@ -85,7 +81,8 @@ def hook_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogRecorder]:
     """Records at DEBUG from the hook's, urllib3's and requests' loggers, taken at the source.
 
     Reading records where they are emitted (not at the root, after Airflow's handlers and their
-    secret-masking filters) means a leaked key is seen as the hook wrote it.
+    secret-masking filters) means a leaked key is seen as the hook wrote it. Airflow 2 hooks log
+    through stdlib ``logging``; Airflow 3 hooks through structlog, read with its ``capture_logs``.
     """
     recorder = LogRecorder()
     loggers = [logging.getLogger(name) for name in (HOOK_LOGGER, *WIRE_LOGGERS)]
@@ -94,7 +91,12 @@ def hook_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogRecorder]:
         logger.setLevel(logging.DEBUG)
         monkeypatch.setattr(logger, "propagate", False)
         logger.addHandler(recorder)
-    yield recorder
+    with contextlib.ExitStack() as stack:
+        if not airflow_version.startswith("2."):
+            from structlog.testing import capture_logs
+
+            recorder.structlog_entries = stack.enter_context(capture_logs())
+        yield recorder
     for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(recorder)
         logger.setLevel(level)

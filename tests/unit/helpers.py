@@ -51,13 +51,18 @@ class LogRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.structlog_entries: list[dict[str, Any]] = []
+        """Events of structlog loggers (Airflow 3 hooks), as ``structlog.testing.capture_logs`` keeps them."""
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
     def at(self, level: int) -> list[str]:
         """The messages logged at exactly ``level``."""
-        return [record.getMessage() for record in self.records if record.levelno == level]
+        name = logging.getLevelName(level).lower()
+        return [record.getMessage() for record in self.records if record.levelno == level] + [
+            str(entry["event"]) for entry in self.structlog_entries if entry.get("log_level") == name
+        ]
 
     def text(self) -> str:
         """Every message, its raw arguments and any attached traceback, as one string."""
@@ -67,6 +72,7 @@ class LogRecorder(logging.Handler):
             parts += [record.getMessage(), repr(record.args)]
             if record.exc_info:
                 parts.append(formatter.formatException(record.exc_info))
+        parts += [repr(entry) for entry in self.structlog_entries]
         return "\n".join(parts)
 
 

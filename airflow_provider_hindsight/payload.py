@@ -47,7 +47,8 @@ class UpdateResult:
     """How one row of a bulk run ended: succeeded, or failed with a reason.
 
     ``row`` is the row's 1-based position in the input. ``transient`` says whether the failure may
-    go away on a later try (429, 5xx, network); the task's failure mode follows it.
+    go away on a later try (429, 5xx, network); the task's failure mode follows it. ``unchanged``
+    marks a row that change-only sync did not send: Hindsight already has this exact body.
     """
 
     row: int
@@ -57,6 +58,7 @@ class UpdateResult:
     code: str | None = None
     message: str | None = None
     transient: bool = False
+    unchanged: bool = False
 
     @classmethod
     def failed(cls, row: int, interview_request_id: Any, error: BaseException) -> UpdateResult:

@@ -4,6 +4,9 @@
 rewrites a SQLite ``deals`` table and updates the ``warehouse_deals`` asset. The refresh DAG is
 scheduled on that asset and streams the rows to Hindsight with ``SqlToHindsightOperator``. Point
 ``WAREHOUSE_CONN_ID`` at Postgres, Snowflake or BigQuery and change the SQL: nothing else changes.
+
+The refresh keeps a sync ledger in the same database (``ledger_conn_id``), so each run sends only the
+rows that changed since the last good run; trigger it with ``{"full_refresh": true}`` to resend all.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def example_warehouse_load() -> None:
     schedule=[WAREHOUSE_DEALS],
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    params={"full_refresh": False},
     tags=["hindsight", "example"],
 )
 def example_hindsight_warehouse_refresh() -> None:
@@ -72,6 +76,8 @@ def example_hindsight_warehouse_refresh() -> None:
         """,
         parameters={"won": "Closed Won", "lost": "Closed Lost"},
         context_columns=["title", "stage", "competitor", "amount", "notes"],
+        ledger_conn_id=WAREHOUSE_CONN_ID,  # change-only sync: the ledger table lives beside the deals
+        full_refresh="{{ params.full_refresh }}",
         max_failures=0,
     )
 

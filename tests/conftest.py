@@ -44,7 +44,7 @@ if "HINDSIGHT_TEST_AIRFLOW_HOME" not in os.environ:  # once per run, however oft
 AIRFLOW_HOME = Path(os.environ["HINDSIGHT_TEST_AIRFLOW_HOME"])
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
 
-pytest_plugins = ["airflow_provider_hindsight.testing.pytest_plugin"]
+pytest_plugins = ["airflow_provider_hindsight.testing.pytest_plugin", "tests.support.postgres"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,8 +55,19 @@ def pytest_configure(config: pytest.Config) -> None:
                 config.addinivalue_line("filterwarnings", f"error::{category}:{module}")
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Create the Airflow metadata database once for the whole run."""
+UNIT_LAYER = ROOT / "tests" / "unit"
+"""Pure unit tests: no Airflow metadata database. Every other test gets one, made once per run."""
+
+
+@pytest.fixture(autouse=True)
+def _database_outside_the_unit_layer(request: pytest.FixtureRequest) -> None:
+    if UNIT_LAYER not in request.node.path.parents:
+        request.getfixturevalue("airflow_db")
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Create the Airflow metadata database, once, for the tests outside the unit layer."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         check=True,

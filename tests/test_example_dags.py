@@ -83,7 +83,8 @@ def test_warehouse_refresh_pushes_every_deal(
     refresh_run = run_dag("example_hindsight_warehouse_refresh")
 
     summary = xcom_value(refresh_run, "push_contact_context")
-    assert summary == {"total": len(DEALS), "succeeded": len(DEALS), "failed": 0, "failures": []}
+    assert summary == {"total": len(DEALS), "succeeded": len(DEALS), "failed": 0, "unchanged": 0, "failures": []}
+    assert hindsight_emulator.request_count == len(DEALS)
     for interview_id, name, title, stage, competitor, amount, notes in DEALS:
         context = {"title": title, "stage": stage, "competitor": competitor, "amount": amount, "notes": notes}
         assert hindsight_emulator.interview(interview_id) == {
@@ -91,3 +92,11 @@ def test_warehouse_refresh_pushes_every_deal(
             "contact_context": {key: value for key, value in context.items() if value is not None},
             "objective": f"Understand the {stage.lower()} decision",
         }
+
+    again = run_dag("example_hindsight_warehouse_refresh")  # nothing changed: nothing is sent
+    assert xcom_value(again, "push_contact_context")["unchanged"] == len(DEALS)
+    assert hindsight_emulator.request_count == len(DEALS)
+
+    forced = run_dag("example_hindsight_warehouse_refresh", full_refresh=True)
+    assert xcom_value(forced, "push_contact_context")["succeeded"] == len(DEALS)
+    assert hindsight_emulator.request_count == 2 * len(DEALS)

@@ -307,20 +307,33 @@ class HindsightHook(BaseHook):
         sent after it trips are still yielded, failed with the code ``not_sent``; read
         ``breaker.stop`` for why.
         """
+        return self.send_checked(check_rows(rows), breaker=breaker)
+
+    def send_checked(
+        self,
+        checked: Iterable[tuple[int, InterviewUpdate | UpdateResult]],
+        *,
+        breaker: CircuitBreaker | None = None,
+    ) -> Iterator[UpdateResult]:
+        """:meth:`update_interviews` for rows already checked (:func:`~airflow_provider_hindsight.payload.check_rows`).
+
+        An ``UpdateResult`` in ``checked`` is a row that ended before sending (invalid, duplicate,
+        unchanged): it is passed through as it is.
+        """
         breaker = breaker or CircuitBreaker()
         # cached_property has no lock on Python 3.12+: create the shared session and pacer before the
         # threads start, or several threads could each build their own pacer and multiply the pace.
         _ = (self.session, self.pacer)
         in_flight: dict[Future[dict[str, Any]], tuple[int, int]] = {}
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hindsight") as pool:
-            for position, checked in check_rows(rows):
-                if isinstance(checked, UpdateResult):
-                    yield checked
+            for position, item in checked:
+                if isinstance(item, UpdateResult):
+                    yield item
                 elif breaker.stop is not None:
-                    yield _not_sent(position, checked.interview_request_id, breaker.stop)
+                    yield _not_sent(position, item.interview_request_id, breaker.stop)
                 else:
-                    future = pool.submit(self.send_update, checked, stopped=breaker.stopped)
-                    in_flight[future] = (position, checked.interview_request_id)
+                    future = pool.submit(self.send_update, item, stopped=breaker.stopped)
+                    in_flight[future] = (position, item.interview_request_id)
                     if len(in_flight) >= 2 * self.max_workers:
                         yield from self._collect(in_flight, breaker)
             while in_flight:

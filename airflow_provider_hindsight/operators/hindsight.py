@@ -26,6 +26,7 @@ from airflow_provider_hindsight.hooks.hindsight import (
     validate_max_workers,
 )
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.ledger import DEFAULT_LEDGER_TABLE, SyncLedger, validate_ledger_table
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
 from airflow_provider_hindsight.payload import (
     InterviewUpdate,
@@ -34,6 +35,7 @@ from airflow_provider_hindsight.payload import (
     check_rows,
     reject_rendered_python_literal,
 )
+from airflow_provider_hindsight.sync import ChangeOnlySync, CheckedRow
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -152,6 +154,12 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
     :param max_workers: concurrent requests used to hide network latency (1 to 256).
     :param max_retry_wait: the longest single wait between attempts of one row.
     :param progress_interval: seconds between progress lines in the task log.
+    :param ledger_conn_id: an Airflow SQL connection with write access; setting it turns change-only
+        sync on: rows whose exact body Hindsight already accepted in an earlier run are not sent.
+    :param ledger_table: the ledger table (``name`` or ``schema.name``), created on first use.
+    :param sync_id: the ledger's key for this sync; default ``"<dag_id>.<task_id>"``.
+    :param full_refresh: send every row whatever the ledger says, and record them all again.
+        Templated: ``"{{ params.full_refresh }}"`` renders ``"True"``/``"False"``, which are accepted.
     """
 
     def __init__(
@@ -164,10 +172,19 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
         max_workers: int = DEFAULT_MAX_WORKERS,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         progress_interval: float = 30.0,
+        ledger_conn_id: str | None = None,
+        ledger_table: str = DEFAULT_LEDGER_TABLE,
+        sync_id: str | None = None,
+        full_refresh: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         _check_max_failures(max_failures)
+        self.ledger_conn_id = ledger_conn_id
+        self.ledger_table = ledger_table
+        self.sync_id = sync_id
+        self.full_refresh = full_refresh
+        self._sync: ChangeOnlySync | None = None
         self.hindsight_conn_id = hindsight_conn_id
         self.requests_per_minute = requests_per_minute
         self.max_failures = max_failures
@@ -186,12 +203,58 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
             max_workers=self.max_workers,
         )
 
-    def push_rows(self, rows: Iterable[Any], context: Context, *, total: int | None = None) -> dict[str, Any]:
-        """Send every row, push the summary to XCom (key ``summary``), fail past ``max_failures``."""
+    def open_sync(self, context: Context) -> ChangeOnlySync | None:
+        """With ``ledger_conn_id``, check the ledger (before any request or query) and start change-only sync."""
+        if self.ledger_conn_id is None:
+            return None
+        full_refresh = parse_flag("full_refresh", self.full_refresh)
+        table = validate_ledger_table(self.ledger_table)
+        sync_id = self.sync_id or f"{self.dag_id}.{self.task_id}"
+        ledger = SyncLedger(ledger_conn_id=self.ledger_conn_id, table=table, sync_id=sync_id)
+        ledger.prepare(create=not self.is_dry_run)
+        self._sync = ChangeOnlySync(
+            ledger, base_url=self.hook.settings.base_url, full_refresh=full_refresh, dry_run=self.is_dry_run
+        )
+        self.log.info(
+            "Change-only sync %r with the ledger %s on %r%s.",
+            sync_id,
+            table,
+            self.ledger_conn_id,
+            ": full refresh, every row is sent" if full_refresh else "",
+        )
+        return self._sync
+
+    def on_kill(self) -> None:
+        """Record what was delivered so far, so that the retry does not send it again."""
+        if self._sync is not None:
+            self._sync.checkpoint(wait=False)
+
+    def push_rows(
+        self, rows: Iterable[Any], context: Context, *, total: int | None = None, sync: ChangeOnlySync | None = None
+    ) -> dict[str, Any]:
+        """Send every row, push the summary to XCom (key ``summary``), fail past ``max_failures``.
+
+        With ``sync`` (from :meth:`open_sync`), rows Hindsight already has are skipped as unchanged
+        and delivered rows are recorded in the ledger as the run goes, even when the task then fails.
+        """
+        try:
+            return self._push_rows(rows, context, total, sync)
+        finally:
+            if sync is not None:
+                if not self.is_dry_run:
+                    sync.checkpoint()
+                sync.ledger.close()
+
+    def _push_rows(
+        self, rows: Iterable[Any], context: Context, total: int | None, sync: ChangeOnlySync | None
+    ) -> dict[str, Any]:
         progress = _Progress(self, total)
         breaker = CircuitBreaker()
+        checked = check_rows(rows)
+        if sync is not None:
+            checked = sync.skip_unchanged(checked)
         if self.is_dry_run:
-            results: Iterable[UpdateResult] = _dry_run_results(rows, self)
+            results: Iterable[UpdateResult] = _dry_run_results(checked, self)
         else:
             progress.hook = self.hook
             self.log.info(
@@ -200,10 +263,15 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
                 _pace_text(self.hook),
                 self.max_workers,
             )
-            results = self.hook.update_interviews(rows, breaker=breaker)
+            results = self.hook.send_checked(checked, breaker=breaker)
         failures: list[dict[str, Any]] = []
         any_transient = False
         for result in results:
+            if sync is not None:
+                sync.account(result)
+            if result.unchanged:
+                progress.record_unchanged()
+                continue
             if not result.succeeded:
                 failures.append(result.as_failure())
                 any_transient = any_transient or result.transient
@@ -224,10 +292,12 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
             )
         summary: dict[str, Any] = {
             "total": progress.done,
-            "succeeded": progress.done - len(failures),
+            "succeeded": progress.done - len(failures) - progress.unchanged,
             "failed": len(failures),
             "failures": failures,
         }
+        if sync is not None:
+            summary["unchanged"] = progress.unchanged
         if breaker.stop is not None:
             summary["stopped"] = {"code": breaker.stop.code, "reason": breaker.stop.reason}
         if self.is_dry_run:
@@ -268,7 +338,7 @@ class HindsightBulkUpdateInterviewsOperator(BaseHindsightBulkOperator):
     :param updates: the rows to send.
     """
 
-    template_fields: Sequence[str] = ("updates",)
+    template_fields: Sequence[str] = ("updates", "full_refresh")
     ui_color = "#f4e3c4"
 
     def __init__(self, *, updates: Iterable[Mapping[str, Any]] | str | Any, **kwargs: Any) -> None:
@@ -278,7 +348,8 @@ class HindsightBulkUpdateInterviewsOperator(BaseHindsightBulkOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Push every row of ``updates`` and return the summary."""
         rows = _rows_from(self.updates)
-        return self.push_rows(rows, context, total=len(rows) if isinstance(rows, Sized) else None)
+        sync = self.open_sync(context)
+        return self.push_rows(rows, context, total=len(rows) if isinstance(rows, Sized) else None, sync=sync)
 
 
 def _rows_from(updates: Any) -> Iterable[Any]:
@@ -304,9 +375,9 @@ def _rows_from(updates: Any) -> Iterable[Any]:
     return updates
 
 
-def _dry_run_results(rows: Iterable[Any], operator: BaseOperator) -> Iterator[UpdateResult]:
-    """Check rows as the engine would, log the first bodies, and send nothing."""
-    for position, checked in check_rows(rows):
+def _dry_run_results(checked_rows: Iterable[CheckedRow], operator: BaseOperator) -> Iterator[UpdateResult]:
+    """Rows as the engine would end them, sending nothing: a row to send counts as succeeded; log the first bodies."""
+    for position, checked in checked_rows:
         if isinstance(checked, UpdateResult):
             yield checked
             continue
@@ -328,6 +399,7 @@ class _Progress:
         self.hook: HindsightHook | None = None
         self.done = 0
         self.failed = 0
+        self.unchanged = 0
         self.started = time.monotonic()
         self.last_logged = self.started
 
@@ -336,6 +408,10 @@ class _Progress:
         self.failed += not succeeded
         if time.monotonic() - self.last_logged >= self.operator.progress_interval:
             self.log()
+
+    def record_unchanged(self) -> None:
+        self.unchanged += 1
+        self.record(True)
 
     def log(self, *, final: bool = False) -> None:
         now = time.monotonic()
@@ -349,12 +425,14 @@ class _Progress:
         pace = ""
         if self.hook is not None:
             pace = f"; pace {_pace_text(self.hook)}, {self.hook.rate_limited_count} answered 429"
+        unchanged = f", {self.unchanged:,} unchanged and skipped" if self.unchanged else ""
         self.operator.log.info(
-            "%s%s rows done%s (%s failed) in %s: %.1f rows/s%s%s.",
+            "%s%s rows done%s (%s failed%s) in %s: %.1f rows/s%s%s.",
             "Finished: " if final else "",
             f"{self.done:,}",
             of_total,
             f"{self.failed:,}",
+            unchanged,
             format_duration(elapsed),
             rate,
             pace,
@@ -389,6 +467,21 @@ def _pace_text(hook: HindsightHook) -> str:
 def _failure_label(result: UpdateResult) -> str:
     status = f"HTTP {result.status_code} " if result.status_code is not None else ""
     return f"{status}{result.code}"
+
+
+def parse_flag(name: str, value: object) -> bool:
+    """A bool, or what a template renders for one: true/false, 1/0, yes/no (any case), or "" for false."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    raise HindsightValidationError(
+        f"{name} must be true or false (or a template rendering to true/false, 1/0, yes/no), got {value!r}.",
+        field=name,
+    )
+
+
+_FLAG_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 
 def _check_max_failures(value: object) -> None:

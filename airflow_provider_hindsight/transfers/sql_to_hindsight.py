@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
-    AirflowNotFoundException,
     AirflowOptionalProviderFeatureException,
-    BaseHook,
 )
 
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.hooks.sql import sql_hook
 from airflow_provider_hindsight.lineage import SqlToHindsightLineageMixin
 from airflow_provider_hindsight.operators.hindsight import BaseHindsightBulkOperator
 from airflow_provider_hindsight.payload import UPDATE_FIELDS
+from airflow_provider_hindsight.transfers.streaming import streaming_cursor, streaming_kind
 
 try:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -69,7 +69,7 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperat
     :param conn_id: deprecated alias of ``sql_conn_id``.
     """
 
-    template_fields: Sequence[str] = ("sql", "parameters")
+    template_fields: Sequence[str] = ("sql", "parameters", "full_refresh")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql"}
     ui_color = "#f4e3c4"
@@ -115,13 +115,19 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperat
     def execute(self, context: Context) -> dict[str, Any]:
         """Stream the query's rows to Hindsight and return the summary."""
         self._check_arguments()
-        with closing(self.db_hook.get_conn()) as connection, closing(connection.cursor()) as cursor:
-            if self.parameters is None:
-                cursor.execute(self.sql)
-            else:
-                cursor.execute(self.sql, self.parameters)
-            columns = self._map_columns(cursor.description)
-            return self.push_rows(self._rows(cursor, columns), context)
+        sync = self.open_sync(context)  # before the query: the ledger may share its database (SQLite WAL)
+        try:
+            with closing(self.db_hook.get_conn()) as connection, streaming_cursor(connection) as cursor:
+                self.log.info("Reading rows with %s.", streaming_kind(connection))
+                if self.parameters is None:
+                    cursor.execute(self.sql)
+                else:
+                    cursor.execute(self.sql, self.parameters)
+                columns = self._map_columns(cursor.description)
+                return self.push_rows(self._rows(cursor, columns), context, sync=sync)
+        finally:
+            if sync is not None:
+                sync.ledger.close()
 
     def _check_arguments(self) -> None:
         """Refuse bad arguments before connecting (templates are rendered by now)."""
@@ -171,21 +177,7 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperat
     @cached_property
     def db_hook(self) -> DbApiHook:
         """The source connection's SQL hook."""
-        try:
-            connection = BaseHook.get_connection(self.sql_conn_id)
-        except AirflowNotFoundException:
-            raise HindsightConfigurationError(
-                f"sql_conn_id {self.sql_conn_id!r}: no such Airflow connection. Create it (Admin > Connections) "
-                f"or set AIRFLOW_CONN_{self.sql_conn_id.upper()}.",
-                code="invalid_connection",
-            ) from None
-        hook = connection.get_hook(hook_params=dict(self.sql_hook_params or {}))
-        if not isinstance(hook, DbApiHook):
-            raise HindsightValidationError(
-                f"sql_conn_id {self.sql_conn_id!r} gives a {type(hook).__name__}, not a SQL hook (DbApiHook). "
-                "Use a database connection such as postgres, snowflake or sqlite.",
-                field="sql_conn_id",
-            )
+        hook, _ = sql_hook(self.sql_conn_id, parameter="sql_conn_id", hook_params=self.sql_hook_params)
         return hook
 
     def _map_columns(self, description: Sequence[Sequence[Any]] | None) -> _Columns:

@@ -1,0 +1,106 @@
+"""Change-only sync: skip rows whose body Hindsight already has, and record what it accepted.
+
+Sits between row validation and the bulk engine. :meth:`ChangeOnlySync.skip_unchanged` reads
+validated rows a batch at a time, looks their hashes up in the :class:`~.ledger.SyncLedger` in one
+query per batch, and passes on only new or changed rows (rows it skips end as ``unchanged``).
+:meth:`ChangeOnlySync.account` takes each result as it comes back: a 2xx is recorded with the
+hash of the exact body sent, a failure of a sent row is forgotten so the next run sends it again.
+Records are written in checkpoints (every :data:`CHECKPOINT_ROWS` rows or
+:data:`CHECKPOINT_SECONDS` seconds), so a run killed mid-way and retried resends at most one
+checkpoint window plus the requests that were in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+
+from airflow_provider_hindsight.ledger import LEDGER_BATCH, SyncLedger, body_sha256
+from airflow_provider_hindsight.payload import InterviewUpdate, UpdateResult
+
+CHECKPOINT_ROWS = 200
+CHECKPOINT_SECONDS = 5.0
+
+CheckedRow = tuple[int, InterviewUpdate | UpdateResult]
+
+
+class ChangeOnlySync:
+    """One run's use of the ledger: which rows to send, and what to record after they were sent.
+
+    :param ledger: a prepared ledger (``prepare(create=not dry_run)``).
+    :param base_url: the API base URL the rows go to; part of each hash, so another account resends.
+    :param full_refresh: send every row whatever the ledger says, and record them all again.
+    :param dry_run: look up only; :meth:`account` writes nothing.
+    """
+
+    def __init__(self, ledger: SyncLedger, *, base_url: str, full_refresh: bool, dry_run: bool) -> None:
+        self.ledger = ledger
+        self.base_url = base_url
+        self.full_refresh = full_refresh
+        self.dry_run = dry_run
+        self.unchanged = 0
+        self.recorded = 0
+        # row position -> hash, for the rows handed on and not yet accounted for. Keyed by position, not
+        # id: a later row repeating an id ends at once (duplicate_id) while the first is still in flight.
+        self._sent: dict[int, str] = {}
+        self._delivered: list[tuple[int, str]] = []
+        self._failed: list[int] = []
+        self._last_checkpoint = time.monotonic()
+        self._ledger_busy = threading.Lock()  # held while the ledger's connection is in use
+
+    def skip_unchanged(self, checked: Iterable[CheckedRow]) -> Iterator[CheckedRow]:
+        """Pass on rows to send and finished rows; a row whose hash the ledger holds ends ``unchanged``."""
+        rows = iter(checked)
+        while batch := list(islice(rows, LEDGER_BATCH)):
+            updates = [item for _, item in batch if isinstance(item, InterviewUpdate)]
+            known: dict[int, str] = {}
+            if not self.full_refresh:
+                with self._ledger_busy:
+                    known = self.ledger.lookup(update.interview_request_id for update in updates)
+            for position, item in batch:
+                if isinstance(item, UpdateResult):
+                    yield position, item
+                    continue
+                digest = body_sha256(self.base_url, item.payload)
+                if known.get(item.interview_request_id) == digest:
+                    self.unchanged += 1
+                    yield position, UpdateResult(position, item.interview_request_id, False, unchanged=True)
+                else:
+                    self._sent[position] = digest
+                    yield position, item
+
+    def account(self, result: UpdateResult) -> None:
+        """Note how a row handed on ended; write a checkpoint when one is due."""
+        digest = self._sent.pop(result.row, None)
+        if digest is None or self.dry_run:
+            return
+        if result.succeeded:
+            self._delivered.append((result.interview_request_id, digest))
+        else:
+            self._failed.append(result.interview_request_id)
+        due = time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS
+        if due or len(self._delivered) + len(self._failed) >= CHECKPOINT_ROWS:
+            self.checkpoint()
+
+    def checkpoint(self, *, wait: bool = True) -> None:
+        """Write what was delivered (and forget what failed) since the last checkpoint.
+
+        ``wait=False`` is for ``on_kill``, which runs in a signal handler on the thread it interrupts:
+        when that thread was using the ledger's connection (a look-up, or a checkpoint being written),
+        it skips the write instead of waiting for itself forever; the retry then resends at most one
+        checkpoint window.
+        """
+        if not self._ledger_busy.acquire(blocking=wait):
+            return
+        try:
+            delivered, self._delivered = self._delivered, []
+            failed, self._failed = self._failed, []
+            if delivered:
+                self.recorded += self.ledger.record(delivered)
+            if failed:
+                self.ledger.forget(failed)
+            self._last_checkpoint = time.monotonic()
+        finally:
+            self._ledger_busy.release()

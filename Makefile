@@ -35,8 +35,13 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
+# Each benchmark prints its numbers and writes them (and its plots) into docs/_generated and docs/_static.
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_bulk.py
+	$(PY) benchmarks/bench_pace.py
+	$(PY) benchmarks/bench_sync.py
+	$(PY) benchmarks/bench_warehouse.py
+	$(PY) benchmarks/bench_postgres_stream.py
 
 package: $(VENV)/.installed
 	bash scripts/check_package.sh $(PY) $(UV)

@@ -142,19 +142,40 @@ def test_5xx_then_success(hook: HindsightHook, requests_mock: Any, fake_time: Fa
 
 
 @pytest.mark.parametrize(
-    ("failure", "code"),
+    ("failure", "code", "cause"),
     [
-        (requests.exceptions.ConnectionError, "connection_error"),
-        (requests.exceptions.ConnectTimeout, "timeout"),
-        (requests.exceptions.ReadTimeout, "timeout"),
+        (requests.exceptions.ConnectionError("Connection aborted."), "connection_error", "the connection was dropped"),
+        (
+            requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused")),
+            "connection_error",
+            "connection refused",
+        ),
+        (
+            requests.exceptions.ConnectionError(
+                "Failed to resolve 'api.example' ([Errno -2] Name or service not known)"
+            ),
+            "connection_error",
+            "DNS lookup failed",
+        ),
+        (requests.exceptions.SSLError("wrong version number"), "connection_error", "TLS handshake failed"),
+        (requests.exceptions.ConnectTimeout(), "timeout", "connect timed out"),
+        (requests.exceptions.ReadTimeout(), "timeout", "read timed out"),
+        (
+            requests.exceptions.ChunkedEncodingError(),
+            "connection_error",
+            "the connection broke while reading the answer",
+        ),
     ],
+    ids=["dropped", "refused", "dns", "tls", "connect-timeout", "read-timeout", "broken-answer"],
 )
-def test_network_failures_are_retried_then_raised_naming_the_host(
+def test_network_failures_are_retried_then_raised_naming_the_cause_and_host(
     hindsight_connection: None,
     make_hook: MakeHook,
     requests_mock: Any,
-    failure: type[Exception],
+    hook_logs: LogRecorder,
+    failure: Exception,
     code: str,
+    cause: str,
 ) -> None:
     max_retries = 2
     requests_mock.patch(url(1), exc=failure)
@@ -164,9 +185,28 @@ def test_network_failures_are_retried_then_raised_naming_the_host(
 
     assert requests_mock.call_count == max_retries + 1
     assert info.value.code == code
-    assert HOST in str(info.value)
+    assert f"{cause} on {HOST}" in str(info.value)
     assert not leaked(info.value)
     assert not isinstance(info.value, AirflowFailException)
+    retries = [line for line in hook_logs.at(logging.WARNING) if line.startswith(f"Request failed: {cause} on {HOST}")]
+    assert len(retries) == max_retries
+    assert "requests.exceptions" not in str(info.value)
+
+
+def test_a_tls_error_on_a_bare_host_hints_at_http_and_allow_insecure_http(
+    set_connection: SetConnection, make_hook: MakeHook, requests_mock: Any
+) -> None:
+    set_connection(host="127.0.0.1", port=9321)
+    requests_mock.patch("https://127.0.0.1:9321/api/v1/interviews/1", exc=requests.exceptions.SSLError("wrong version"))
+
+    with pytest.raises(HindsightConnectionError) as info:
+        make_hook(requests_per_minute=FAST_RPM, max_retries=0).update_interview(1, objective="x")
+
+    message = str(info.value)
+    assert "TLS handshake failed on 127.0.0.1:9321" in message
+    assert "given without a scheme, so https:// is used" in message
+    assert "http://127.0.0.1:9321/api/v1" in message
+    assert "allow_insecure_http" in message
 
 
 def test_network_failure_then_success(hook: HindsightHook, requests_mock: Any) -> None:

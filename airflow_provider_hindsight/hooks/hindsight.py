@@ -324,7 +324,7 @@ class HindsightHook(BaseHook):
         # cached_property has no lock on Python 3.12+: create the shared session and pacer before the
         # threads start, or several threads could each build their own pacer and multiply the pace.
         _ = (self.session, self.pacer)
-        in_flight: dict[Future[dict[str, Any]], tuple[int, int]] = {}
+        in_flight: set[Future[UpdateResult]] = set()
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hindsight") as pool:
             for position, item in checked:
                 if isinstance(item, UpdateResult):
@@ -332,32 +332,25 @@ class HindsightHook(BaseHook):
                 elif breaker.stop is not None:
                     yield _not_sent(position, item.interview_request_id, breaker.stop)
                 else:
-                    future = pool.submit(self.send_update, item, stopped=breaker.stopped)
-                    in_flight[future] = (position, item.interview_request_id)
+                    in_flight.add(pool.submit(self._send_row, position, item, breaker))
                     if len(in_flight) >= 2 * self.max_workers:
-                        yield from self._collect(in_flight, breaker)
+                        yield from _collect(in_flight)
             while in_flight:
-                yield from self._collect(in_flight, breaker)
+                yield from _collect(in_flight)
 
-    @staticmethod
-    def _collect(
-        in_flight: dict[Future[dict[str, Any]], tuple[int, int]], breaker: CircuitBreaker
-    ) -> Iterator[UpdateResult]:
-        """Wait for at least one request in flight to end; yield the results of those that did."""
-        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-        for future in done:
-            position, request_id = in_flight.pop(future)
-            error = future.exception()
-            if isinstance(error, HindsightRunStoppedError) and breaker.stop is not None:
-                yield _not_sent(position, request_id, breaker.stop)
-                continue
-            result = (
-                UpdateResult(position, request_id, True)
-                if error is None
-                else UpdateResult.failed(position, request_id, error)
-            )
-            breaker.record(result)
-            yield result
+    def _send_row(self, position: int, update: InterviewUpdate, breaker: CircuitBreaker) -> UpdateResult:
+        """Send one bulk row in a worker thread; the breaker hears of its result before any other row starts."""
+        try:
+            self.send_update(update, stopped=breaker.stopped)
+        except HindsightRunStoppedError:
+            assert breaker.stop is not None  # the event is set only after the stop is recorded
+            return _not_sent(position, update.interview_request_id, breaker.stop)
+        except Exception as error:  # a row's failure is its result, whatever it is
+            result = UpdateResult.failed(position, update.interview_request_id, error)
+        else:
+            result = UpdateResult(position, update.interview_request_id, True)
+        breaker.record(result)
+        return result
 
     # -- Airflow UI ---------------------------------------------------------------------------
 
@@ -395,6 +388,14 @@ class HindsightHook(BaseHook):
         (connection_type,) = get_provider_info()["connection-types"]
         behaviour = connection_type["ui-field-behaviour"]
         return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
+
+def _collect(in_flight: set[Future[UpdateResult]]) -> Iterator[UpdateResult]:
+    """Wait for at least one row in flight to end; yield the results of those that did."""
+    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+    for future in done:
+        in_flight.discard(future)
+        yield future.result()
 
 
 def validate_max_workers(value: object) -> int:

@@ -32,7 +32,7 @@ from airflow_provider_hindsight.hooks.connection import (
     parse_connection,
     positive_number,
 )
-from airflow_provider_hindsight.hooks.pacing import RatePacer
+from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer
 from airflow_provider_hindsight.hooks.retry import RetryPolicy, requested_wait
 from airflow_provider_hindsight.payload import InterviewUpdate, UpdateResult, build_interview_update, check_rows
 
@@ -151,7 +151,19 @@ class HindsightHook(BaseHook):
             self.settings.requests_per_minute,
             clock=lambda: self.clock(),
             sleep=lambda seconds: self.sleep(seconds),
+            on_change=self._log_pace_change,
         )
+
+    def _log_pace_change(self, change: PaceChange) -> None:
+        if change.pause_seconds > 0:
+            self.log.warning("Pausing every request for %.1fs: %s.", change.pause_seconds, change.reason)
+        else:
+            self.log.warning(
+                "Pace %.0f -> %.0f requests a minute: %s.",
+                change.old_requests_per_minute,
+                change.new_requests_per_minute,
+                change.reason,
+            )
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:

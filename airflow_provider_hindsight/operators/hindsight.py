@@ -457,8 +457,7 @@ def format_duration(seconds: float) -> str:
 def _pace_text(hook: HindsightHook) -> str:
     """The pace in force, with the configured one when 429s lowered it."""
     pacer = hook.pacer
-    in_force = pacer.requests_per_minute * SAFETY_MARGIN
-    text = f"{in_force:,.0f} requests a minute"
+    text = f"{pacer.effective_requests_per_minute:,.0f} requests a minute"
     if pacer.requests_per_minute < pacer.configured_requests_per_minute:
         text += f" (lowered from {pacer.configured_requests_per_minute * SAFETY_MARGIN:,.0f} after 429s)"
     return text

@@ -78,3 +78,24 @@ def test_the_progress_line_states_the_pace_in_force(
 )
 def test_durations_read_as_hours_minutes_seconds(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_lower_api_limit_is_logged_as_a_pace_change_with_its_reason(
+    execute: Callable[[Any], Executed],
+    hindsight_emulator_factory: Callable[..., HindsightEmulator],
+    task_logs: Callable[[], str],
+) -> None:
+    """The plan says 1,800 a minute, the API allows 600: the log says when the pace dropped, and why."""
+    hindsight_emulator_factory(requests_per_minute=600, rate_window=1.0)
+    rows = [{"interview_request_id": n, "objective": "Pricing"} for n in range(1, 61)]
+
+    outcome = execute(bulk(updates=rows, requests_per_minute=1800))
+
+    assert outcome.error is None
+    logged = task_logs()
+    drops = re.findall(r"Pace (\d+) -> (\d+) requests a minute: the API answered 429", logged)
+    assert drops
+    first_old, first_new = (int(value) for value in drops[0])
+    assert first_old == round(1800 * SAFETY_MARGIN)
+    assert first_new < first_old
+    assert "after 429s)" in logged  # the progress line names the lowered pace and the configured one

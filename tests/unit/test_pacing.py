@@ -1,7 +1,9 @@
-"""The pacer (``hooks/pacing.py``) on fake clocks: spacing, many threads, pauses, slowing down and recovering."""
+"""The pacer (``hooks/pacing.py``) on fake clocks: spacing, windows, many threads, pauses, slowing down,
+recovering, and what it tells ``on_change``."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import threading
@@ -14,12 +16,15 @@ from airflow_provider_hindsight.hooks.pacing import (
     RECOVERY_FACTOR,
     SAFETY_MARGIN,
     SLOW_DOWN_FACTOR,
+    PaceChange,
     RatePacer,
 )
 
 from .helpers import FakeTime
 
 PLAN_PACES = (60, 300, 1000)
+PACES = (*PLAN_PACES, 1_000_000)
+"""The three plans, and a pace far beyond any plan (a gap of 62 microseconds)."""
 
 
 class ThreadClocks:
@@ -65,46 +70,123 @@ def starts_from_threads(pacer: RatePacer, clocks: ThreadClocks, threads: int, ea
     return sorted(starts)
 
 
-def busiest_second(starts: list[float]) -> int:
-    """The most starts in any one-second window ``[s, s + 1)``."""
-    return max(sum(1 for other in starts if start <= other < start + 1.0) for start in starts)
-
-
-@pytest.mark.parametrize(
-    ("pace", "gap"),
-    [
-        (60, 60 / (60 * SAFETY_MARGIN)),
-        (300, 60 / (300 * SAFETY_MARGIN)),
-        (1000, 1 / (16 * SAFETY_MARGIN)),  # 1000 / 60 = 16.7 a second: whole starts cap it at 16
-    ],
-)
-def test_one_caller_starts_evenly_spaced(pace: int, gap: float) -> None:
+def starts_from_one_caller(pace: float, count: int) -> list[float]:
     fake = FakeTime()
     pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)
     starts = []
-    for _ in range(10):
+    for _ in range(count):
         pacer.acquire()
         starts.append(fake.clock())
+    return starts
 
+
+def busiest_window(starts: list[float], seconds: float) -> int:
+    """The most starts in any window ``[s, s + seconds)``, as a strict sliding-window limiter counts them.
+
+    The window is shortened by a billionth of its length so that a start landing exactly on its end
+    (in exact arithmetic) is not counted through floating-point rounding.
+    """
+    end = seconds * (1 - 1e-9)
+    return max(bisect.bisect_left(starts, start + end) - index for index, start in enumerate(starts))
+
+
+def per_minute(starts: list[float]) -> float:
+    """The long-run rate of sorted start times, in requests a minute."""
+    return (len(starts) - 1) * 60 / (starts[-1] - starts[0])
+
+
+# -- spacing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pace", PACES)
+def test_one_caller_starts_evenly_spaced(pace: int) -> None:
+    """No rounding to whole requests a second: at 1,000 a minute the gap is 60 / 970 s, not 1 / (16 * 0.97) s."""
+    starts = starts_from_one_caller(pace, 10)
+
+    gap = 60 / (pace * SAFETY_MARGIN)
     assert [later - earlier for earlier, later in itertools.pairwise(starts)] == [pytest.approx(gap)] * 9
 
 
-@pytest.mark.parametrize("pace", PLAN_PACES)
-def test_many_threads_never_exceed_the_per_second_limit(pace: int) -> None:
+@pytest.mark.parametrize("pace", PACES)
+def test_long_run_rate_is_the_safety_margin_of_the_limit(pace: int) -> None:
+    starts = starts_from_one_caller(pace, 2_000)
+
+    assert per_minute(starts) / pace == pytest.approx(SAFETY_MARGIN, rel=1e-6)
+
+
+@pytest.mark.parametrize("pace", PACES)
+def test_no_window_holds_more_than_the_limit_allows(pace: int) -> None:
+    """Any window holds at most its share of the paced rate, rounded up to a whole request: never a burst.
+
+    So a strict sliding-window limiter allowing exactly the limit's share of its window never answers
+    429 when that share is a whole number of requests (60 in a minute, 50 in any 3 seconds at 1,000 a
+    minute) or worth 34 requests or more (the 3 % margin then adds up to a whole request). "16 in any
+    second" is not 1,000 a minute but a stricter 960.
+    """
+    shares = [1.0, 2.0, 5.0, 10.0, 1000 / 60, 34.0, 50.0, 100.0, 500.0, 999.0, float(pace)]
+    shares = [share for share in shares if share <= min(pace, 1000)]
+    starts = starts_from_one_caller(pace, 2 * math.ceil(max(shares)) + 10)
+
+    for share in shares:
+        busiest = busiest_window(starts, share * 60 / pace)
+        assert busiest <= math.ceil(SAFETY_MARGIN * share), (share, busiest)
+        if share.is_integer() or share >= 1 / (1 - SAFETY_MARGIN):
+            assert busiest <= math.floor(share), (share, busiest)
+
+
+def test_no_three_second_window_over_50_at_1000_a_minute_from_many_threads() -> None:
+    """The Enterprise limit as a strict 3-second window: 16 threads racing, none of it over 50."""
     clocks = ThreadClocks()
 
-    starts = starts_from_threads(paced(pace, clocks), clocks, threads=8, each=math.ceil(pace / 60) * 2)
+    starts = starts_from_threads(paced(1000, clocks), clocks, threads=16, each=40)
 
-    assert busiest_second(starts) <= pace / 60
+    assert busiest_window(starts, 3.0) <= 50
+    assert per_minute(starts) == pytest.approx(1000 * SAFETY_MARGIN, rel=1e-6)
 
 
-@pytest.mark.parametrize("pace", PLAN_PACES)
-def test_many_threads_use_the_whole_allowance(pace: int) -> None:
+@pytest.mark.parametrize("pace", PACES)
+def test_many_threads_never_double_book_a_start(pace: int) -> None:
     clocks = ThreadClocks()
 
-    starts = starts_from_threads(paced(pace, clocks), clocks, threads=8, each=math.ceil(pace / 60) * 2)
+    starts = starts_from_threads(paced(pace, clocks), clocks, threads=8, each=40)
 
-    assert busiest_second(starts) == math.floor(pace / 60)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(set(starts)) == len(starts) == 320
+    assert min(gaps) == pytest.approx(60 / (pace * SAFETY_MARGIN), rel=1e-6)
+    assert per_minute(starts) == pytest.approx(pace * SAFETY_MARGIN, rel=1e-6)
+
+
+def test_a_caller_that_wakes_late_takes_a_new_start_time() -> None:
+    """A thread held up past its start time (a busy machine) does not crowd the starts handed out after it."""
+    clocks, pace = ThreadClocks(), 1000
+    gap = 60 / (pace * SAFETY_MARGIN)
+    lock, overslept = threading.Lock(), []
+
+    def sleep_late_once(seconds: float) -> None:
+        with lock:
+            late = not overslept
+            overslept.append(late)
+        clocks.sleep(seconds + 2.5 * gap if late else seconds)
+
+    pacer = RatePacer(pace, clock=clocks.now, sleep=sleep_late_once)
+    starts = starts_from_threads(pacer, clocks, threads=4, each=10)
+
+    assert len(starts) == 40
+    assert min(later - earlier for earlier, later in itertools.pairwise(starts)) == pytest.approx(gap, rel=1e-6)
+
+
+def test_an_idle_pacer_does_not_save_up_a_burst() -> None:
+    fake, pace = FakeTime(), 600
+    pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)
+    pacer.acquire()
+    fake.advance(60)
+
+    waits = [pacer.acquire() for _ in range(5)]
+
+    assert waits == [0.0] + [pytest.approx(60 / (pace * SAFETY_MARGIN))] * 4
+
+
+# -- pauses and slowing down -------------------------------------------------------------------------
 
 
 def test_pause_holds_every_thread() -> None:
@@ -127,6 +209,36 @@ def test_pause_makes_the_next_caller_wait_that_long() -> None:
     pacer.pause(pause)
 
     assert pacer.acquire() == pytest.approx(pause)
+
+
+@pytest.mark.parametrize("event", ["pause", "slow_down"])
+def test_a_start_time_handed_out_before_a_429_is_void(event: str) -> None:
+    """A caller waiting for its start when another thread gets a 429 does not go at the old time."""
+    fake, pace, pause = FakeTime(), 600, 5.0
+    pacer = RatePacer(pace, clock=fake.clock, sleep=lambda seconds: sleep_through_a_429(seconds))
+    sleeps: list[float] = []
+
+    def sleep_through_a_429(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:  # halfway through the first wait, another thread is answered 429
+            fake.advance(seconds / 2)
+            if event == "pause":
+                pacer.pause(pause)
+            else:
+                pacer.slow_down()
+            fake.advance(seconds / 2)
+        else:
+            fake.advance(seconds)
+
+    pacer.acquire()
+    started = fake.clock()
+    pacer.acquire()
+
+    first_gap = 60 / (pace * SAFETY_MARGIN)
+    if event == "pause":
+        assert fake.clock() == pytest.approx(started + first_gap / 2 + pause)
+    else:
+        assert fake.clock() == pytest.approx(started + first_gap / 2 + 60 / (pace * SLOW_DOWN_FACTOR * SAFETY_MARGIN))
 
 
 def test_slow_down_lowers_the_pace_once_per_burst() -> None:
@@ -176,6 +288,15 @@ def test_slow_down_has_a_floor() -> None:
     assert pacer.requests_per_minute == MIN_REQUESTS_PER_MINUTE
 
 
+def test_a_pace_below_the_floor_is_never_raised_by_a_429() -> None:
+    fake, pace = FakeTime(), MIN_REQUESTS_PER_MINUTE / 2
+    pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)
+
+    pacer.slow_down()
+
+    assert pacer.requests_per_minute == pace
+
+
 def test_pace_recovers_after_a_quiet_spell() -> None:
     fake, pace = FakeTime(), 600
     pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)
@@ -204,3 +325,87 @@ def test_pace_recovers_after_a_quiet_spell() -> None:
 def test_pace_must_be_positive(pace: float) -> None:
     with pytest.raises(ValueError, match="requests_per_minute"):
         RatePacer(pace)
+
+
+# -- what the pacer tells ----------------------------------------------------------------------------
+
+
+def recording(pace: float) -> tuple[RatePacer, FakeTime, list[PaceChange]]:
+    fake, changes = FakeTime(), []
+    return RatePacer(pace, clock=fake.clock, sleep=fake.sleep, on_change=changes.append), fake, changes
+
+
+@pytest.mark.parametrize("pace", PLAN_PACES)
+def test_effective_pace_is_the_pace_after_the_safety_margin(pace: int) -> None:
+    pacer, _, _ = recording(pace)
+    assert pacer.effective_requests_per_minute == pytest.approx(pace * SAFETY_MARGIN)
+
+    pacer.slow_down()
+    assert pacer.effective_requests_per_minute == pytest.approx(pace * SLOW_DOWN_FACTOR * SAFETY_MARGIN)
+
+
+def test_a_drop_is_told_once_per_burst_with_the_old_and_new_pace() -> None:
+    pacer, fake, changes = recording(1000)
+
+    for _ in range(5):
+        pacer.slow_down()
+        fake.advance(0.1)
+
+    assert changes == [PaceChange(pytest.approx(970), pytest.approx(679), 0.0, "the API answered 429")]
+
+
+def test_a_pause_is_told_when_it_starts_with_its_length() -> None:
+    pacer, fake, changes = recording(1000)
+
+    pacer.pause(4.0)
+    fake.advance(1.0)
+    pacer.pause(4.0)  # another thread's 429 during the pause extends it without a second line
+    fake.advance(10.0)
+    pacer.pause(2.0)
+    pacer.pause(0.0)
+
+    reason = "the API asked to wait (Retry-After)"
+    assert changes == [
+        PaceChange(pytest.approx(970), pytest.approx(970), 4.0, reason),
+        PaceChange(pytest.approx(970), pytest.approx(970), 2.0, reason),
+    ]
+
+
+def test_a_recovery_is_told_with_the_old_and_new_pace() -> None:
+    pacer, fake, changes = recording(1000)
+    pacer.slow_down()
+
+    fake.advance(RECOVERY_AFTER_SECONDS)
+    pacer.acquire()
+    pacer.acquire()
+
+    assert changes[1:] == [PaceChange(pytest.approx(679), pytest.approx(746.9), 0.0, "no 429 for 20s")]
+
+
+def test_nothing_is_told_at_the_floor_or_without_a_change() -> None:
+    pacer, fake, changes = recording(MIN_REQUESTS_PER_MINUTE)
+
+    for _ in range(3):
+        pacer.slow_down()
+        fake.advance(RECOVERY_AFTER_SECONDS)
+        pacer.acquire()
+
+    assert changes == []
+
+
+def test_the_callback_runs_outside_the_lock() -> None:
+    """A callback may use the pacer (here: take a start time); inside the lock it would deadlock."""
+    fake, told = FakeTime(), threading.Event()
+    pacer = RatePacer(1000, clock=fake.clock, sleep=fake.sleep, on_change=lambda change: uses_the_pacer())
+
+    def uses_the_pacer() -> None:
+        pacer.acquire()
+        told.set()
+
+    for event in (pacer.slow_down, lambda: pacer.pause(1.0)):
+        told.clear()
+        caller = threading.Thread(target=event, daemon=True)
+        caller.start()
+        caller.join(timeout=5)
+        assert not caller.is_alive()
+        assert told.is_set()

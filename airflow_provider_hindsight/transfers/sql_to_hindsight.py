@@ -48,12 +48,17 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperat
     """Run a query on any Airflow SQL connection and send each result row as an interview update.
 
     Rows are fetched ``batch_size`` at a time and sent at the pace of the ``hindsight`` connection,
-    so memory does not grow with the table. Columns named ``interview_request_id``,
+    so memory does not grow with the table: Postgres (psycopg2 and psycopg 3) is read through a
+    named server-side cursor, MySQL (mysqlclient, PyMySQL) through an unbuffered cursor, and other
+    drivers (SQLite, Snowflake, BigQuery, ...) through their own cursor's ``fetchmany``. On Postgres
+    ``sql`` must therefore be a single ``SELECT``. Columns named ``interview_request_id``,
     ``contact_context``, ``contact_name`` and ``objective`` (any case) are used directly; NULL means
     "leave unchanged". A ``contact_context`` column holding a JSON object as text is sent as an
     object, other text as prose. Other columns are ignored unless listed in ``context_columns``.
     Returns (and pushes under the XCom key ``summary``) the same summary as
-    ``HindsightBulkUpdateInterviewsOperator``: ``{"total", "succeeded", "failed", "failures": [...]}``.
+    ``HindsightBulkUpdateInterviewsOperator``: ``{"total", "succeeded", "failed", "failures": [...]}``,
+    plus ``unchanged`` with a ledger (change-only sync). With a ledger the ledger is checked before
+    the query runs.
 
     :param sql: the query (or a ``.sql`` file), templated.
     :param sql_conn_id: the Airflow SQL connection to read from.

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT, is_airflow_2
+
 DEBUG_LOGGERS = ("", "airflow", "airflow.task", "urllib3", "requests")
 """Loggers ``task_logs`` turns to DEBUG: the root, and those Airflow configures with a level of their own."""
 
@@ -49,7 +50,7 @@ pytest_plugins = ["airflow_provider_hindsight.testing.pytest_plugin", "tests.sup
 
 def pytest_configure(config: pytest.Config) -> None:
     """On Airflow 3, a deprecation warning raised from the provider's or the examples' code fails the run."""
-    if not _is_airflow_2():
+    if not is_airflow_2():
         for category in ("DeprecationWarning", "FutureWarning"):
             for module in ("airflow_provider_hindsight", r".*example_hindsight", r".*example_warehouse"):
                 config.addinivalue_line("filterwarnings", f"error::{category}:{module}")
@@ -87,13 +88,7 @@ def dag_bag() -> Any:
         from airflow.dag_processing.dagbag import DagBag
     except ImportError:  # Airflow 2
         from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
-    return DagBag(str(DAGS_FOLDER), include_examples=False) if _is_airflow_2() else DagBag(str(DAGS_FOLDER))
-
-
-def _is_airflow_2() -> bool:
-    from airflow import __version__
-
-    return __version__.startswith("2.")
+    return DagBag(str(DAGS_FOLDER), include_examples=False) if is_airflow_2() else DagBag(str(DAGS_FOLDER))
 
 
 @pytest.fixture
@@ -106,32 +101,6 @@ def run_dag(dag_bag: Any) -> Callable[..., Any]:
         return dag.test(run_conf=run_conf or None)
 
     return run
-
-
-def task_states(dag_run: Any) -> dict[str, str]:
-    """``{task_id or task_id[map_index]: state}`` of a finished run."""
-    return {
-        ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
-        for ti in dag_run.get_task_instances()
-    }
-
-
-def xcom_value(dag_run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-    """An XCom a task of ``dag_run`` pushed, read from the metadata database (Airflow 2 and 3)."""
-    if _is_airflow_2():
-        from airflow.models.xcom import XCom
-
-        return XCom.get_one(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key=key, map_index=map_index)
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(run_id=dag_run.run_id, dag_id=dag_run.dag_id, task_id=task_id, key=key, map_index=map_index)
-            .one_or_none()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
 
 
 @pytest.fixture

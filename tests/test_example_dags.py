@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.conftest import ROOT, task_states, xcom_value
+from tests.helpers import ROOT, task_states, xcom_value
 
 EXAMPLE_FILES = sorted(path.name for path in (ROOT / "dags").glob("*.py"))
 

@@ -155,10 +155,11 @@ class HindsightHook(BaseHook):
         )
 
     def _log_pace_change(self, change: PaceChange) -> None:
+        """One INFO line per change of pace: the pacer adapting is expected, retries are the WARNINGs."""
         if change.pause_seconds > 0:
-            self.log.warning("Pausing every request for %.1fs: %s.", change.pause_seconds, change.reason)
+            self.log.info("Pausing every request for %.1fs: %s.", change.pause_seconds, change.reason)
         else:
-            self.log.warning(
+            self.log.info(
                 "Pace %.0f -> %.0f requests a minute: %s.",
                 change.old_requests_per_minute,
                 change.new_requests_per_minute,

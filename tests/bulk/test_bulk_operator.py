@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from airflow_provider_hindsight.exceptions import HindsightPermanentError
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.conftest import task_states, xcom_value
+from tests.helpers import task_states, xcom_value
 
 
 def bulk(**kwargs: Any) -> HindsightBulkUpdateInterviewsOperator:

@@ -14,8 +14,8 @@ import pytest
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
-from tests.bulk.conftest import WAREHOUSE_CONN_ID
-from tests.conftest import task_states, xcom_value
+from tests.bulk.helpers import WAREHOUSE_CONN_ID
+from tests.helpers import task_states, xcom_value
 
 MODULE = "airflow_provider_hindsight.transfers.sql_to_hindsight"
 

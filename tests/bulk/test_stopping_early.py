@@ -23,7 +23,7 @@ from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateIn
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
 
-from .conftest import Executed
+from .helpers import Executed
 
 ROWS = 2_000
 WORKERS = 4

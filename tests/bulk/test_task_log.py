@@ -16,7 +16,7 @@ from airflow_provider_hindsight.operators.hindsight import (
 )
 from airflow_provider_hindsight.testing import HindsightEmulator
 
-from .conftest import Executed
+from .helpers import Executed
 
 
 def bulk(**kwargs: Any) -> HindsightBulkUpdateInterviewsOperator:

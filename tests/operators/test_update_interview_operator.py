@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.conftest import task_states, xcom_value
+from tests.helpers import task_states, xcom_value
 
 
 def test_xcomarg_and_jinja_inputs_reach_the_api(run_dag: Any, hindsight_emulator: HindsightEmulator) -> None:

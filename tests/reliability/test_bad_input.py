@@ -22,7 +22,7 @@ from airflow_provider_hindsight.payload import MAX_FIELD_CHARS, UPDATE_FIELDS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.dag_files.reliability_dags import WAREHOUSE_VALUES
 
-from .conftest import ConnectTo, task_instance
+from .helpers import ConnectTo, task_instance
 
 ID = 4821
 OVERSIZED = "x" * (MAX_FIELD_CHARS - len('""') + 1)

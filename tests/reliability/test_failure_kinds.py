@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.conftest import task_states, xcom_value
+from tests.helpers import task_states, xcom_value
 
-from .conftest import CONNECTION_MAX_RETRIES, CONNECTION_TIMEOUT, settle, task_instance
+from .helpers import CONNECTION_MAX_RETRIES, CONNECTION_TIMEOUT, settle, task_instance
 
 ID = 4821
 OBJECTIVE = "Understand the pricing objection"

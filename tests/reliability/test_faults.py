@@ -28,9 +28,9 @@ from airflow_provider_hindsight.exceptions import (
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.retry import RetryPolicy
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.conftest import task_states, xcom_value
+from tests.helpers import task_states, xcom_value
 
-from .conftest import CONNECTION_MAX_RETRIES, CONNECTION_TIMEOUT, ConnectTo, TruncatingServer, host_of, settle
+from .helpers import CONNECTION_MAX_RETRIES, CONNECTION_TIMEOUT, ConnectTo, TruncatingServer, host_of, settle
 
 ID = 4821
 PRIOR: dict[str, Any] = {"contact_context": "Met at the 2025 summit.", "contact_name": "Jane Smith", "objective": None}

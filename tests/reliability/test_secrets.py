@@ -24,7 +24,7 @@ from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.testing import HindsightEmulator
 
-from .conftest import CONNECTION_MAX_RETRIES, SECRET, ConnectTo, TruncatingServer, task_instance
+from .helpers import CONNECTION_MAX_RETRIES, SECRET, ConnectTo, TruncatingServer, task_instance
 
 ID = 4821
 BUDGET = 1 + CONNECTION_MAX_RETRIES

@@ -76,7 +76,7 @@ class LogRecorder(logging.Handler):
         return "\n".join(parts)
 
 
-# The contract (DESIGN.md and the vendor's page), written out rather than read from the package.
+# The API and the plans as the docs state them, written out rather than read from the package.
 PUBLIC_BASE_URL = "https://app.usehindsight.com/api/v1"
 PLAN_PACES = {"essentials": 60, "growth": 300, "enterprise": 1000}
 DEFAULT_PACE = 60

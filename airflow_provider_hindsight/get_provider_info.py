@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BASE_URL, conn_fields, form_placeholders
 
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider, its hook and the ``hindsight`` connection type with its form fields."""
-    # Imported here: Airflow calls this while it is being imported, which the module's imports would re-enter.
-    from airflow_provider_hindsight.hooks.connection import DEFAULT_BASE_URL, conn_fields, form_placeholders
-
     return {
         "package-name": "airflow-provider-hindsight",
         "name": "Hindsight",

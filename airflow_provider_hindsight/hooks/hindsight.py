@@ -25,13 +25,12 @@ from airflow_provider_hindsight.exceptions import (
 )
 from airflow_provider_hindsight.hooks.circuit import CircuitBreaker, RunStop
 from airflow_provider_hindsight.hooks.connection import (
-    DEFAULT_REQUESTS_PER_MINUTE,
     ConnectionSettings,
-    form_widgets,
     non_negative_int,
     parse_connection,
     positive_number,
 )
+from airflow_provider_hindsight.hooks.connection_form import DEFAULT_REQUESTS_PER_MINUTE, form_widgets
 from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer
 from airflow_provider_hindsight.hooks.retry import RetryPolicy, requested_wait
 from airflow_provider_hindsight.payload import InterviewUpdate, UpdateResult, build_interview_update, check_rows

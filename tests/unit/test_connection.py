@@ -8,7 +8,8 @@ import pytest
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError
 from airflow_provider_hindsight.get_provider_info import get_provider_info
-from airflow_provider_hindsight.hooks.connection import CONNECTION_FIELDS, parse_connection
+from airflow_provider_hindsight.hooks.connection import parse_connection
+from airflow_provider_hindsight.hooks.connection_form import CONNECTION_FIELDS
 
 KEY = "sk-parse-secret"
 

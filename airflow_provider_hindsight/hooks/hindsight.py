@@ -211,7 +211,7 @@ class HindsightHook(BaseHook):
                     return self._send_once(update, stopped, first_attempt=attempt.retry_state.attempt_number == 1)
         except HindsightError as error:
             raise error.with_traceback(None) from None  # a traceback of the cause, not of the retry loop
-        raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
+        raise AssertionError("the retry loop ended without an outcome")  # pragma: no cover
 
     def _send_once(
         self, update: InterviewUpdate, stopped: threading.Event | None, *, first_attempt: bool

@@ -1,0 +1,144 @@
+"""What the emulator records and serves about itself, and its lifecycle."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_provider_hindsight.testing import HindsightEmulator, RecordedRequest
+
+if TYPE_CHECKING:
+    pass
+
+from .helpers import AUTH, KEY, Answer, patch, send
+
+# --- recording -----------------------------------------------------------------------------------
+
+
+def test_recorded_requests(emulator: HindsightEmulator) -> None:
+    before = time.time()
+    patch(emulator, 9, {"objective": "x"}, headers={**AUTH, "Content-Type": "application/json", "X-Trace": "t"})
+    patch(emulator, 9, None, raw=b"oops")
+    after = time.time()
+
+    first, second = emulator.requests
+    assert isinstance(first, RecordedRequest)
+    assert first.method == "PATCH"
+    assert first.path == "/api/v1/interviews/9"
+    assert first.headers["Authorization"] == f"Bearer {KEY}"
+    assert first.headers["X-Trace"] == "t"
+    assert first.body == b'{"objective": "x"}'
+    assert first.json == {"objective": "x"}
+    assert first.status == 200
+    assert before <= first.time <= second.time <= after
+    assert (second.body, second.json, second.status) == (b"oops", None, 400)
+    assert emulator.request_count == 2
+    assert emulator.status_counts == {200: 1, 400: 1}
+
+    emulator.requests.clear()
+    assert len(emulator.requests) == 2
+    emulator.reset_requests()
+    assert (emulator.requests, emulator.request_count, emulator.status_counts) == ([], 0, {})
+
+
+def test_recording_off_still_counts() -> None:
+    with HindsightEmulator(api_key=KEY, record_requests=False) as emulator:
+        patch(emulator, 1, {"objective": "x"})
+        patch(emulator, 1, {"objective": "x"}, headers={})
+
+        assert emulator.requests == []
+        assert emulator.request_count == 2
+        assert emulator.status_counts == {200: 1, 401: 1}
+
+
+def test_chunked_body(emulator: HindsightEmulator) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=5)
+    chunks = iter([b'{"objective":', b' "chunked"}'])
+    conn.request("PATCH", "/api/v1/interviews/3", body=chunks, headers=AUTH, encode_chunked=True)
+
+    assert Answer(conn.getresponse()).status == 200
+    assert emulator.interview(3)["objective"] == "chunked"
+    conn.close()
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(emulator: HindsightEmulator) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=5)
+    conn.connect()
+    sock = conn.sock
+
+    statuses = [patch(emulator, n, {"objective": "x"}, connection=conn).status for n in range(1, 6)]
+    statuses.append(patch(emulator, 1, {}, connection=conn).status)
+    statuses.append(patch(emulator, 1, {"objective": "x"}, headers={}, connection=conn).status)
+    statuses.append(patch(emulator, 1, {"objective": "y"}, connection=conn).status)
+
+    assert statuses == [200, 200, 200, 200, 200, 400, 401, 200]
+    assert conn.sock is sock
+    conn.close()
+
+
+def test_latency_is_slept_concurrently() -> None:
+    with HindsightEmulator(api_key=KEY, latency=0.3) as emulator:
+        statuses: list[int] = []
+        threads = [
+            threading.Thread(target=lambda n=n: statuses.append(patch(emulator, n, {"objective": "x"}).status))
+            for n in (1, 2, 3)
+        ]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+
+        assert statuses == [200, 200, 200]
+        assert 0.3 <= elapsed < 0.8
+
+
+# --- introspection endpoints ---------------------------------------------------------------------
+
+
+def test_emulator_endpoints(emulator: HindsightEmulator) -> None:
+    patch(emulator, 12, {"contact_context": {"title": "CTO"}, "contact_name": "Jane"})
+
+    interviews = send(emulator, "/_emulator/interviews", method="GET", headers={})
+    assert interviews.status == 200
+    assert interviews.json == {"12": {"contact_context": {"title": "CTO"}, "contact_name": "Jane", "objective": None}}
+
+    recorded = send(emulator, "/_emulator/requests", method="GET", headers={})
+    assert recorded.status == 200
+    (only,) = recorded.json
+    assert only["headers"]["Authorization"] == "Bearer ***"
+    assert KEY not in recorded.raw.decode()
+    assert (only["method"], only["path"], only["status"]) == ("PATCH", "/api/v1/interviews/12", 200)
+    assert only["json"] == {"contact_context": {"title": "CTO"}, "contact_name": "Jane"}
+
+    not_allowed = send(emulator, "/_emulator/requests", {}, method="POST", headers={})
+    assert (not_allowed.status, not_allowed.headers["Allow"]) == (405, "GET")
+    assert emulator.request_count == 1
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_lifecycle() -> None:
+    emulator = HindsightEmulator(api_key=KEY)
+    with pytest.raises(RuntimeError, match="not been started"):
+        emulator.base_url  # noqa: B018
+
+    emulator.start()
+    with pytest.raises(RuntimeError, match="already running"):
+        emulator.start()
+    idle = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=2)
+    assert patch(emulator, 1, {"objective": "x"}, connection=idle).status == 200
+
+    emulator.stop()
+    emulator.stop()
+    with pytest.raises(ConnectionError):  # the idle keep-alive connection is closed too
+        patch(emulator, 1, {"objective": "x"}, connection=idle)
+    with pytest.raises(ConnectionRefusedError):
+        patch(emulator, 1, {"objective": "x"})
+    idle.close()

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from measure import ROOT, reset_peak_memory, run_child, status_kib
+
 BATCH = 1000
 DRIVERS = ("psycopg2", "psycopg")
 CURSORS = ("streaming_cursor", "plain cursor")
@@ -36,8 +35,8 @@ def measure(driver: str, cursor_kind: str, params: dict[str, Any], table: str) -
     module = importlib.import_module(driver)
     connection = module.connect(**params)
     kind = streaming_kind(connection) if cursor_kind == "streaming_cursor" else "client-side cursor"
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
-    before = _status_kib("VmRSS")
+    reset_peak_memory()
+    before = status_kib("VmRSS")
     started = time.perf_counter()
     if cursor_kind == "streaming_cursor":
         with streaming_cursor(connection) as cursor:
@@ -47,17 +46,9 @@ def measure(driver: str, cursor_kind: str, params: dict[str, Any], table: str) -
         rows = _drain(cursor, table)
         cursor.close()
     seconds = time.perf_counter() - started
-    peak_growth = _status_kib("VmHWM") - before
+    peak_growth = status_kib("VmHWM") - before
     connection.close()
     return {"rows": rows, "kind": kind, "peak_growth_mib": peak_growth / 1024, "seconds": seconds}
-
-
-def _status_kib(field: str) -> int:
-    """A memory figure of this process from ``/proc/self/status`` (Linux), in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _drain(cursor: Any, table: str) -> int:
@@ -96,14 +87,7 @@ def main() -> None:
                 for cursor_kind in CURSORS:
                     table = f"deals_{size}"
                     task = {"driver": driver, "cursor": cursor_kind, "params": database.params, "table": table}
-                    output = subprocess.run(
-                        [sys.executable, __file__, "--child", json.dumps(task)],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                        cwd=ROOT,
-                    ).stdout
-                    result = json.loads(output.strip().splitlines()[-1])
+                    result = run_child(__file__, task)
                     assert result["rows"] == size, result
                     print(
                         f"{size:>10,}  {driver:<9} {result['kind']:<34} {result['peak_growth_mib']:>12.1f} MiB "

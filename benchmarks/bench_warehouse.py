@@ -21,14 +21,14 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench_bulk import EmulatorSettings, emulator
+from measure import ROOT, reset_peak_memory, run_child, status_kib
+
 OUTPUT = ROOT / "docs" / "_generated" / "warehouse-numbers.md"
 KEY = "bench-warehouse-key"
 
@@ -50,12 +50,12 @@ def measure_transfer(connection: str, table: str) -> dict[str, Any]:
         progress_interval=3600,
     )
     operator.db_hook.get_conn().close()  # import the driver and connect once before measuring
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
-    before = _status_kib("VmRSS")
+    reset_peak_memory()
+    before = status_kib("VmRSS")
     started = time.perf_counter()
     summary = operator.execute({"ti": _TaskInstance()})
     seconds = time.perf_counter() - started
-    return {"rows": summary["total"], "peak_growth_mib": (_status_kib("VmHWM") - before) / 1024, "seconds": seconds}
+    return {"rows": summary["total"], "peak_growth_mib": (status_kib("VmHWM") - before) / 1024, "seconds": seconds}
 
 
 def measure_stop(base_url: str, password: str, rows: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -88,42 +88,9 @@ class _TaskInstance:
         self.xcom[key] = value
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _child(task: dict[str, Any]) -> dict[str, Any]:
-    output = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(task)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env={**os.environ, "AIRFLOW_HOME": task["airflow_home"], "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-    ).stdout
-    return dict(json.loads(output.strip().splitlines()[-1]))
-
-
-def _emulator(latency: float) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "emulator_process.py"), "--api-key", KEY, "--latency", str(latency)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    return process, json.loads(process.stdout.readline())["base_url"]
-
-
-def _requests(process: subprocess.Popen[str]) -> int:
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write("counts\n")
-    process.stdin.flush()
-    return int(json.loads(process.stdout.readline())["request_count"])
+    env = {**os.environ, "AIRFLOW_HOME": task["airflow_home"], "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    return run_child(__file__, task, env)
 
 
 def _closed_port() -> int:
@@ -177,21 +144,18 @@ def main() -> None:
         print(f"   difference: {growth[large] - growth[1_000]:.1f} MiB (target: within 50 MB)\n")
 
     print(f"2. A bulk run of {stop_rows:,} rows that cannot succeed (16 workers)\n")
-    emulator, base_url = _emulator(latency=0.02)
-    try:
+    with emulator(EmulatorSettings(latency=0.02)) as server:
         result = _child(
             {
                 "kind": "stop",
-                "base_url": base_url,
+                "base_url": server.base_url,
                 "password": "a-wrong-key",
                 "rows": stop_rows,
                 "extra": {"requests_per_minute": 60_000},
                 "airflow_home": home,
             }
         )
-        sent = _requests(emulator)
-    finally:
-        emulator.terminate()
+        sent = sum(server.counts().values())
     print(
         f"   wrong key:       failed in {result['seconds']:5.1f}s with {result['error']}; {sent} requests sent "
         f"(16 workers); {result['not_sent']:,} rows not sent"

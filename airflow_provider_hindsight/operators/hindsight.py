@@ -211,10 +211,9 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
         table = validate_ledger_table(self.ledger_table)
         sync_id = self.sync_id or f"{self.dag_id}.{self.task_id}"
         ledger = SyncLedger(ledger_conn_id=self.ledger_conn_id, table=table, sync_id=sync_id)
+        base_url = self.hook.settings.base_url  # the Hindsight connection is checked before the ledger is touched
         ledger.prepare(create=not self.is_dry_run)
-        self._sync = ChangeOnlySync(
-            ledger, base_url=self.hook.settings.base_url, full_refresh=full_refresh, dry_run=self.is_dry_run
-        )
+        self._sync = ChangeOnlySync(ledger, base_url=base_url, full_refresh=full_refresh, dry_run=self.is_dry_run)
         self.log.info(
             "Change-only sync %r with the ledger %s on %r%s.",
             sync_id,

@@ -1,0 +1,209 @@
+"""Change-only sync when runs are killed, run at once, or run as DAG runs."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_hindsight.sync import CHECKPOINT_ROWS
+from airflow_provider_hindsight.testing import HindsightEmulator
+from tests.helpers import task_states, xcom_value
+from tests.sync.conftest import (
+    DEFAULT_SYNC_ID,
+    SQL,
+    TABLE,
+    LedgerDatabase,
+    Source,
+    assert_sent_exactly,
+    assert_summary,
+    body_hash,
+    payload,
+    point_hindsight,
+    request_id,
+    run,
+    sent,
+    sqlite_ledger,
+    transfer,
+)
+from tests.sync.killable import run_transfer
+
+KILL_ROWS = 400
+"""Rows of a run that is killed: fewer than one ledger look-up batch (500), so the look-up is over before sending."""
+KILL_AFTER = 280
+"""Requests the emulator receives before the run is killed: past the first checkpoint (``CHECKPOINT_ROWS``)."""
+MAX_WORKERS = 4
+IN_FLIGHT = 2 * MAX_WORKERS
+"""The engine has at most this many rows submitted and not yet accounted for."""
+
+
+@pytest.fixture(scope="module")
+def forkserver() -> multiprocessing.context.ForkServerContext:
+    """Child processes forked from a server that imported Airflow once (see ``tests/sync/killable.py``)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.sync.killable"])
+    return context
+
+
+def operator_arguments(source: Source, ledger: LedgerDatabase) -> dict[str, Any]:
+    return {
+        "task_id": "push_changes",
+        "sql_conn_id": source.conn_id,
+        "sql": SQL,
+        "context_columns": ["title", "notes"],
+        "ledger_conn_id": ledger.conn_id,
+        "sync_id": DEFAULT_SYNC_ID,
+        "max_workers": MAX_WORKERS,
+    }
+
+
+def run_and_stop(
+    forkserver: multiprocessing.context.ForkServerContext,
+    arguments: dict[str, Any],
+    emulator: HindsightEmulator,
+    stop_signal: int,
+    log: Path,
+) -> int:
+    """Run the transfer in a child process, send it ``stop_signal`` at ``KILL_AFTER`` requests; its exit code."""
+    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    child = forkserver.Process(target=run_transfer, args=(arguments, connections, str(log)))
+    child.start()
+    deadline = time.monotonic() + 60
+    while emulator.request_count < KILL_AFTER:
+        if not child.is_alive() or time.monotonic() > deadline:
+            child.kill()
+            child.join()
+            text = log.read_text() if log.exists() else ""
+            pytest.fail(f"the child ended or stalled at {emulator.request_count} requests:\n{text[-3000:]}")
+        time.sleep(0.005)
+    assert child.pid is not None
+    os.kill(child.pid, stop_signal)
+    child.join(timeout=30)
+    time.sleep(0.2)  # requests the emulator was answering when the child died
+    assert child.exitcode is not None
+    return child.exitcode
+
+
+@pytest.mark.parametrize(
+    ("ledger_db", "stop_signal", "bound"),
+    [
+        ("sqlite", signal.SIGKILL, CHECKPOINT_ROWS + IN_FLIGHT),
+        ("postgres", signal.SIGKILL, CHECKPOINT_ROWS + IN_FLIGHT),
+        ("sqlite", signal.SIGTERM, IN_FLIGHT),  # on_kill records what was delivered
+    ],
+    indirect=["ledger_db"],
+    ids=["sqlite-SIGKILL", "postgres-SIGKILL", "sqlite-SIGTERM"],
+)
+def test_a_killed_run_and_its_retry_resend_at_most_a_checkpoint_window_and_what_was_in_flight(
+    stop_signal: int,
+    bound: int,
+    forkserver: multiprocessing.context.ForkServerContext,
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    emulator = hindsight_emulator_factory(latency=0.02)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)  # 250 a second, 4 workers
+    source.fill(KILL_ROWS)
+    arguments = operator_arguments(source, ledger_db)
+
+    exit_code = run_and_stop(forkserver, arguments, emulator, stop_signal, tmp_path / "child.log")
+
+    assert exit_code == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 143)
+    first = {request_id(request): request for request in emulator.requests}
+    assert KILL_AFTER <= len(first) < KILL_ROWS
+    recorded = ledger_db.hashes()
+    assert set(recorded) <= set(first), "only delivered rows are recorded"
+    for interview_id, digest in recorded.items():
+        assert digest == body_hash(emulator.base_url, first[interview_id].body)
+    assert len(recorded) >= len(first) - bound
+
+    emulator.reset_requests()
+    retry = run(transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS))
+
+    assert retry.error is None
+    second = set(sent(emulator))
+    owed = set(range(1, KILL_ROWS + 1)) - set(recorded)
+    assert second == owed, "the retry sends exactly what the ledger does not hold"
+    assert_summary(retry.summary, succeeded=len(owed), unchanged=len(recorded))
+    resent = second & set(first)
+    assert len(resent) <= bound, f"{len(resent)} rows sent twice"
+    bodies = source.bodies()
+    assert {key: emulator.interview(key)["contact_context"] for key in bodies} == {
+        key: body["contact_context"] for key, body in bodies.items()
+    }
+    assert ledger_db.hashes() == {key: body_hash(emulator.base_url, payload(body)) for key, body in bodies.items()}
+
+
+def test_two_runs_of_one_sync_id_at_once_both_finish_and_lose_nothing(
+    forkserver: multiprocessing.context.ForkServerContext,
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Two task processes of one sync_id over 400 rows each, 200 of them in both, started together."""
+    emulator = hindsight_emulator_factory(latency=0.02)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=60_000)
+    source.fill(600)
+    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    children = {}
+    for name, (low, high) in {"first": (1, 400), "second": (201, 600)}.items():
+        sql = (
+            "SELECT interview_request_id, contact_name, title, notes FROM enrichment "
+            f"WHERE interview_request_id BETWEEN {low} AND {high} ORDER BY interview_request_id"
+        )
+        arguments = {**operator_arguments(source, ledger_db), "task_id": f"push_{name}", "sql": sql}
+        files = (str(tmp_path / f"{name}.log"), str(tmp_path / f"{name}.json"))
+        children[name] = forkserver.Process(target=run_transfer, args=(arguments, connections, *files))
+    for child in children.values():
+        child.start()
+    for child in children.values():
+        child.join(timeout=120)
+
+    for name, child in children.items():
+        assert child.exitcode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        summary = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (summary["total"], summary["failed"]) == (400, 0)
+        assert summary["succeeded"] + summary["unchanged"] == 400
+    received = [request_id(request) for request in emulator.requests]
+    assert set(received) == set(range(1, 601))
+    assert len(received) <= 800
+    bodies = source.bodies()
+    assert ledger_db.query(f"SELECT COUNT(*) FROM {TABLE}") == [(600,)]
+    assert ledger_db.hashes() == {key: body_hash(emulator.base_url, payload(body)) for key, body in bodies.items()}
+    emulator.reset_requests()
+    assert_summary(run(transfer(source, ledger_db)).summary, succeeded=0, unchanged=600)
+
+
+def test_a_dag_run_twice_sends_nothing_the_second_time_and_full_refresh_resends(
+    run_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hindsight_emulator: HindsightEmulator
+) -> None:
+    path = tmp_path / "warehouse.db"
+    ledger = sqlite_ledger(path, monkeypatch, conn_id="sync_warehouse")  # the DAG's one connection
+    source = Source("sync_warehouse", lambda: sqlite3.connect(path))
+    source.fill(12)
+    sync_id = "sync_warehouse_refresh.push_changes"
+
+    for conf, sends in (({}, 12), ({}, 0), ({"full_refresh": True}, 12)):
+        hindsight_emulator.reset_requests()
+        dag_run = run_dag("sync_warehouse_refresh", **conf)
+
+        assert task_states(dag_run) == {"push_changes": "success"}
+        summary = xcom_value(dag_run, "push_changes", key="summary")
+        assert_summary(summary, succeeded=sends, unchanged=12 - sends)
+        assert_sent_exactly(hindsight_emulator, source.bodies() if sends else {})
+        assert ledger.hashes(sync_id) == {
+            key: body_hash(hindsight_emulator.base_url, payload(body)) for key, body in source.bodies().items()
+        }
+    assert ledger.sync_ids() == {sync_id: 12}

@@ -111,7 +111,9 @@ def test_the_bulk_and_single_operators_report_the_interviews_as_their_only_datas
 
 
 def test_a_connection_without_host_reports_the_hindsight_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps({"conn_type": "hindsight", "password": "lineage-test-key"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps({"conn_type": "hindsight", "password": "lineage-test-key"})
+    )
 
     lineage = single_operator().get_openlineage_facets_on_start()
 

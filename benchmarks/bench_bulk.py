@@ -26,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from measure import API_KEY, HERE, EmulatorProcess, EmulatorSettings, emulator, progress
+
 DOCS = HERE.parent / "docs"
 NUMBERS_PAGE = DOCS / "_generated" / "performance-numbers.md"
 CHARTS = {
@@ -41,7 +42,6 @@ CHARTS = {
     "overhead": DOCS / "_static" / "performance-overhead.png",
 }
 APPROACH_KEYS = "abcdef"
-API_KEY = "bench-api-key"
 LIMIT = 3000
 """Requests a minute the emulator allows for a) to d): 50 in any one second (``rate_window=1.0``)."""
 LATENCY = 0.05
@@ -58,66 +58,8 @@ SQL = "SELECT interview_request_id, contact_name, title, stage, amount, notes FR
 # -- the parent: emulators, worker processes, the table --------------------------------------------
 
 
-@dataclass(frozen=True)
-class EmulatorSettings:
-    requests_per_minute: float | None = None
-    rate_window: float = 60.0
-    latency: float = 0.0
-
-
 LIMITED = EmulatorSettings(requests_per_minute=LIMIT, rate_window=1.0, latency=LATENCY)
 UNLIMITED = EmulatorSettings()
-
-
-class EmulatorProcess:
-    """``emulator_process.py`` in a child process: its base URL and its answer counters."""
-
-    def __init__(self, settings: EmulatorSettings) -> None:
-        command = [sys.executable, str(HERE / "emulator_process.py"), "--api-key", API_KEY]
-        command += ["--rate-window", str(settings.rate_window), "--latency", str(settings.latency)]
-        if settings.requests_per_minute is not None:
-            command += ["--requests-per-minute", str(settings.requests_per_minute)]
-        self.settings = settings
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.base_url: str = self._read()["base_url"]
-
-    def _read(self) -> dict[str, Any]:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("the emulator process exited")
-        return json.loads(line)
-
-    def _ask(self, command: str) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        return self._read()
-
-    def counts(self) -> dict[int, int]:
-        """Answers sent since the last reset, by status: ``{200: 2000, 429: 0}``."""
-        return {int(status): count for status, count in self._ask("counts")["status_counts"].items()}
-
-    def reset(self) -> None:
-        self._ask("reset")
-
-    def stop(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-
-
-@contextmanager
-def emulator(settings: EmulatorSettings) -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess(settings)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @dataclass
@@ -227,10 +169,6 @@ class Bench:
         )
         progress(f"{label}: {measurement.seconds:.1f} s, {measurement.rate:,.1f} rows/s, answers {counts}")
         return measurement
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def make_warehouse(path: Path, rows: int) -> None:

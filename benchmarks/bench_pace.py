@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_bulk import API_KEY, EmulatorSettings, emulator, progress
+from measure import API_KEY, EmulatorSettings, emulator, progress
 
 if TYPE_CHECKING:
     import requests

@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-HERE = Path(__file__).resolve().parent
+from measure import API_KEY, HERE, EmulatorProcess, EmulatorSettings, emulator, progress
+
 DOCS = HERE.parent / "docs"
 NUMBERS_PAGE = DOCS / "_generated" / "sync-numbers.md"
 CHART = DOCS / "_static" / "sync-runtime.png"
-API_KEY = "bench-api-key"
 UNPACED = 6_000_000
 """The connection's pace against the emulator with no limit: 100,000 a second, never reached."""
 ENTERPRISE = 1000
@@ -78,61 +78,6 @@ QUICK = Sizes(rows=10_000, kill_rows=2_000, memory_rows=(1_000, 20_000), sweep_r
 
 
 # -- the parent: the emulator, the workers, the warehouse ------------------------------------------
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class Emulator:
-    """``emulator_process.py`` in a child process: its base URL and request counter."""
-
-    def __init__(self, latency: float = 0.0) -> None:
-        command = [sys.executable, str(HERE / "emulator_process.py"), "--api-key", API_KEY, "--latency", str(latency)]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.base_url: str = self._read()["base_url"]
-
-    def _read(self) -> dict[str, Any]:
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError("the emulator process exited")
-        return dict(json.loads(line))
-
-    def _ask(self, command: str) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        return self._read()
-
-    def counts(self) -> tuple[int, dict[int, int]]:
-        """Requests since the last reset, and the answers by status."""
-        answer = self._ask("counts")
-        return int(answer["request_count"]), {int(key): value for key, value in answer["status_counts"].items()}
-
-    def requests(self) -> int:
-        return self.counts()[0]
-
-    def reset(self) -> None:
-        self._ask("reset")
-
-    def stop(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-
-
-@contextmanager
-def emulator(latency: float = 0.0) -> Iterator[Emulator]:
-    process = Emulator(latency)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 class Worker:
@@ -260,12 +205,13 @@ class Results:
 
 
 def measured_run(
-    worker: Worker, emulator_process: Emulator, options: dict[str, Any]
+    worker: Worker, emulator_process: EmulatorProcess, options: dict[str, Any]
 ) -> tuple[dict[str, Any], int, dict[int, int]]:
     """One run in ``worker``: its answer, and the requests and answers the emulator counted."""
     emulator_process.reset()
     answer = worker.ask(**options)
-    requests, statuses = emulator_process.counts()
+    statuses = emulator_process.counts()
+    requests = sum(statuses.values())
     if answer["summary"]["failed"]:
         raise RuntimeError(f"{answer['summary']['failed']} rows failed: {answer['failures']}")
     return answer, requests, statuses
@@ -277,7 +223,7 @@ def run_all(sizes: Sizes, home: Path) -> Results:
     progress(f"making a warehouse of {sizes.rows:,} rows")
     make_warehouse(warehouse, sizes.rows)
     randomness = random.Random(2026)
-    with emulator() as fast:
+    with emulator(EmulatorSettings()) as fast:
         with worker_process(home, "main") as worker:
             results.engine = worker.ask(do="constants")
             main_runs(results, worker, fast, warehouse, randomness)
@@ -288,7 +234,9 @@ def run_all(sizes: Sizes, home: Path) -> Results:
     return results
 
 
-def main_runs(results: Results, worker: Worker, fast: Emulator, warehouse: Path, randomness: random.Random) -> None:
+def main_runs(
+    results: Results, worker: Worker, fast: EmulatorProcess, warehouse: Path, randomness: random.Random
+) -> None:
     """a) the first run, b) nothing changed, c) 1 % changed."""
     rows = results.sizes.rows
     options = run_options(warehouse, fast.base_url, MAIN_SYNC_ID)
@@ -332,7 +280,9 @@ def main_runs(results: Results, worker: Worker, fast: Emulator, warehouse: Path,
     )
 
 
-def sweep_runs(results: Results, worker: Worker, fast: Emulator, warehouse: Path, randomness: random.Random) -> None:
+def sweep_runs(
+    results: Results, worker: Worker, fast: EmulatorProcess, warehouse: Path, randomness: random.Random
+) -> None:
     """f) run time against the fraction of rows changed, on the first ``sweep_rows`` rows of the same ledger."""
     rows = results.sizes.sweep_rows
     options = run_options(warehouse, fast.base_url, MAIN_SYNC_ID, max_id=rows)
@@ -354,7 +304,7 @@ def sweep_runs(results: Results, worker: Worker, fast: Emulator, warehouse: Path
         progress(f"f) {fraction:.0%} of {rows:,} rows changed: {requests:,} requests, {answer['seconds']:.1f} s")
 
 
-def prefill_memory_ledgers(sizes: Sizes, home: Path, worker: Worker, fast: Emulator) -> dict[int, Path]:
+def prefill_memory_ledgers(sizes: Sizes, home: Path, worker: Worker, fast: EmulatorProcess) -> dict[int, Path]:
     """e) warehouses of each size whose ledger holds every row as a run would leave it (sent to ``fast``)."""
     files = {}
     for rows in sizes.memory_rows:
@@ -365,7 +315,7 @@ def prefill_memory_ledgers(sizes: Sizes, home: Path, worker: Worker, fast: Emula
 
 
 def memory_runs(
-    results: Results, home: Path, fast: Emulator, files: dict[int, Path], randomness: random.Random
+    results: Results, home: Path, fast: EmulatorProcess, files: dict[int, Path], randomness: random.Random
 ) -> None:
     """e) peak memory of a run with 1 % changed, in a fresh process per ledger size."""
     peaks = {}
@@ -391,7 +341,7 @@ def kill_run(results: Results, sizes: Sizes, home: Path, warehouse: Path) -> Non
     sync_id = "bench.killed"
     rows = sizes.kill_rows
     options = run_options(warehouse, "", sync_id, max_id=rows, pace=KILL_PACE)
-    with emulator(latency=KILL_LATENCY) as slow:
+    with emulator(EmulatorSettings(latency=KILL_LATENCY)) as slow:
         options["base_url"] = slow.base_url
         worker = Worker(home, "killed")
         worker.send(**options)
@@ -401,7 +351,8 @@ def kill_run(results: Results, sizes: Sizes, home: Path, warehouse: Path) -> Non
             time.sleep(0.02)
         worker.kill()
         time.sleep(KILL_LATENCY * 4)  # the answers the emulator was writing
-        first, first_statuses = slow.counts()
+        first_statuses = slow.counts()
+        first = sum(first_statuses.values())
         recorded = ledger_rows(warehouse, sync_id)
         with worker_process(home, "retry") as retry:
             answer, second, second_statuses = measured_run(retry, slow, options)

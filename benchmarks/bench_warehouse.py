@@ -26,8 +26,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench_bulk import EmulatorSettings, emulator
-from measure import ROOT, reset_peak_memory, run_child, status_kib
+from measure import ROOT, EmulatorSettings, emulator, reset_peak_memory, run_child, status_kib
 
 OUTPUT = ROOT / "docs" / "_generated" / "warehouse-numbers.md"
 KEY = "bench-warehouse-key"
@@ -155,7 +154,7 @@ def main() -> None:
                 "airflow_home": home,
             }
         )
-        sent = sum(server.counts().values())
+        sent = server.requests()
     print(
         f"   wrong key:       failed in {result['seconds']:5.1f}s with {result['error']}; {sent} requests sent "
         f"(16 workers); {result['not_sent']:,} rows not sent"

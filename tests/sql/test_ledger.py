@@ -11,7 +11,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from airflow_provider_hindsight.ledger import (
     validate_sync_id,
 )
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
-from tests.support.postgres import PostgresDatabase
+from tests.support.ledger_db import LedgerDatabase as Backend
+from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
 LEDGER_CONN_ID = "ledger_db"
 TABLE = "hindsight_sync_ledger"
@@ -39,70 +39,12 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
-class Backend:
-    """A real database behind the Airflow connection ``LEDGER_CONN_ID``, with direct access for checks."""
-
-    name: str
-    conn_id: str
-    connect: Callable[[], Any]
-    """A new DB-API connection of the test's own, outside the ledger."""
-    set_connection: Callable[..., str]
-    """``set_connection(conn_id, **options)`` defines another Airflow connection to this database."""
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with closing(self.connect()) as connection:
-            cursor = connection.cursor()
-            cursor.execute(sql)
-            rows = [tuple(row) for row in cursor.fetchall()]
-            connection.commit()
-            return rows
-
-    def run(self, *statements: str) -> None:
-        with closing(self.connect()) as connection:
-            cursor = connection.cursor()
-            for statement in statements:
-                cursor.execute(statement)
-            connection.commit()
-
-    def table_exists(self, table: str = TABLE) -> bool:
-        schema, _, name = table.rpartition(".")
-        if self.name == "sqlite":
-            return bool(self.query(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{name}'"))
-        return bool(
-            self.query(
-                "SELECT 1 FROM information_schema.tables "
-                f"WHERE table_schema = '{schema or 'public'}' AND table_name = '{name}'"
-            )
-        )
-
-    def hashes(self, table: str = TABLE, sync_id: str = SYNC_ID) -> dict[int, str]:
-        rows = self.query(f"SELECT interview_request_id, body_sha256 FROM {table} WHERE sync_id = '{sync_id}'")
-        return {int(request_id): str(value) for request_id, value in rows}
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     """The ledger database: a SQLite file, or a fresh database on the session's PostgreSQL server."""
     if request.param == "sqlite":
-        path = tmp_path / "warehouse.db"
-
-        def set_sqlite(conn_id: str, **extra: Any) -> str:
-            connection = {"conn_type": "sqlite", "host": str(path), **({"extra": extra} if extra else {})}
-            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-            return conn_id
-
-        set_sqlite(LEDGER_CONN_ID)
-        return Backend("sqlite", LEDGER_CONN_ID, lambda: sqlite3.connect(path), set_sqlite)
-    import psycopg
-
-    database: PostgresDatabase = request.getfixturevalue("postgres_database")
-
-    def set_postgres(conn_id: str, **options: Any) -> str:
-        return database.set_airflow_connection(monkeypatch, conn_id, **options)
-
-    set_postgres(LEDGER_CONN_ID)
-    return Backend("postgres", LEDGER_CONN_ID, lambda: psycopg.connect(**database.params), set_postgres)
+        return sqlite_ledger(tmp_path / "warehouse.db", monkeypatch, LEDGER_CONN_ID, sync_id=SYNC_ID)
+    return postgres_ledger(request.getfixturevalue("postgres_database"), monkeypatch, LEDGER_CONN_ID, sync_id=SYNC_ID)
 
 
 @pytest.fixture
@@ -221,7 +163,7 @@ def test_schema_qualified_table_on_postgres(backend: Backend, new_ledger: Callab
     ledger.record([(7, digest("seven"))])
     ledger.record([(7, digest("seven again"))])
     assert ledger.lookup([7]) == {7: digest("seven again")}
-    assert backend.hashes("analytics.hindsight_sync_ledger") == {7: digest("seven again")}
+    assert backend.hashes(table="analytics.hindsight_sync_ledger") == {7: digest("seven again")}
 
     error = ledger_error(new_ledger(table="nowhere.hindsight_sync_ledger"))
     assert "cannot create the ledger table 'nowhere.hindsight_sync_ledger'" in str(error)
@@ -293,13 +235,13 @@ def test_dry_run_reads_an_existing_ledger_and_writes_nothing(
     writer.prepare(create=True)
     writer.record([(1, digest("one"))])
     writer.close()
-    if backend.name == "sqlite":
+    if backend.backend == "sqlite":
         backend.run("PRAGMA journal_mode = DELETE")
     dry = new_ledger()
     dry.prepare(create=False)
     assert dry.exists and not dry.writable
     assert dry.lookup([1, 2]) == {1: digest("one")}
-    if backend.name == "sqlite":
+    if backend.backend == "sqlite":
         assert backend.query("PRAGMA journal_mode") == [("delete",)], "a dry run leaves the file as it is"
 
 
@@ -385,7 +327,7 @@ def test_missing_connection(backend: Backend, new_ledger: Callable[..., SyncLedg
 def test_unreachable_database(
     backend: Backend, new_ledger: Callable[..., SyncLedger], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if backend.name == "sqlite":
+    if backend.backend == "sqlite":
         connection = {"conn_type": "sqlite", "host": str(tmp_path / "no" / "such" / "dir" / "ledger.db")}
     else:
         with closing(socket.socket()) as probe:  # a port nothing listens on
@@ -417,7 +359,7 @@ def test_table_with_other_columns(backend: Backend, new_ledger: Callable[..., Sy
 def test_read_only_database(backend: Backend, new_ledger: Callable[..., SyncLedger]) -> None:
     """A ledger that exists but cannot be written, and one that cannot be created there."""
     new_ledger().prepare(create=True)
-    if backend.name == "sqlite":
+    if backend.backend == "sqlite":
         backend.set_connection("ro_ledger", mode="ro")
         refusal = "attempt to write a readonly database"
     else:

@@ -1,136 +1,23 @@
-"""Change-only sync end to end: a SQLite source, a ledger on SQLite or PostgreSQL, the real emulator.
-
-Every check is independent of the provider's own code: bodies are encoded here as the API receives
-them, and ledger hashes are computed here from the base URL and the exact bytes the emulator received.
-"""
+"""Fixtures of the change-only sync tests: the source, the ledger database, the Hindsight connection."""
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 import sqlite3
-from collections.abc import Callable, Iterable
-from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.support.postgres import PostgresDatabase
+from tests.support.ledger_db import set_sqlite_connection
 
-SOURCE_CONN_ID = "sync_source"
-LEDGER_CONN_ID = "sync_ledger"
-TABLE = "hindsight_sync_ledger"
-DAG_ID = "warehouse_sync"
-TASK_ID = "push_changes"
-DEFAULT_SYNC_ID = f"{DAG_ID}.{TASK_ID}"
-SQL = "SELECT interview_request_id, contact_name, title, notes FROM enrichment ORDER BY interview_request_id"
-
-
-def payload(body: dict[str, Any]) -> bytes:
-    """The exact bytes the provider sends for ``body``: compact JSON, UTF-8, keys in the API's field order."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def body_hash(base_url: str, body: bytes) -> str:
-    """SHA-256 of the base URL, a newline and the body bytes: what the ledger holds for a delivered row."""
-    return hashlib.sha256(base_url.rstrip("/").encode() + b"\n" + body).hexdigest()
-
-
-def request_id(request: Any) -> int:
-    return int(request.path.rsplit("/", 1)[1])
-
-
-def sent(emulator: HindsightEmulator) -> dict[int, Any]:
-    """``{interview id: recorded request}`` of every request, checking each is a PATCH of one interview, once."""
-    requests = emulator.requests
-    by_id = {request_id(request): request for request in requests}
-    assert len(by_id) == len(requests), f"an interview was sent twice: {sorted(map(request_id, requests))}"
-    for interview_id, request in by_id.items():
-        assert (request.method, request.path) == ("PATCH", f"/api/v1/interviews/{interview_id}")
-    return by_id
-
-
-def assert_sent_exactly(emulator: HindsightEmulator, bodies: dict[int, dict[str, Any]]) -> None:
-    """The emulator received one request per id of ``bodies``, each with exactly that body, and nothing else."""
-    requests = sent(emulator)
-    assert sorted(requests) == sorted(bodies)
-    for interview_id, body in bodies.items():
-        assert requests[interview_id].body == payload(body), interview_id
-        assert requests[interview_id].json == body
-
-
-def assert_summary(summary: dict[str, Any], *, succeeded: int, unchanged: int, failed: int = 0) -> None:
-    assert (summary["succeeded"], summary["unchanged"], summary["failed"]) == (succeeded, unchanged, failed)
-    assert summary["total"] == summary["succeeded"] + summary["failed"] + summary["unchanged"]
-    assert len(summary["failures"]) == failed
-
+from .helpers import (
+    SOURCE_CONN_ID,
+    LedgerDatabase,
+    Source,
+    postgres_ledger,
+    sqlite_ledger,
+)
 
 # -- the source: a SQLite file ----------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """An ``enrichment`` table behind the Airflow connection ``conn_id``, read and changed directly."""
-
-    conn_id: str
-    connect: Callable[[], Any]
-    placeholder: str = "?"
-
-    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        with closing(self.connect()) as database:
-            cursor = database.cursor()
-            cursor.execute(
-                "CREATE TABLE IF NOT EXISTS enrichment "
-                "(interview_request_id INTEGER PRIMARY KEY, contact_name TEXT, title TEXT, notes TEXT)"
-            )
-            if rows:
-                cursor.executemany(sql.replace("?", self.placeholder), rows)
-            database.commit()
-
-    def fill(self, count: int, *, first: int = 1) -> None:
-        rows = [
-            (n, f"Contact {n}", "CTO" if n % 2 else "VP Sales", f"Renewal notes {n}")
-            for n in range(first, first + count)
-        ]
-        self._write("INSERT INTO enrichment VALUES (?, ?, ?, ?)", rows)
-
-    def set_notes(self, notes: dict[int, str]) -> None:
-        rows = [(text, interview_id) for interview_id, text in notes.items()]
-        self._write("UPDATE enrichment SET notes = ? WHERE interview_request_id = ?", rows)
-
-    def change(self, ids: Iterable[int]) -> None:
-        """Give these rows new notes, as a warehouse refresh would."""
-        rows = [(interview_id,) for interview_id in ids]
-        self._write("UPDATE enrichment SET notes = notes || ' (updated)' WHERE interview_request_id = ?", rows)
-
-    def bodies(self, ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
-        """``{id: the JSON body the transfer sends for that row}``, in the order the API fields are encoded."""
-        with closing(self.connect()) as database:
-            cursor = database.cursor()
-            cursor.execute(SQL)
-            rows = cursor.fetchall()
-        wanted = None if ids is None else set(ids)
-        return {
-            interview_id: {"contact_context": {"title": title, "notes": notes}, "contact_name": name}
-            for interview_id, name, title, notes in rows
-            if wanted is None or interview_id in wanted
-        }
-
-    def updates(self) -> list[dict[str, Any]]:
-        """The rows as ``HindsightBulkUpdateInterviewsOperator`` takes them."""
-        return [{"interview_request_id": interview_id, **body} for interview_id, body in self.bodies().items()]
-
-
-def set_sqlite_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, path: Path, **extra: Any) -> str:
-    connection: dict[str, Any] = {"conn_type": "sqlite", "host": str(path)}
-    if extra:
-        connection["extra"] = extra
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-    return conn_id
 
 
 @pytest.fixture
@@ -144,78 +31,6 @@ def source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Source:
 # -- the ledger's database: a SQLite file or a PostgreSQL database ------------------------------------
 
 
-@dataclass
-class LedgerDatabase:
-    """The database behind ``sync_ledger``, read directly (not through the provider) for the checks."""
-
-    backend: str
-    connect: Callable[[], Any]
-    set_connection: Callable[..., str]
-    """``set_connection(conn_id, **options)`` defines another Airflow connection to this database."""
-    conn_id: str = LEDGER_CONN_ID
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with closing(self.connect()) as connection:
-            cursor = connection.cursor()
-            cursor.execute(sql, parameters)
-            rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
-            connection.commit()
-            return rows
-
-    def run(self, *statements: str) -> None:
-        with closing(self.connect()) as connection:
-            cursor = connection.cursor()
-            for statement in statements:
-                cursor.execute(statement)
-            connection.commit()
-
-    def table_exists(self, table: str = TABLE) -> bool:
-        if self.backend == "sqlite":
-            return bool(self.query(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'"))
-        return bool(self.query(f"SELECT 1 FROM information_schema.tables WHERE table_name = '{table}'"))
-
-    def hashes(self, sync_id: str = DEFAULT_SYNC_ID) -> dict[int, str]:
-        """``{id: body_sha256}`` of one sync_id, checking there is one ledger row per id."""
-        rows = self.query(f"SELECT interview_request_id, body_sha256 FROM {TABLE} WHERE sync_id = '{sync_id}'")
-        assert len({row[0] for row in rows}) == len(rows)
-        return {int(interview_id): str(value) for interview_id, value in rows}
-
-    def synced_at(self, sync_id: str = DEFAULT_SYNC_ID) -> dict[int, datetime.datetime]:
-        rows = self.query(f"SELECT interview_request_id, synced_at FROM {TABLE} WHERE sync_id = '{sync_id}'")
-        return {
-            int(interview_id): datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
-            for interview_id, value in rows
-        }
-
-    def sync_ids(self) -> dict[str, int]:
-        return {
-            str(key): int(count) for key, count in self.query(f"SELECT sync_id, COUNT(*) FROM {TABLE} GROUP BY sync_id")
-        }
-
-
-def sqlite_ledger(path: Path, monkeypatch: pytest.MonkeyPatch, conn_id: str = LEDGER_CONN_ID) -> LedgerDatabase:
-    set_sqlite_connection(monkeypatch, conn_id, path)
-
-    def set_connection(other_conn_id: str, **extra: Any) -> str:
-        return set_sqlite_connection(monkeypatch, other_conn_id, path, **extra)
-
-    return LedgerDatabase("sqlite", lambda: sqlite3.connect(path), set_connection, conn_id)
-
-
-def postgres_ledger(
-    database: PostgresDatabase, monkeypatch: pytest.MonkeyPatch, conn_id: str = LEDGER_CONN_ID
-) -> LedgerDatabase:
-    import psycopg
-
-    database.set_airflow_connection(monkeypatch, conn_id)
-
-    def set_connection(other_conn_id: str, **options: Any) -> str:
-        return database.set_airflow_connection(monkeypatch, other_conn_id, **options)
-
-    return LedgerDatabase("postgres", lambda: psycopg.connect(**database.params), set_connection, conn_id)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LedgerDatabase:
     """The ledger's database behind ``sync_ledger``: a SQLite file of its own, or a fresh PostgreSQL database."""
@@ -225,76 +40,3 @@ def ledger_db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
 
 
 # -- the API connection and running the operators -----------------------------------------------------
-
-
-def point_hindsight(
-    monkeypatch: pytest.MonkeyPatch, emulator: HindsightEmulator, *, requests_per_minute: float = 60_000, **extra: Any
-) -> None:
-    """Point ``hindsight_default`` at ``emulator`` with connection extras (``max_retries``, ``timeout``, ...)."""
-    connection = {
-        "conn_type": "hindsight",
-        "host": emulator.base_url,
-        "password": emulator.api_key,
-        "extra": {"requests_per_minute": requests_per_minute, **extra},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps(connection))
-
-
-class _TaskInstance:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
-        self.xcom[key] = value
-
-
-@dataclass
-class Outcome:
-    """One ``execute()``: the returned summary, or the error and the summary pushed before it."""
-
-    summary: Any
-    """The summary dict; ``None`` when the run failed before pushing one."""
-    error: Exception | None
-
-
-def run(operator: Any) -> Outcome:
-    """Run ``operator.execute()`` with the part of a task context the bulk operators use."""
-    ti = _TaskInstance()
-    try:
-        operator.execute({"ti": ti})
-    except Exception as error:
-        return Outcome(ti.xcom.get("summary"), error)
-    return Outcome(ti.xcom["summary"], None)
-
-
-def in_dag(operator_class: type, dag_id: str = DAG_ID, task_id: str = TASK_ID, **kwargs: Any) -> Any:
-    """``operator_class(task_id=..., **kwargs)`` in a new DAG, so that the default sync_id is ``<dag_id>.<task_id>``."""
-    from airflow.providers.common.compat.sdk import DAG
-
-    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2026, 1, 1)):
-        return operator_class(task_id=task_id, **kwargs)
-
-
-def transfer(source: Source, ledger: LedgerDatabase | None = None, **kwargs: Any) -> Any:
-    """A ``SqlToHindsightOperator`` reading ``source`` with change-only sync on ``ledger``."""
-    from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
-
-    options: dict[str, Any] = {
-        "sql_conn_id": source.conn_id,
-        "sql": SQL,
-        "context_columns": ["title", "notes"],
-        "batch_size": 100,
-    }
-    if ledger is not None:
-        options["ledger_conn_id"] = ledger.conn_id
-    return in_dag(SqlToHindsightOperator, **{**options, **kwargs})
-
-
-def bulk(source: Source, ledger: LedgerDatabase | None = None, **kwargs: Any) -> Any:
-    """A ``HindsightBulkUpdateInterviewsOperator`` sending the rows of ``source``; change-only sync on ``ledger``."""
-    from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
-
-    options: dict[str, Any] = {"updates": source.updates()}
-    if ledger is not None:
-        options["ledger_conn_id"] = ledger.conn_id
-    return in_dag(HindsightBulkUpdateInterviewsOperator, **{**options, **kwargs})

@@ -14,7 +14,7 @@ from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.support.postgres import PostgresDatabase
-from tests.sync.conftest import (
+from tests.sync.helpers import (
     DEFAULT_SYNC_ID,
     TABLE,
     LedgerDatabase,

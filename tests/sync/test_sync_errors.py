@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.ledger import HindsightLedgerError
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.sync.conftest import TABLE, LedgerDatabase, Outcome, Source, bulk, run, transfer
+from tests.sync.helpers import TABLE, LedgerDatabase, Outcome, Source, bulk, run, transfer
 
 
 @pytest.fixture

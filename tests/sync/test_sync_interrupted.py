@@ -16,7 +16,7 @@ import pytest
 from airflow_provider_hindsight.sync import CHECKPOINT_ROWS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.helpers import task_states, xcom_value
-from tests.sync.conftest import (
+from tests.sync.helpers import (
     DEFAULT_SYNC_ID,
     SQL,
     TABLE,

@@ -75,7 +75,7 @@ def measure_stop(base_url: str, password: str, rows: int, extra: dict[str, Any])
         error = f"{type(raised).__name__} ({getattr(raised, 'code', '')})"
     seconds = time.perf_counter() - started
     summary = task_instance.xcom["summary"]
-    not_sent = sum(1 for failure in summary["failures"] if failure["code"] == "not_sent")
+    not_sent = summary.get("stopped", {}).get("not_sent", 0)
     return {"seconds": seconds, "error": error, "total": summary["total"], "not_sent": not_sent}
 
 

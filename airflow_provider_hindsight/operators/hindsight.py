@@ -264,12 +264,17 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
             )
             results = self.hook.send_checked(checked, breaker=breaker)
         failures: list[dict[str, Any]] = []
+        not_sent = _NotSent()
         any_transient = False
         for result in results:
             if sync is not None:
                 sync.account(result)
             if result.unchanged:
                 progress.record_unchanged()
+                continue
+            if result.code == "not_sent":  # counted, not listed: a stopped run of a million rows stays small
+                not_sent.add(result)
+                progress.record(False)
                 continue
             if not result.succeeded:
                 failures.append(result.as_failure())
@@ -289,16 +294,25 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
                 "%d more rows failed; the summary XCom (key 'summary') lists every failed row and why.",
                 len(failures) - LOGGED_FAILURES,
             )
+        if not_sent.count:
+            self.log.warning(
+                "%d rows, between row %d and row %d, were %s",
+                not_sent.count,
+                not_sent.first_row,
+                not_sent.last_row,
+                not_sent.message,
+            )
+        failed = len(failures) + not_sent.count
         summary: dict[str, Any] = {
             "total": progress.done,
-            "succeeded": progress.done - len(failures) - progress.unchanged,
-            "failed": len(failures),
+            "succeeded": progress.done - failed - progress.unchanged,
+            "failed": failed,
             "failures": failures,
         }
         if sync is not None:
             summary["unchanged"] = progress.unchanged
         if breaker.stop is not None:
-            summary["stopped"] = {"code": breaker.stop.code, "reason": breaker.stop.reason}
+            summary["stopped"] = {"code": breaker.stop.code, "reason": breaker.stop.reason, "not_sent": not_sent.count}
         if self.is_dry_run:
             summary["dry_run"] = True
         context["ti"].xcom_push(key="summary", value=summary)
@@ -306,7 +320,8 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
             error_class = HindsightTransientError if breaker.stop.transient else HindsightPermanentError
             raise error_class(
                 f"The run stopped early: {breaker.stop.reason}. {summary['failed']} of {summary['total']} rows "
-                "failed or were not sent (code not_sent); the summary XCom (key 'summary') lists them.",
+                f"failed, {not_sent.count} of them not sent; the summary XCom (key 'summary') lists the rows "
+                "that were sent and failed.",
                 code=breaker.stop.code,
             )
         self._fail_if_too_many(summary, any_transient=any_transient)
@@ -437,6 +452,22 @@ class _Progress:
             pace,
             eta,
         )
+
+
+class _NotSent:
+    """The rows a stopped run did not send: a count and their span, not one entry each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_row = 0
+        self.last_row = 0
+        self.message = ""
+
+    def add(self, result: UpdateResult) -> None:
+        self.count += 1
+        self.first_row = min(self.first_row or result.row, result.row)
+        self.last_row = max(self.last_row, result.row)
+        self.message = result.message or ""
 
 
 def format_duration(seconds: float) -> str:

@@ -92,22 +92,45 @@ class HindsightServerError(HindsightTransientError):
 
 
 class HindsightConnectionError(HindsightTransientError):
-    """The request never got an answer: refused or dropped connection, or a timeout."""
+    """The request never got an answer: refused or dropped connection, or a timeout.
+
+    ``details["phase"]`` says how far it got: ``"connect"`` (refused, DNS, TLS handshake, connect
+    timeout: the request was never sent) or ``"response"`` (read timeout, dropped while waiting: the
+    API may have received and acted on it).
+    """
+
+    @property
+    def may_have_arrived(self) -> bool:
+        """False only when the request cannot have reached the API: the connection was never made."""
+        return self.details.get("phase") != "connect"
 
 
 class HindsightResponseError(HindsightTransientError):
     """The API answered 2xx with a body that is not the documented JSON."""
 
 
+class HindsightUnknownOutcomeError(HindsightPermanentError):
+    """A create may or may not have reached Hindsight: sending it again could e-mail a person twice.
+
+    Raised instead of retrying once a ``POST /interviews`` may have arrived (a read timeout, a dropped
+    connection, a 5xx, a 2xx that is not the documented JSON). Permanent: neither the hook nor
+    Airflow's task retries send it again; check in Hindsight whether it was created.
+    """
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        fields["code"] = "unknown_outcome"
+        super().__init__(message, **fields)
+
+
 class HindsightRunStoppedError(HindsightError):
     """A bulk run's circuit breaker stopped the run before this row was sent."""
 
-    def __init__(self, interview_request_id: int) -> None:
-        super().__init__(f"interview {interview_request_id} was not sent: the run stopped.", code="not_sent")
-        self.interview_request_id = interview_request_id
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"{subject} was not sent: the run stopped.", code="not_sent")
+        self.subject = subject
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.interview_request_id,))
+        return (type(self), (self.subject,))
 
 
 class HindsightConfigurationError(HindsightPermanentError):

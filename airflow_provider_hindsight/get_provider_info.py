@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_hindsight import __version__
-from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BASE_URL, conn_fields, form_placeholders
+from airflow_provider_hindsight.hooks.connection_form import conn_fields, ui_field_behaviour
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -46,15 +46,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_hindsight.hooks.hindsight.HindsightHook",
                 "hook-name": "Hindsight",
                 "connection-type": "hindsight",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "port", "extra"],
-                    "relabeling": {"password": "API key", "host": "Base URL"},
-                    "placeholders": {
-                        "host": DEFAULT_BASE_URL,
-                        "password": "Your Hindsight API key",
-                        **form_placeholders(),
-                    },
-                },
+                "ui-field-behaviour": ui_field_behaviour(),
                 "conn-fields": conn_fields(),
             }
         ],

@@ -558,8 +558,8 @@ def worker(log: Path) -> int:
 
 
 def _constants() -> dict[str, float]:
+    from airflow_provider_hindsight.bulk.changes import CHECKPOINT_ROWS, CHECKPOINT_SECONDS
     from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
-    from airflow_provider_hindsight.sync import CHECKPOINT_ROWS, CHECKPOINT_SECONDS
 
     return {
         "checkpoint_rows": CHECKPOINT_ROWS,
@@ -610,7 +610,7 @@ def _run(command: dict[str, Any]) -> dict[str, Any]:
 def _prefill(command: dict[str, Any]) -> dict[str, Any]:
     """Record every row of the warehouse in its ledger with the hash a run would record (nothing is sent)."""
     from airflow_provider_hindsight.ledger import SyncLedger, body_sha256
-    from airflow_provider_hindsight.payload import build_interview_update
+    from airflow_provider_hindsight.resources.interviews import build_interview_update
 
     _connections(command)
     base_url = command["base_url"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError
+from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -21,6 +21,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_TIMEOUT,
     PLAN_REQUESTS_PER_MINUTE,
 )
+from airflow_provider_hindsight.inputs import parse_flag
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -67,7 +68,8 @@ def parse_connection(
     """
     if not password:
         raise HindsightConfigurationError(
-            f"Connection {conn_id!r} has no API key: put the Hindsight API key in the connection's Password field.",
+            f"Connection {conn_id!r} has no API key: put the Hindsight API key in the connection's API key "
+            "(Password) field.",
             code="invalid_connection",
         )
     pace, paced_by_default = _pace(conn_id, extra, requests_per_minute)
@@ -143,9 +145,10 @@ def _is_loopback(hostname: str) -> bool:
 
 
 def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    try:
+        return parse_flag("allow_insecure_http", value if isinstance(value, (bool, str)) else bool(value))
+    except HindsightValidationError:
+        return False
 
 
 def positive_number(name: str, value: Any) -> float | None:

@@ -130,3 +130,16 @@ def form_widgets() -> dict[str, Any]:
                 label, widget=BS3TextFieldWidget(), validators=validators, description=spec.description
             )
     return widgets
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """Hidden fields, labels and placeholders of the form: the provider info's ``ui-field-behaviour``."""
+    return {
+        "hidden-fields": ["schema", "login", "port", "extra"],
+        "relabeling": {"password": "API key", "host": "Base URL"},
+        "placeholders": {
+            "host": DEFAULT_BASE_URL,
+            "password": "Your Hindsight API key",
+            **form_placeholders(),
+        },
+    }

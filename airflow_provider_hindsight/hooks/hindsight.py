@@ -1,11 +1,15 @@
-"""``HindsightHook``: the HTTP session, pacing, retries and the bulk engine for the Hindsight API."""
+"""``HindsightHook``: the Hindsight API from worker threads, over one ``requests`` session.
+
+Every endpoint's method is a few lines over :meth:`HindsightHook.request`, the one request core:
+pace, send, interpret the answer (:mod:`~airflow_provider_hindsight.hooks.request`), under the
+request's retry rule. The async twin for triggers is :mod:`~airflow_provider_hindsight.hooks.hindsight_async`.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -14,26 +18,44 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
+from airflow_provider_hindsight.bulk.engine import Send, run_rows
+from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import (
     HindsightConfigurationError,
-    HindsightConnectionError,
     HindsightError,
-    HindsightResponseError,
+    HindsightRateLimitError,
     HindsightRunStoppedError,
     HindsightValidationError,
-    error_from_response,
 )
-from airflow_provider_hindsight.hooks.circuit import CircuitBreaker, RunStop
 from airflow_provider_hindsight.hooks.connection import (
     ConnectionSettings,
     non_negative_int,
     parse_connection,
     positive_number,
 )
-from airflow_provider_hindsight.hooks.connection_form import DEFAULT_REQUESTS_PER_MINUTE, form_widgets
+from airflow_provider_hindsight.hooks.connection_form import (
+    DEFAULT_REQUESTS_PER_MINUTE,
+    form_widgets,
+    ui_field_behaviour,
+)
 from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer
-from airflow_provider_hindsight.hooks.retry import RetryPolicy, requested_wait
-from airflow_provider_hindsight.payload import InterviewUpdate, UpdateResult, build_interview_update, check_rows
+from airflow_provider_hindsight.hooks.request import (
+    ApiRequest,
+    create_request,
+    get_request,
+    interpret_answer,
+    network_error,
+    update_request,
+)
+from airflow_provider_hindsight.hooks.retry import RetryPolicy
+from airflow_provider_hindsight.resources.interviews import (
+    InterviewCreate,
+    InterviewUpdate,
+    build_interview_create,
+    build_interview_update,
+    validate_interview_request_id,
+)
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -88,6 +110,8 @@ class HindsightHook(BaseHook):
         """How the hook waits (pacing and retries); tests replace it with a fake clock's."""
         self.clock: Callable[[], float] = time.monotonic
         """The monotonic clock the pacer reads; tests replace it with a fake clock's."""
+        self.warn_default_pace = True
+        """Whether the default pace is worth a log line: not for one request, which the pace does not slow."""
         self._rate_limited_lock = threading.Lock()
         self.rate_limited_count = 0
         """429 answers received so far by this hook (retried or not)."""
@@ -100,11 +124,19 @@ class HindsightHook(BaseHook):
         try:
             conn = self.get_connection(self.hindsight_conn_id)
         except AirflowNotFoundException:
-            raise HindsightConfigurationError(
-                f"Connection {self.hindsight_conn_id!r} does not exist. Create it (Admin > Connections, type "
-                f"Hindsight, the API key as Password) or set AIRFLOW_CONN_{self.hindsight_conn_id.upper()}.",
-                code="invalid_connection",
-            ) from None
+            raise self.missing_connection() from None
+        return self.settings_from(conn)
+
+    def missing_connection(self) -> HindsightConfigurationError:
+        """The error for a connection id that does not exist, naming it and how to create it."""
+        return HindsightConfigurationError(
+            f"Connection {self.hindsight_conn_id!r} does not exist. Create it (Admin > Connections, type "
+            f"Hindsight, the API key in the API key field) or set AIRFLOW_CONN_{self.hindsight_conn_id.upper()}.",
+            code="invalid_connection",
+        )
+
+    def settings_from(self, conn: Any) -> ConnectionSettings:
+        """Validate an Airflow connection's fields into settings (the key masked in logs from here on)."""
         if conn.password:
             mask_secret(conn.password)
         settings = parse_connection(
@@ -117,7 +149,7 @@ class HindsightHook(BaseHook):
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
-        if settings.paced_by_default:
+        if settings.paced_by_default and self.warn_default_pace:
             self.log.info(
                 "Connection %r sets neither plan nor requests_per_minute: pacing at %s requests a minute "
                 "(the Essentials limit). Set the extra `plan` or `requests_per_minute` to go faster.",
@@ -150,10 +182,10 @@ class HindsightHook(BaseHook):
             self.settings.requests_per_minute,
             clock=lambda: self.clock(),
             sleep=lambda seconds: self.sleep(seconds),
-            on_change=self._log_pace_change,
+            on_change=self.log_pace_change,
         )
 
-    def _log_pace_change(self, change: PaceChange) -> None:
+    def log_pace_change(self, change: PaceChange) -> None:
         """One INFO line per change of pace: the pacer adapting is expected, retries are the WARNINGs."""
         if change.pause_seconds > 0:
             self.log.info("Pausing every request for %.1fs: %s.", change.pause_seconds, change.reason)
@@ -174,7 +206,73 @@ class HindsightHook(BaseHook):
         """The hook's HTTP session (Airflow's usual hook entry point)."""
         return self.session
 
-    # -- one update ---------------------------------------------------------------------------
+    # -- the request core ---------------------------------------------------------------------
+
+    def request(self, request: ApiRequest, *, stopped: threading.Event | None = None) -> dict[str, Any]:
+        """Send ``request`` paced and under its retry rule; return the parsed answer or raise the typed error.
+
+        ``stopped`` (a bulk run's circuit breaker) ends the attempts: a request not yet sent when it
+        is set raises :class:`~airflow_provider_hindsight.exceptions.HindsightRunStoppedError`; one
+        being retried raises its last error.
+        """
+        retrying = self.retry_policy.retrying(
+            request.rule, before_sleep=self._log_retry, sleep=self.sleep, stopped=stopped
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._send_once(request, stopped, first_attempt=attempt.retry_state.attempt_number == 1)
+        except HindsightError as error:
+            final = request.rule.final_error(error, request.subject)
+            raise final.with_traceback(None) from None  # a traceback of the cause, not of the retry loop
+        raise AssertionError("the retry loop ended without an outcome")  # pragma: no cover
+
+    def _send_once(
+        self, request: ApiRequest, stopped: threading.Event | None, *, first_attempt: bool
+    ) -> dict[str, Any]:
+        self.pacer.acquire()
+        if first_attempt and stopped is not None and stopped.is_set():
+            raise HindsightRunStoppedError(request.subject)
+        try:
+            response = self.session.request(
+                request.method,
+                self.settings.base_url + request.path,
+                data=request.body,
+                timeout=self.settings.timeout,
+            )
+        except requests.RequestException as error:
+            raise network_error(network_cause(error), self.settings, request.subject) from None
+        try:
+            return interpret_answer(request, response.status_code, response.headers, response.text)
+        except HindsightRateLimitError as error:
+            self.on_rate_limited(error.retry_after)
+            raise
+
+    def on_rate_limited(self, wait_for: float | None) -> None:
+        """Every caller holds back for what the API asked, and the pace drops below its limit."""
+        with self._rate_limited_lock:
+            self.rate_limited_count += 1
+        if wait_for is not None:
+            self.pacer.pause(min(wait_for, self.max_retry_wait))
+        self.pacer.slow_down()
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, HindsightError) and error.status_code is not None:
+            what = f"Hindsight answered HTTP {error.status_code}"
+        elif isinstance(error, HindsightError):
+            what = f"Request failed: {error.details.get('cause', error.code)} on {self.settings.host}"
+        else:
+            what = f"Request failed: {type(error).__name__}"
+        self.log.warning(
+            "%s; retry %d of %d in %.1fs.",
+            what,
+            state.attempt_number,
+            self.settings.max_retries,
+            state.upcoming_sleep,
+        )
+
+    # -- the endpoints ------------------------------------------------------------------------
 
     def update_interview(
         self,
@@ -198,108 +296,50 @@ class HindsightHook(BaseHook):
         return self.send_update(update)
 
     def send_update(self, update: InterviewUpdate, *, stopped: threading.Event | None = None) -> dict[str, Any]:
-        """Send a validated update with pacing and the retry policy.
+        """Send a validated update (idempotent: every transient error is retried)."""
+        return self.request(update_request(update), stopped=stopped)
 
-        ``stopped`` (a bulk run's circuit breaker) ends the attempts: a row not yet sent when it is set
-        raises :class:`~airflow_provider_hindsight.exceptions.HindsightRunStoppedError`; a row being
-        retried raises its last error.
-        """
-        retrying = self.retry_policy.retrying(before_sleep=self._log_retry, sleep=self.sleep, stopped=stopped)
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._send_once(update, stopped, first_attempt=attempt.retry_state.attempt_number == 1)
-        except HindsightError as error:
-            raise error.with_traceback(None) from None  # a traceback of the cause, not of the retry loop
-        raise AssertionError("the retry loop ended without an outcome")  # pragma: no cover
-
-    def _send_once(
-        self, update: InterviewUpdate, stopped: threading.Event | None, *, first_attempt: bool
+    def create_interview(
+        self,
+        *,
+        contact_email: str,
+        sequence_id: str | None = None,
+        interview_type_id: str | None = None,
+        contact_name: str | None = None,
+        contact_context: str | Mapping[str, Any] | None = None,
+        deal_id: str | None = None,
+        objective: str | None = None,
     ) -> dict[str, Any]:
-        self.pacer.acquire()
-        if first_attempt and stopped is not None and stopped.is_set():
-            raise HindsightRunStoppedError(update.interview_request_id)
-        url = f"{self.settings.base_url}/interviews/{update.interview_request_id}"
-        try:
-            response = self.session.patch(url, data=update.payload, timeout=self.settings.timeout)
-        except requests.RequestException as error:
-            raise self._network_error(error, update.interview_request_id) from None
-        return self._parse(response)
+        """``POST /interviews``; returns the 201 body (``interview_request_id``, ``survey_url``, ``status``, ...).
 
-    def _network_error(self, error: requests.RequestException, interview_request_id: int) -> HindsightConnectionError:
-        """Name what went wrong on the network (refused, DNS, TLS, timeout, dropped) and how to check it."""
-        host = self.settings.host
-        code = "connection_error"
-        if isinstance(error, requests.exceptions.SSLError):
-            cause = "TLS handshake failed"
-            hint = "Check that the host serves HTTPS."
-            if self.settings.host_without_scheme:
-                hint = (
-                    "The host was given without a scheme, so https:// is used. For a local test server put a "
-                    "full URL such as http://127.0.0.1:9321/api/v1 in the host field (plain http is allowed "
-                    "to loopback hosts, and elsewhere only with the extra allow_insecure_http)."
-                )
-        elif isinstance(error, requests.exceptions.ConnectTimeout):
-            cause, code, hint = "connect timed out", "timeout", "Check the host and any firewall between."
-        elif isinstance(error, requests.Timeout):
-            cause, code = "read timed out", "timeout"
-            hint = f"No answer within {self.settings.timeout:g}s; raise the connection's timeout if the API is slow."
-        elif isinstance(error, requests.exceptions.ChunkedEncodingError):
-            cause, hint = "the connection broke while reading the answer", ""
-        elif _caused_by(error, ConnectionRefusedError) or "refused" in str(error).lower():
-            cause, hint = "connection refused", "Nothing listens there: check the host and port."
-        elif "resolve" in str(error).lower() or "name or service not known" in str(error).lower():
-            cause, hint = "DNS lookup failed", "Check the host name in the connection."
-        else:
-            cause, hint = "the connection was dropped", ""
-        if self.settings.is_loopback and code == "connection_error" and cause == "connection refused":
-            hint = f"Is the Hindsight emulator (or your local server) running on {host}?"
-        message = f"{cause} on {host} (interview {interview_request_id})." + (f" {hint}" if hint else "")
-        return HindsightConnectionError(message, code=code, details={"cause": cause})
-
-    def _parse(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.ok:
-            if isinstance(body, dict) and "interview_request_id" in body:
-                return body
-            raise HindsightResponseError(
-                f"The API answered {response.status_code} but not with the documented JSON "
-                f"(Content-Type {response.headers.get('Content-Type')!r}, body starts "
-                f"{response.text[:80]!r}). Check the connection's host points at the Hindsight API.",
-                status_code=response.status_code,
-                code="invalid_response",
-            )
-        wait_for = requested_wait(response.headers) if response.status_code in (429, 503) else None
-        if response.status_code == 429:
-            self._on_rate_limited(wait_for)
-        raise error_from_response(response.status_code, body, retry_after=wait_for)
-
-    def _on_rate_limited(self, wait_for: float | None) -> None:
-        """Every thread holds back for what the API asked, and the pace drops below its limit."""
-        with self._rate_limited_lock:
-            self.rate_limited_count += 1
-        if wait_for is not None:
-            self.pacer.pause(min(wait_for, self.max_retry_wait))
-        self.pacer.slow_down()
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, HindsightError) and error.status_code is not None:
-            what = f"Hindsight answered HTTP {error.status_code}"
-        elif isinstance(error, HindsightError):
-            what = f"Request failed: {error.details.get('cause', error.code)} on {self.settings.host}"
-        else:
-            what = f"Request failed: {type(error).__name__}"
-        self.log.warning(
-            "%s; retry %d of %d in %.1fs.",
-            what,
-            state.attempt_number,
-            self.settings.max_retries,
-            state.upcoming_sleep,
+        Not idempotent, so retried only when it cannot have reached Hindsight (a 429, a connection
+        never made). Once it may have arrived (a read timeout, a dropped connection, a 5xx, a 2xx that
+        is not the documented JSON) it raises
+        :class:`~airflow_provider_hindsight.exceptions.HindsightUnknownOutcomeError` and is not sent
+        again. For create-once across retries and reruns, use the create operators' ledger.
+        """
+        create = build_interview_create(
+            contact_email=contact_email,
+            sequence_id=sequence_id,
+            interview_type_id=interview_type_id,
+            contact_name=contact_name,
+            contact_context=contact_context,
+            deal_id=deal_id,
+            objective=objective,
         )
+        return self.send_create(create, subject="the create")
+
+    def send_create(
+        self, create: InterviewCreate, *, subject: str, stopped: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Send a validated create under the create rule; ``subject`` names it in messages (a request key)."""
+        return self.request(create_request(create, subject), stopped=stopped)
+
+    def get_interview(
+        self, interview_request_id: int | str, *, stopped: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """``GET /interviews/{id}``: status, survey link, dates and the transcript (``None`` until completed)."""
+        return self.request(get_request(validate_interview_request_id(interview_request_id)), stopped=stopped)
 
     # -- many updates -------------------------------------------------------------------------
 
@@ -308,61 +348,31 @@ class HindsightHook(BaseHook):
         rows: Iterable[Mapping[str, Any] | InterviewUpdate],
         *,
         breaker: CircuitBreaker | None = None,
-    ) -> Iterator[UpdateResult]:
-        """Send many updates at the hook's pace and yield one :class:`UpdateResult` per row.
+    ) -> Iterator[RowResult]:
+        """Send many updates at the hook's pace and yield one :class:`RowResult` per row.
 
         Rows are consumed lazily and at most ``2 * max_workers`` are in flight, so memory stays flat
         however many rows come. Invalid rows and repeated ids are reported, never sent. Results come
-        in completion order; ``UpdateResult.row`` is the row's 1-based position in ``rows``.
+        in completion order; ``RowResult.row`` is the row's 1-based position in ``rows``.
 
         ``breaker`` (a new one by default) stops the run when no further row can succeed: rows not
         sent after it trips are still yielded, failed with the code ``not_sent``; read
         ``breaker.stop`` for why.
         """
-        return self.send_checked(check_rows(rows), breaker=breaker)
+        return self.run(check_rows(rows), self.send_update_row, breaker=breaker)
 
-    def send_checked(
-        self,
-        checked: Iterable[tuple[int, InterviewUpdate | UpdateResult]],
-        *,
-        breaker: CircuitBreaker | None = None,
-    ) -> Iterator[UpdateResult]:
-        """:meth:`update_interviews` for rows already checked (:func:`~airflow_provider_hindsight.payload.check_rows`).
+    def send_update_row(self, position: int, update: InterviewUpdate, stopped: threading.Event) -> dict[str, Any]:
+        """The bulk engine's ``send`` for updates."""
+        return self.send_update(update, stopped=stopped)
 
-        An ``UpdateResult`` in ``checked`` is a row that ended before sending (invalid, duplicate,
-        unchanged): it is passed through as it is.
-        """
-        breaker = breaker or CircuitBreaker()
+    def run(
+        self, checked: Iterable[CheckedRow], send: Send, *, breaker: CircuitBreaker | None = None
+    ) -> Iterator[RowResult]:
+        """Run the bulk engine with this hook's workers, once its session and pacer exist."""
         # cached_property has no lock on Python 3.12+: create the shared session and pacer before the
         # threads start, or several threads could each build their own pacer and multiply the pace.
         _ = (self.session, self.pacer)
-        in_flight: set[Future[UpdateResult]] = set()
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="hindsight") as pool:
-            for position, item in checked:
-                if isinstance(item, UpdateResult):
-                    yield item
-                elif breaker.stop is not None:
-                    yield _not_sent(position, item.interview_request_id, breaker.stop)
-                else:
-                    in_flight.add(pool.submit(self._send_row, position, item, breaker))
-                    if len(in_flight) >= 2 * self.max_workers:
-                        yield from _collect(in_flight)
-            while in_flight:
-                yield from _collect(in_flight)
-
-    def _send_row(self, position: int, update: InterviewUpdate, breaker: CircuitBreaker) -> UpdateResult:
-        """Send one bulk row in a worker thread; the breaker hears of its result before any other row starts."""
-        try:
-            self.send_update(update, stopped=breaker.stopped)
-        except HindsightRunStoppedError:
-            assert breaker.stop is not None  # the event is set only after the stop is recorded
-            return _not_sent(position, update.interview_request_id, breaker.stop)
-        except Exception as error:  # a row's failure is its result, whatever it is
-            result = UpdateResult.failed(position, update.interview_request_id, error)
-        else:
-            result = UpdateResult(position, update.interview_request_id, True)
-        breaker.record(result)
-        return result
+        return run_rows(checked, send, max_workers=self.max_workers, breaker=breaker)
 
     # -- Airflow UI ---------------------------------------------------------------------------
 
@@ -379,7 +389,7 @@ class HindsightHook(BaseHook):
         except HindsightError as error:
             return False, str(error)
         except requests.RequestException as error:
-            return False, str(self._network_error(error, 0))
+            return False, str(network_error(network_cause(error), self.settings, "interview 0"))
         host = self.settings.host
         if response.status_code in (400, 404, 429) or response.ok:
             return True, f"Connected to {host}: the API key was accepted."
@@ -394,20 +404,8 @@ class HindsightHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Labels, placeholders and hidden fields for the Airflow 2.11 form, from the provider info."""
-        from airflow_provider_hindsight.get_provider_info import get_provider_info
-
-        (connection_type,) = get_provider_info()["connection-types"]
-        behaviour = connection_type["ui-field-behaviour"]
-        return {key.replace("-", "_"): value for key, value in behaviour.items()}
-
-
-def _collect(in_flight: set[Future[UpdateResult]]) -> Iterator[UpdateResult]:
-    """Wait for at least one row in flight to end; yield the results of those that did."""
-    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-    for future in done:
-        in_flight.discard(future)
-        yield future.result()
+        """Labels, placeholders and hidden fields for the Airflow 2.11 form (3.x reads the provider info)."""
+        return {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
 
 
 def validate_max_workers(value: object) -> int:
@@ -422,16 +420,22 @@ def validate_max_workers(value: object) -> int:
     return value
 
 
-def _not_sent(position: int, interview_request_id: int, stop: RunStop) -> UpdateResult:
-    return UpdateResult(
-        position,
-        interview_request_id,
-        False,
-        None,
-        "not_sent",
-        f"not sent: the run stopped ({stop.code}) because {stop.reason}.",
-        stop.transient,
-    )
+def network_cause(error: requests.RequestException) -> str:
+    """Which :data:`~airflow_provider_hindsight.hooks.request.NETWORK_CAUSES` a ``requests`` failure is."""
+    text = str(error).lower()
+    if isinstance(error, requests.exceptions.SSLError):
+        return "tls"
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(error, requests.Timeout):
+        return "read_timeout"
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "broken_read"
+    if _caused_by(error, ConnectionRefusedError) or "refused" in text:
+        return "refused"
+    if "resolve" in text or "name or service not known" in text:
+        return "dns"
+    return "dropped"
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:

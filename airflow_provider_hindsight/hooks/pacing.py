@@ -1,11 +1,18 @@
-"""The one client-side pacer: spaces request starts so the API's rate limit is never tripped."""
+"""The one client-side pacer: spaces request starts so the API's rate limit is never tripped.
+
+:class:`PaceSchedule` is the arithmetic, pure (every method is told the time); :class:`RatePacer`
+puts a lock and a clock around it and offers a blocking waiter (worker threads) and an awaiting one
+(the triggerer's event loop). :func:`shared_pacer` gives every trigger of one connection in one
+process the same pacer, so they share one budget.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 SAFETY_MARGIN = 0.97
@@ -33,15 +40,93 @@ class PaceChange:
     reason: str
 
 
-class RatePacer:
-    """Hands out evenly spaced start times to any number of threads.
+class PaceSchedule:
+    """Evenly spaced start times, pauses and slow-downs as pure arithmetic: no lock, no clock, no sleep.
 
     Consecutive starts are exactly ``60 / (rate * SAFETY_MARGIN)`` seconds apart (at 1,000 a minute,
     one every 61.9 ms: 16.2 a second, 970 a minute), never in bursts: a window of any length holds at
     most its share of ``SAFETY_MARGIN`` times the limit, rounded up to a whole request. A 429 pauses
-    every thread for what the API asked and lowers the rate (the API's limit may be lower than the plan
+    every caller for what the API asked and lowers the rate (the API's limit may be lower than the plan
     configured); after ``RECOVERY_AFTER_SECONDS`` without a 429 the rate creeps back up to the
-    configured one. ``on_change`` hears of every drop, recovery and pause, outside the pacer's lock.
+    configured one.
+
+    A start time is a reservation ``(start, generation)``. It stops holding when a pause or slow-down
+    voids the start times handed out before it, or when its caller comes back too late for it.
+    """
+
+    def __init__(self, requests_per_minute: float, *, now: float) -> None:
+        if requests_per_minute <= 0:
+            raise ValueError(f"requests_per_minute must be positive, got {requests_per_minute!r}")
+        self.configured_requests_per_minute = float(requests_per_minute)
+        self.rate = float(requests_per_minute)
+        self._floor = min(MIN_REQUESTS_PER_MINUTE, self.rate)
+        self._next_start = 0.0
+        self._paused_until = 0.0
+        self._last_change = now
+        self._last_slow_down = -math.inf
+        self._generation = 0
+
+    @property
+    def effective_requests_per_minute(self) -> float:
+        return self.rate * SAFETY_MARGIN
+
+    def reserve(self, now: float) -> tuple[float, int, PaceChange | None]:
+        """The next start time, its generation, and a recovery of the pace that happened first, if any."""
+        change = self._recover(now)
+        start = max(now, self._next_start, self._paused_until)
+        self._next_start = start + self.interval
+        return start, self._generation, change
+
+    def holds(self, start: float, generation: int, now: float, *, waited: bool) -> bool:
+        """Whether a reservation may start now: not voided, and its caller not late for it."""
+        late = now - start if waited else 0.0
+        return generation == self._generation and late <= max(self.interval / 2, LATE_WAKE_SECONDS)
+
+    def pause(self, seconds: float, now: float) -> PaceChange | None:
+        change = None
+        if seconds > 0 and self._paused_until <= now:
+            rate = self.effective_requests_per_minute
+            change = PaceChange(rate, rate, seconds, "the API asked to wait (Retry-After)")
+        self._paused_until = max(self._paused_until, now + seconds)
+        self._void_start_times(now)
+        return change
+
+    def slow_down(self, now: float) -> PaceChange | None:
+        change = None
+        if now - self._last_slow_down >= 1.0 and self.rate > self._floor:
+            old = self.effective_requests_per_minute
+            self.rate = max(self._floor, self.rate * SLOW_DOWN_FACTOR)
+            self._last_slow_down = now
+            change = PaceChange(old, self.effective_requests_per_minute, 0.0, "the API answered 429")
+        self._last_change = now
+        self._void_start_times(now)
+        return change
+
+    @property
+    def interval(self) -> float:
+        return 60.0 / (self.rate * SAFETY_MARGIN)
+
+    def _void_start_times(self, now: float) -> None:
+        """Start times already handed out no longer hold; the next one is one interval from now."""
+        self._generation += 1
+        self._next_start = max(self._paused_until, now + self.interval)
+
+    def _recover(self, now: float) -> PaceChange | None:
+        if self.rate >= self.configured_requests_per_minute or now - self._last_change < RECOVERY_AFTER_SECONDS:
+            return None
+        old = self.effective_requests_per_minute
+        self.rate = min(self.configured_requests_per_minute, self.rate * RECOVERY_FACTOR)
+        self._last_change = now
+        return PaceChange(old, self.effective_requests_per_minute, 0.0, f"no 429 for {RECOVERY_AFTER_SECONDS:g}s")
+
+
+class RatePacer:
+    """A :class:`PaceSchedule` shared by any number of threads and coroutines.
+
+    :meth:`acquire` blocks a worker thread, :meth:`acquire_async` awaits on an event loop; both take
+    start times from the same schedule, so a process's threads and triggers share one pace.
+    ``on_change`` hears of every drop, recovery and pause, outside the lock. The lock is only ever
+    held for arithmetic, never across a wait, so taking it on the event loop does not stall it.
 
     A caller that wakes late (a busy machine, a stalled process) does not go at once: it takes a new
     start time, so the requests held up by a stall do not leave together as a burst.
@@ -53,32 +138,29 @@ class RatePacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_change: Callable[[PaceChange], None] | None = None,
     ) -> None:
-        if requests_per_minute <= 0:
-            raise ValueError(f"requests_per_minute must be positive, got {requests_per_minute!r}")
-        self.configured_requests_per_minute = float(requests_per_minute)
-        self._rate = float(requests_per_minute)
-        self._floor = min(MIN_REQUESTS_PER_MINUTE, self._rate)
         self._clock = clock
         self._sleep = sleep
+        self._async_sleep = async_sleep
         self._on_change = on_change
         self._lock = threading.Lock()
-        self._next_start = 0.0
-        self._paused_until = 0.0
-        self._last_change = clock()
-        self._last_slow_down = -math.inf
-        self._generation = 0
+        self._schedule = PaceSchedule(requests_per_minute, now=clock())
+
+    @property
+    def configured_requests_per_minute(self) -> float:
+        return self._schedule.configured_requests_per_minute
 
     @property
     def requests_per_minute(self) -> float:
         """The pace in force now, before the safety margin (lower than configured after 429s)."""
-        return self._rate
+        return self._schedule.rate
 
     @property
     def effective_requests_per_minute(self) -> float:
         """Requests a minute actually started: the pace in force times ``SAFETY_MARGIN``."""
-        return self._rate * SAFETY_MARGIN
+        return self._schedule.effective_requests_per_minute
 
     def acquire(self) -> float:
         """Block until this caller may start a request; return how long it waited.
@@ -89,21 +171,23 @@ class RatePacer:
         """
         waited = 0.0
         while True:
-            with self._lock:
-                now = self._clock()
-                change = self._recover(now)
-                start = max(now, self._next_start, self._paused_until)
-                self._next_start = start + self._interval()
-                generation = self._generation
-            self._tell(change)
-            wait = start - now
+            start, generation, wait = self._reserve()
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
-            with self._lock:
-                late = self._clock() - start if wait > 0 else 0.0
-                if generation == self._generation and late <= max(self._interval() / 2, LATE_WAKE_SECONDS):
-                    return waited
+            if self._holds(start, generation, waited=wait > 0):
+                return waited
+
+    async def acquire_async(self) -> float:
+        """:meth:`acquire` for the event loop: awaits instead of blocking."""
+        waited = 0.0
+        while True:
+            start, generation, wait = self._reserve()
+            if wait > 0:
+                await self._async_sleep(wait)
+                waited += wait
+            if self._holds(start, generation, waited=wait > 0):
+                return waited
 
     def pause(self, seconds: float) -> None:
         """Hold every caller back for ``seconds`` (the API's ``Retry-After``).
@@ -111,49 +195,49 @@ class RatePacer:
         ``on_change`` hears of a pause when it starts; a later 429 that extends it does not repeat it.
         """
         with self._lock:
-            now = self._clock()
-            change = None
-            if seconds > 0 and self._paused_until <= now:
-                rate = self.effective_requests_per_minute
-                change = PaceChange(rate, rate, seconds, "the API asked to wait (Retry-After)")
-            self._paused_until = max(self._paused_until, now + seconds)
-            self._void_start_times()
+            change = self._schedule.pause(seconds, self._clock())
         self._tell(change)
 
     def slow_down(self) -> None:
         """Lower the pace after a 429: the API's limit is lower than the pace in force.
 
-        Several threads see the same burst of 429s, so the rate drops at most once a second; 429s
+        Several callers see the same burst of 429s, so the rate drops at most once a second; 429s
         that keep coming keep lowering it. Recovery counts from the last 429.
         """
         with self._lock:
-            now = self._clock()
-            change = None
-            if now - self._last_slow_down >= 1.0 and self._rate > self._floor:
-                old = self.effective_requests_per_minute
-                self._rate = max(self._floor, self._rate * SLOW_DOWN_FACTOR)
-                self._last_slow_down = now
-                change = PaceChange(old, self.effective_requests_per_minute, 0.0, "the API answered 429")
-            self._last_change = now
-            self._void_start_times()
+            change = self._schedule.slow_down(self._clock())
         self._tell(change)
 
-    def _interval(self) -> float:
-        return 60.0 / (self._rate * SAFETY_MARGIN)
+    def _reserve(self) -> tuple[float, int, float]:
+        with self._lock:
+            now = self._clock()
+            start, generation, change = self._schedule.reserve(now)
+        self._tell(change)
+        return start, generation, start - now
 
-    def _void_start_times(self) -> None:
-        """Start times already handed out no longer hold; the next one is one interval from now."""
-        self._generation += 1
-        self._next_start = max(self._paused_until, self._clock() + self._interval())
-
-    def _recover(self, now: float) -> PaceChange | None:
-        if self._rate >= self.configured_requests_per_minute or now - self._last_change < RECOVERY_AFTER_SECONDS:
-            return None
-        old = self.effective_requests_per_minute
-        self._rate = min(self.configured_requests_per_minute, self._rate * RECOVERY_FACTOR)
-        self._last_change = now
-        return PaceChange(old, self.effective_requests_per_minute, 0.0, f"no 429 for {RECOVERY_AFTER_SECONDS:g}s")
+    def _holds(self, start: float, generation: int, *, waited: bool) -> bool:
+        with self._lock:
+            return self._schedule.holds(start, generation, self._clock(), waited=waited)
 
     def _tell(self, change: PaceChange | None) -> None:
         if change is not None and self._on_change is not None:
             self._on_change(change)
+
+
+_SHARED: dict[str, RatePacer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pacer(
+    key: str, requests_per_minute: float, on_change: Callable[[PaceChange], None] | None = None
+) -> RatePacer:
+    """The one pacer of ``key`` (a connection) in this process, made at the first caller's pace.
+
+    Every trigger of one connection in one triggerer shares it, so together they stay within the
+    connection's limit, however many sensors wait.
+    """
+    with _SHARED_LOCK:
+        pacer = _SHARED.get(key)
+        if pacer is None:
+            pacer = _SHARED[key] = RatePacer(requests_per_minute, on_change=on_change)
+        return pacer

@@ -1,4 +1,10 @@
-"""The one retry policy: what is retried, how long to wait, and when to give up."""
+"""The retry policy: what is retried for each kind of request, how long to wait, and when to give up.
+
+Two rules: :data:`IDEMPOTENT` (PATCH and GET: retry every transient error) and :data:`CREATE`
+(``POST /interviews``: retry only what cannot have reached the API; once it may have arrived, the
+outcome is unknown and is never sent again). :class:`RetryPolicy` builds a tenacity loop for worker
+threads and one for the event loop from the same decisions.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ import email.utils
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
     Retrying,
     retry_if_exception,
@@ -18,7 +26,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from airflow_provider_hindsight.exceptions import HindsightError
+from airflow_provider_hindsight.exceptions import (
+    HindsightConnectionError,
+    HindsightError,
+    HindsightRateLimitError,
+    HindsightUnknownOutcomeError,
+)
 
 _EPOCH_THRESHOLD = 1_000_000_000.0  # X-RateLimit-Reset above this is a Unix time, below it a delay
 
@@ -58,6 +71,44 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, HindsightError) and error.transient
 
 
+def cannot_have_arrived(error: BaseException) -> bool:
+    """A 429 (the limiter answered) or a connection that was never made: the request created nothing."""
+    return isinstance(error, HindsightRateLimitError) or (
+        isinstance(error, HindsightConnectionError) and not error.may_have_arrived
+    )
+
+
+def _unchanged(error: HindsightError, subject: str) -> HindsightError:
+    return error
+
+
+def _unknown_outcome(error: HindsightError, subject: str) -> HindsightError:
+    """A create's last error once it may have reached the API: the outcome is unknown, never resent."""
+    if cannot_have_arrived(error) or not error.transient:
+        return error
+    return HindsightUnknownOutcomeError(
+        f"{subject}: the outcome is unknown ({error.message.rstrip('.')}). The request may have created the "
+        "interview, so it is not sent again: check in Hindsight whether it exists.",
+        status_code=error.status_code,
+        details={"cause": error.details.get("cause", error.code)},
+    )
+
+
+@dataclass(frozen=True)
+class RetryRule:
+    """What one kind of request may retry, and what its last error becomes when it gives up."""
+
+    name: str
+    should_retry: Callable[[BaseException], bool]
+    final_error: Callable[[HindsightError, str], HindsightError]
+
+
+IDEMPOTENT = RetryRule("idempotent", is_retryable, _unchanged)
+"""PATCH and GET: the same request twice has the same effect, so every transient error is retried."""
+CREATE = RetryRule("create", cannot_have_arrived, _unknown_outcome)
+"""POST /interviews is not idempotent: retried only when it cannot have reached the API."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with jittered exponential backoff that honours the API's requested wait.
@@ -75,12 +126,28 @@ class RetryPolicy:
 
     def retrying(
         self,
+        rule: RetryRule,
         *,
         before_sleep: Callable[[RetryCallState], None],
         sleep: Callable[[float], None],
         stopped: threading.Event | None = None,
     ) -> Retrying:
-        """A tenacity ``Retrying`` for one request; ``stopped`` being set ends the attempts early."""
+        """A tenacity loop for one request in a thread; ``stopped`` being set ends the attempts early."""
+        return Retrying(sleep=sleep, **self._loop(rule, before_sleep, stopped))
+
+    def async_retrying(
+        self,
+        rule: RetryRule,
+        *,
+        before_sleep: Callable[[RetryCallState], None],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> AsyncRetrying:
+        """The same loop for a coroutine: it awaits between attempts."""
+        return AsyncRetrying(sleep=sleep, **self._loop(rule, before_sleep, None))
+
+    def _loop(
+        self, rule: RetryRule, before_sleep: Callable[[RetryCallState], None], stopped: threading.Event | None
+    ) -> dict[str, Any]:
         backoff = wait_exponential_jitter(initial=self.initial_backoff, max=self.max_wait, jitter=self.jitter)
 
         def wait(state: RetryCallState) -> float:
@@ -89,17 +156,16 @@ class RetryPolicy:
             return min(requested, self.max_wait) if requested is not None else backoff(state)
 
         def should_retry(error: BaseException) -> bool:
-            if not is_retryable(error):
+            if not rule.should_retry(error):
                 return False
             retry_after = getattr(error, "retry_after", None)
             return retry_after is None or retry_after <= self.max_wait
 
         stop = stop_after_attempt(self.max_retries + 1)
-        return Retrying(
-            stop=stop if stopped is None else stop | stop_when_event_set(stopped),
-            wait=wait,
-            retry=retry_if_exception(should_retry),
-            before_sleep=before_sleep,
-            sleep=sleep,
-            reraise=True,
-        )
+        return {
+            "stop": stop if stopped is None else stop | stop_when_event_set(stopped),
+            "wait": wait,
+            "retry": retry_if_exception(should_retry),
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }

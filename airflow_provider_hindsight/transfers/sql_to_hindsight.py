@@ -25,8 +25,8 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.hooks.sql import sql_hook
 from airflow_provider_hindsight.lineage import SqlToHindsightLineageMixin
-from airflow_provider_hindsight.operators.hindsight import BaseHindsightBulkOperator
-from airflow_provider_hindsight.payload import UPDATE_FIELDS
+from airflow_provider_hindsight.operators.bulk import BaseHindsightUpdateOperator
+from airflow_provider_hindsight.resources.interviews import UPDATE_FIELDS
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor, streaming_kind
 
 try:
@@ -44,7 +44,7 @@ ID_COLUMN = "interview_request_id"
 CONTEXT_COLUMN = "contact_context"
 
 
-class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperator):
+class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightUpdateOperator):
     """Run a query on any Airflow SQL connection and send each result row as an interview update.
 
     Rows are fetched ``batch_size`` at a time and sent at the pace of the ``hindsight`` connection,
@@ -120,19 +120,19 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightBulkOperat
     def execute(self, context: Context) -> dict[str, Any]:
         """Stream the query's rows to Hindsight and return the summary."""
         self._check_arguments()
-        sync = self.open_sync(context)  # before the query: the ledger may share its database (SQLite WAL)
-        try:
-            with closing(self.db_hook.get_conn()) as connection, streaming_cursor(connection) as cursor:
-                self.log.info("Reading rows with %s.", streaming_kind(connection))
-                if self.parameters is None:
-                    cursor.execute(self.sql)
-                else:
-                    cursor.execute(self.sql, self.parameters)
-                columns = self._map_columns(cursor.description)
-                return self.push_rows(self._rows(cursor, columns), context, sync=sync)
-        finally:
-            if sync is not None:
-                sync.ledger.close()
+        # The ledger opens before the query: it may share its database (SQLite WAL).
+        with (
+            self.open_sync() as sync,
+            closing(self.db_hook.get_conn()) as connection,
+            streaming_cursor(connection) as cursor,
+        ):
+            self.log.info("Reading rows with %s.", streaming_kind(connection))
+            if self.parameters is None:
+                cursor.execute(self.sql)
+            else:
+                cursor.execute(self.sql, self.parameters)
+            columns = self._map_columns(cursor.description)
+            return self.push_rows(self._rows(cursor, columns), context, sync=sync)
 
     def _check_arguments(self) -> None:
         """Refuse bad arguments before connecting (templates are rendered by now)."""

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_hindsight.bulk.circuit import DEFAULT_MAX_CONSECUTIVE_TRANSIENT
 from airflow_provider_hindsight.exceptions import (
     HindsightConfigurationError,
     HindsightPermanentError,
     HindsightTransientError,
     HindsightValidationError,
 )
-from airflow_provider_hindsight.hooks.circuit import DEFAULT_MAX_CONSECUTIVE_TRANSIENT
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.testing import HindsightEmulator

@@ -8,12 +8,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_hindsight.bulk.report import LOGGED_FAILURES, format_duration
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
-from airflow_provider_hindsight.operators.hindsight import (
-    LOGGED_FAILURES,
-    HindsightBulkUpdateInterviewsOperator,
-    format_duration,
-)
+from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.testing import HindsightEmulator
 
 from .helpers import Executed
@@ -41,7 +38,10 @@ def test_failed_rows_are_logged_with_id_and_reason_when_the_task_succeeds(
         r"Row 100, interview 5 failed: interview_request_id 5 already came in row 5, which was sent", logged
     )
     assert re.search(r"Row 200, interview 200 failed: objective must be a string, got int", logged)
-    assert "Finished: 300 rows done of 300 (3 failed)" in logged
+    assert re.search(
+        r"Finished: 300 rows done of 300 in [0-9.]+s: 297 sent \(297 accepted\), 297 succeeded, 3 failed;", logged
+    )
+    assert "3 of 300 rows failed, within max_failures=5 (5 allowed): the task succeeds." in logged
 
 
 def test_failed_rows_past_the_cap_are_counted(
@@ -54,7 +54,7 @@ def test_failed_rows_past_the_cap_are_counted(
     assert outcome.error is None
     logged = task_logs()
     assert len(re.findall(r"Row \d+, interview \d+ failed", logged)) in (LOGGED_FAILURES, 2 * LOGGED_FAILURES)
-    assert "20 more rows failed; the summary XCom (key 'summary') lists every failed row and why." in logged
+    assert "20 more rows failed; the summary XCom (key 'summary') lists every one and why." in logged
 
 
 def test_the_progress_line_states_the_pace_in_force(

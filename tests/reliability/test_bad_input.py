@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.payload import MAX_FIELD_CHARS, UPDATE_FIELDS
+from airflow_provider_hindsight.resources.interviews import MAX_FIELD_CHARS, UPDATE_FIELDS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.dag_files.reliability_dags import WAREHOUSE_VALUES
 
@@ -142,7 +142,7 @@ def broken_base_urls(base_url: str) -> list[str]:
     ]
 
 
-NO_PASSWORD = pytest.param(lambda url: [(url, None)], ("has no API key", "Password field"), id="no-password")
+NO_PASSWORD = pytest.param(lambda url: [(url, None)], ("has no API key", "API key (Password) field"), id="no-password")
 CONNECTION_CASES: list[Any] = [
     NO_PASSWORD,
     pytest.param(

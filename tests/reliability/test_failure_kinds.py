@@ -136,7 +136,7 @@ def test_bulk_with_only_permanent_failures_fails_on_the_first_try(
     (failure,) = summary["failures"]
     assert (failure["interview_request_id"], failure["status_code"], failure["code"]) == (missing, 404, "not_found")
     assert len(emulator.requests) == len(ROWS)
-    assert f"1 of {len(ROWS)} rows failed (max_failures=0)" in task_logs()
+    assert f"1 of {len(ROWS)} rows failed (max_failures=0, 0 allowed)" in task_logs()
     assert "key 'summary'" in task_logs()
 
 

@@ -104,23 +104,24 @@ def test_a_table_of_that_name_with_other_columns(
 def test_a_ledger_table_that_is_not_a_plain_name(
     filled: Source, ledger_db: LedgerDatabase, hindsight_emulator: HindsightEmulator
 ) -> None:
+    """Refused when the DAG is parsed (the operator is built), long before any run."""
     ledger_db.run("CREATE TABLE y (keep INTEGER)")
     for table in ("x; drop table y", "analytics.ledger.v2", "ledger-2026", '"ledger"'):
-        outcome = run(transfer(filled, ledger_db, ledger_table=table))
+        with pytest.raises(HindsightValidationError) as info:
+            transfer(filled, ledger_db, ledger_table=table)
 
-        assert isinstance(outcome.error, HindsightValidationError)
-        assert outcome.error.field == "ledger_table"
-        assert "ledger_table must be a table name such as 'hindsight_sync_ledger'" in str(outcome.error)
-        assert repr(table) in str(outcome.error)
+        assert info.value.field == "ledger_table"
+        assert "ledger_table must be a table name such as 'hindsight_sync_ledger'" in str(info.value)
+        assert repr(table) in str(info.value)
     assert hindsight_emulator.request_count == 0
     assert ledger_db.table_exists("y") and not ledger_db.table_exists(TABLE)
 
 
 def test_a_bad_sync_id(filled: Source, ledger_db: LedgerDatabase, hindsight_emulator: HindsightEmulator) -> None:
-    outcome = run(transfer(filled, ledger_db, sync_id="   "))
-    assert isinstance(outcome.error, HindsightValidationError)
-    assert outcome.error.field == "sync_id"
-    assert "Leave it unset for '<dag_id>.<task_id>'" in str(outcome.error)
+    with pytest.raises(HindsightValidationError) as info:
+        transfer(filled, ledger_db, sync_id="   ")
+    assert info.value.field == "sync_id"
+    assert "Leave it unset for '<dag_id>.<task_id>'" in str(info.value)
     assert hindsight_emulator.request_count == 0
 
 

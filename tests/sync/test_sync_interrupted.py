@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_hindsight.sync import CHECKPOINT_ROWS
+from airflow_provider_hindsight.bulk.changes import CHECKPOINT_ROWS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.helpers import task_states, xcom_value
 from tests.sync.helpers import (

@@ -46,7 +46,7 @@ def test_update_interviews_accounts_for_every_row(hook: HindsightHook, requests_
     for position, (row, expected) in enumerate(cases, start=1):
         result = results[position]
         assert result.succeeded is expected.get("succeeded", False)
-        assert result.interview_request_id == expected.get("id", row.get("interview_request_id"))
+        assert result.key == expected.get("id", row.get("interview_request_id"))
         assert result.status_code == expected.get("status_code")
         assert result.code == expected.get("code")
         assert expected.get("names", "") in (result.message or "")
@@ -79,7 +79,7 @@ def test_update_interviews_pulls_rows_lazily(
 
     assert sorted(result.row for result in consumed) == list(range(1, count + 1))
     assert all(result.succeeded for result in consumed)
-    assert {result.row: result.interview_request_id for result in consumed} == {n: n for n in range(1, count + 1)}
+    assert {result.row: result.key for result in consumed} == {n: n for n in range(1, count + 1)}
 
 
 def test_pace_comes_from_the_connection(

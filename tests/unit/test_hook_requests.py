@@ -25,7 +25,7 @@ from airflow_provider_hindsight.exceptions import (
     HindsightValidationError,
 )
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.payload import MAX_FIELD_CHARS, UPDATE_FIELDS
+from airflow_provider_hindsight.resources.interviews import MAX_FIELD_CHARS, UPDATE_FIELDS
 
 from .helpers import (
     API_KEY,

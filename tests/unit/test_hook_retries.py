@@ -14,6 +14,7 @@ import requests
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_hindsight.exceptions import (
+    HindsightConfigurationError,
     HindsightConnectionError,
     HindsightRateLimitError,
 )
@@ -193,18 +194,21 @@ def test_network_failures_are_retried_then_raised_naming_the_cause_and_host(
     assert "requests.exceptions" not in str(info.value)
 
 
-def test_a_tls_error_on_a_bare_host_hints_at_http_and_allow_insecure_http(
+def test_a_tls_error_on_a_bare_host_fails_at_once_with_the_http_hint(
     set_connection: SetConnection, make_hook: MakeHook, requests_mock: Any
 ) -> None:
+    """A bare host that fails its TLS handshake is a configuration mistake: no retries, permanent."""
     set_connection(host="127.0.0.1", port=9321)
     requests_mock.patch("https://127.0.0.1:9321/api/v1/interviews/1", exc=requests.exceptions.SSLError("wrong version"))
 
-    with pytest.raises(HindsightConnectionError) as info:
-        make_hook(requests_per_minute=FAST_RPM, max_retries=0).update_interview(1, objective="x")
+    with pytest.raises(HindsightConfigurationError) as info:
+        make_hook(requests_per_minute=FAST_RPM, max_retries=5).update_interview(1, objective="x")
 
+    assert requests_mock.call_count == 1
+    assert isinstance(info.value, AirflowFailException)
     message = str(info.value)
     assert "TLS handshake failed on 127.0.0.1:9321" in message
-    assert "given without a scheme, so https:// is used" in message
+    assert "without a scheme, so https:// is used" in message
     assert "http://127.0.0.1:9321/api/v1" in message
     assert "allow_insecure_http" in message
 

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_hindsight.bulk.rows import interview_update_from_row
 from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.payload import (
+from airflow_provider_hindsight.inputs import reject_rendered_python_literal
+from airflow_provider_hindsight.resources.interviews import (
     MAX_FIELD_CHARS,
     MAX_INTERVIEW_REQUEST_ID,
     UPDATE_FIELDS,
     build_interview_update,
-    interview_update_from_row,
-    reject_rendered_python_literal,
     validate_interview_request_id,
 )
 

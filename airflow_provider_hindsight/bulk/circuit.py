@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from airflow_provider_hindsight.payload import UpdateResult
+from airflow_provider_hindsight.bulk.rows import RowResult
 
 AUTH_STATUSES = frozenset({401, 403})
 DEFAULT_MAX_CONSECUTIVE_TRANSIENT = 10
@@ -55,7 +55,7 @@ class CircuitBreaker:
         self.stopped = threading.Event()
         self.stop: RunStop | None = None
 
-    def record(self, result: UpdateResult) -> None:
+    def record(self, result: RowResult) -> None:
         """Count a sent row's result; trip when it shows the run cannot succeed."""
         with self._lock:
             if self.stop is not None:
@@ -65,9 +65,9 @@ class CircuitBreaker:
                 self._last_success = self._clock()
             elif result.status_code in AUTH_STATUSES:
                 self._trip(
-                    f"the API refused the key (HTTP {result.status_code}) for interview "
-                    f"{result.interview_request_id}: every other row would be refused too. Check the API key "
-                    "in the connection's Password field",
+                    f"the API refused the key (HTTP {result.status_code}) for row {result.row} ({result.key}): "
+                    "every other row would be refused too. Check the API key in the connection's API key "
+                    "(Password) field",
                     "stopped_auth",
                     transient=False,
                 )
@@ -83,6 +83,12 @@ class CircuitBreaker:
                     )
             else:
                 self._consecutive_transient = 0
+
+    def halt(self, reason: str) -> None:
+        """Stop the run now from outside (the task is being killed): no further request starts."""
+        with self._lock:
+            if self.stop is None:
+                self._trip(reason, "stopped_killed", transient=True)
 
     def _trip(self, reason: str, code: str, *, transient: bool) -> None:
         self.stop = RunStop(reason, code, transient)

@@ -1,10 +1,11 @@
 """Change-only sync: skip rows whose body Hindsight already has, and record what it accepted.
 
 Sits between row validation and the bulk engine. :meth:`ChangeOnlySync.skip_unchanged` reads
-validated rows a batch at a time, looks their hashes up in the :class:`~.ledger.SyncLedger` in one
-query per batch, and passes on only new or changed rows (rows it skips end as ``unchanged``).
+validated rows a batch at a time, looks their hashes up in the sync ledger in one query per
+batch, and passes on only new or changed rows (rows it skips end as ``unchanged``).
 :meth:`ChangeOnlySync.account` takes each result as it comes back: a 2xx is recorded with the
-hash of the exact body sent, a failure of a sent row is forgotten so the next run sends it again.
+hash of the exact body sent, a failure of a sent row is forgotten so the next run sends it again,
+and a row the run never sent (it stopped early) leaves its entry as it was.
 Records are written in checkpoints (every :data:`CHECKPOINT_ROWS` rows or
 :data:`CHECKPOINT_SECONDS` seconds), so a run killed mid-way and retried resends at most one
 checkpoint window plus the requests that were in flight.
@@ -17,13 +18,12 @@ import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
+from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
 from airflow_provider_hindsight.ledger import LEDGER_BATCH, SyncLedger, body_sha256
-from airflow_provider_hindsight.payload import InterviewUpdate, UpdateResult
+from airflow_provider_hindsight.resources.interviews import InterviewUpdate
 
 CHECKPOINT_ROWS = 200
 CHECKPOINT_SECONDS = 5.0
-
-CheckedRow = tuple[int, InterviewUpdate | UpdateResult]
 
 
 class ChangeOnlySync:
@@ -33,6 +33,9 @@ class ChangeOnlySync:
     :param base_url: the API base URL the rows go to; part of each hash, so another account resends.
     :param full_refresh: send every row whatever the ledger says, and record them all again.
     :param dry_run: look up only; :meth:`account` writes nothing.
+
+    A context manager: the operator enters it once; leaving it writes the last checkpoint (not in a
+    dry run) and closes the ledger, whatever happened.
     """
 
     def __init__(self, ledger: SyncLedger, *, base_url: str, full_refresh: bool, dry_run: bool) -> None:
@@ -40,8 +43,6 @@ class ChangeOnlySync:
         self.base_url = base_url
         self.full_refresh = full_refresh
         self.dry_run = dry_run
-        self.unchanged = 0
-        self.recorded = 0
         # row position -> hash, for the rows handed on and not yet accounted for. Keyed by position, not
         # id: a later row repeating an id ends at once (duplicate_id) while the first is still in flight.
         self._sent: dict[int, str] = {}
@@ -60,26 +61,25 @@ class ChangeOnlySync:
                 with self._ledger_busy:
                     known = self.ledger.lookup(update.interview_request_id for update in updates)
             for position, item in batch:
-                if isinstance(item, UpdateResult):
+                if isinstance(item, RowResult):
                     yield position, item
                     continue
                 digest = body_sha256(self.base_url, item.payload)
                 if known.get(item.interview_request_id) == digest:
-                    self.unchanged += 1
-                    yield position, UpdateResult(position, item.interview_request_id, False, unchanged=True)
+                    yield position, RowResult.skipped(position, item.interview_request_id)
                 else:
                     self._sent[position] = digest
                     yield position, item
 
-    def account(self, result: UpdateResult) -> None:
+    def account(self, result: RowResult) -> None:
         """Note how a row handed on ended; write a checkpoint when one is due."""
         digest = self._sent.pop(result.row, None)
-        if digest is None or self.dry_run:
+        if digest is None or self.dry_run or not result.was_sent:
             return
         if result.succeeded:
-            self._delivered.append((result.interview_request_id, digest))
+            self._delivered.append((result.key, digest))
         else:
-            self._failed.append(result.interview_request_id)
+            self._failed.append(result.key)
         due = time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS
         if due or len(self._delivered) + len(self._failed) >= CHECKPOINT_ROWS:
             self.checkpoint()
@@ -98,9 +98,19 @@ class ChangeOnlySync:
             delivered, self._delivered = self._delivered, []
             failed, self._failed = self._failed, []
             if delivered:
-                self.recorded += self.ledger.record(delivered)
+                self.ledger.record(delivered)
             if failed:
                 self.ledger.forget(failed)
             self._last_checkpoint = time.monotonic()
         finally:
             self._ledger_busy.release()
+
+    def __enter__(self) -> ChangeOnlySync:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if not self.dry_run:
+                self.checkpoint()
+        finally:
+            self.ledger.close()

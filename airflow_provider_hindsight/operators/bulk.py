@@ -1,0 +1,226 @@
+"""The bulk operators' shared base: one hook, one engine run, one report, one verdict.
+
+:class:`BaseHindsightBulkOperator` is what every bulk operator (updates, creates, landing) shares:
+the connection and pace, the failure budget, dry runs, the workers, and the end of a run (summary to
+XCom, then the verdict). :class:`BaseHindsightUpdateOperator` adds change-only sync for updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
+from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
+from airflow_provider_hindsight.bulk.report import RunReport
+from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
+from airflow_provider_hindsight.hooks.hindsight import (
+    DEFAULT_MAX_RETRY_WAIT,
+    DEFAULT_MAX_WORKERS,
+    HindsightHook,
+    validate_max_workers,
+)
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
+from airflow_provider_hindsight.ledger import DEFAULT_LEDGER_TABLE, SyncLedger, validate_ledger_table, validate_sync_id
+from airflow_provider_hindsight.lineage import HindsightLineageMixin
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+DRY_RUN_SAMPLE = 5
+"""How many bodies a bulk dry run logs."""
+
+
+class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
+    """Shared by every bulk operator: send rows through the engine, count every one, report.
+
+    :param hindsight_conn_id: the ``hindsight`` connection.
+    :param requests_per_minute: pace for this task; wins over the connection's plan.
+    :param max_failures: failed rows tolerated: an int count, or a float ratio of all rows
+        (``0.01`` = 1 %). Checked after every row was tried.
+    :param dry_run: validate every row and log a sample of bodies; send nothing.
+    :param max_workers: concurrent requests used to hide network latency (1 to 256).
+    :param max_retry_wait: the longest single wait between attempts of one row.
+    :param progress_interval: seconds between progress lines in the task log.
+    """
+
+    def __init__(
+        self,
+        *,
+        hindsight_conn_id: str = HindsightHook.default_conn_name,
+        requests_per_minute: float | None = None,
+        max_failures: int | float = 0,
+        dry_run: bool = False,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+        progress_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hindsight_conn_id = hindsight_conn_id
+        self.requests_per_minute = requests_per_minute
+        self.max_failures = check_max_failures(max_failures)
+        self.is_dry_run = dry_run
+        self.max_workers = validate_max_workers(max_workers)
+        self.max_retry_wait = max_retry_wait
+        self.progress_interval = progress_interval
+        self._breaker: CircuitBreaker | None = None
+
+    @cached_property
+    def hook(self) -> HindsightHook:
+        """The hook for this task's connection, at this task's pace and concurrency."""
+        return HindsightHook(
+            self.hindsight_conn_id,
+            requests_per_minute=self.requests_per_minute,
+            max_retry_wait=self.max_retry_wait,
+            max_workers=self.max_workers,
+        )
+
+    def new_report(
+        self,
+        *,
+        outcomes: Sequence[str],
+        listed: Sequence[str] = ("failed",),
+        key_name: str = "interview_request_id",
+        key_label: str = "interview",
+        total: int | None,
+    ) -> RunReport:
+        """The run's accountant, with progress lines at this task's interval and the hook's pace."""
+        return RunReport(
+            self.log,
+            outcomes=outcomes,
+            listed=listed,
+            key_name=key_name,
+            key_label=key_label,
+            total=total,
+            progress_interval=self.progress_interval,
+            pace=None if self.is_dry_run else self._pace_and_429s,
+        )
+
+    def _pace_and_429s(self) -> str:
+        return f"{self.pace_text()}, {self.hook.rate_limited_count} answered 429"
+
+    def start_engine(self, checked: Iterable[CheckedRow], send: Any) -> Iterator[RowResult]:
+        """The engine's results for ``checked``, with a new circuit breaker that :meth:`on_kill` can halt."""
+        self._breaker = CircuitBreaker()
+        self.log.info(
+            "Sending to %s at %s with %d workers.", self.hook.settings.base_url, self.pace_text(), self.max_workers
+        )
+        return self.hook.run(checked, send, breaker=self._breaker)
+
+    def finish(self, report: RunReport, context: Context) -> dict[str, Any]:
+        """Push the summary to XCom (key ``summary``), then fail the task if the run says so; return the summary."""
+        stop = self._breaker.stop if self._breaker is not None else None
+        summary = report.summary(stop, dry_run=self.is_dry_run)
+        context["ti"].xcom_push(key="summary", value=summary)
+        report.verdict(summary, max_failures=self.max_failures, stop=stop)
+        return summary
+
+    def on_kill(self) -> None:
+        """Start no further request: the task is being killed."""
+        if self._breaker is not None:
+            self._breaker.halt("the task was killed (on_kill)")
+
+    def pace_text(self) -> str:
+        """The pace in force, with the configured one when 429s lowered it."""
+        pacer = self.hook.pacer
+        text = f"{pacer.effective_requests_per_minute:,.0f} requests a minute"
+        if pacer.requests_per_minute < pacer.configured_requests_per_minute:
+            text += f" (lowered from {pacer.configured_requests_per_minute * SAFETY_MARGIN:,.0f} after 429s)"
+        return text
+
+
+class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
+    """The bulk update operators' base: change-only sync on top of the bulk base.
+
+    :param ledger_conn_id: an Airflow SQL connection with write access; setting it turns change-only
+        sync on: rows whose exact body Hindsight already accepted in an earlier run are not sent.
+    :param ledger_table: the ledger table (``name`` or ``schema.name``), created on first use.
+    :param sync_id: the ledger's key for this sync; default ``"<dag_id>.<task_id>"``.
+    :param full_refresh: send every row whatever the ledger says, and record them all again.
+        Templated: ``"{{ params.full_refresh }}"`` renders ``"True"``/``"False"``, which are accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger_conn_id: str | None = None,
+        ledger_table: str = DEFAULT_LEDGER_TABLE,
+        sync_id: str | None = None,
+        full_refresh: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ledger_conn_id = ledger_conn_id
+        self.ledger_table = validate_ledger_table(ledger_table)
+        self.sync_id = sync_id if sync_id is None else validate_sync_id(sync_id)
+        self.full_refresh = full_refresh
+        self._sync: ChangeOnlySync | None = None
+
+    def open_sync(self) -> contextlib.AbstractContextManager[ChangeOnlySync | None]:
+        """With ``ledger_conn_id``, check the ledger (before any request or query) and start change-only sync.
+
+        The one owner of the ledger's lifetime: enter it once; leaving it checkpoints and closes.
+        """
+        if self.ledger_conn_id is None:
+            return contextlib.nullcontext()
+        full_refresh = parse_flag("full_refresh", self.full_refresh)
+        sync_id = self.sync_id or f"{self.dag_id}.{self.task_id}"
+        ledger = SyncLedger(ledger_conn_id=self.ledger_conn_id, table=self.ledger_table, sync_id=sync_id)
+        base_url = self.hook.settings.base_url  # the Hindsight connection is checked before the ledger is touched
+        ledger.prepare(create=not self.is_dry_run)
+        self._sync = ChangeOnlySync(ledger, base_url=base_url, full_refresh=full_refresh, dry_run=self.is_dry_run)
+        self.log.info(
+            "Change-only sync %r with the ledger %s on %r%s.",
+            sync_id,
+            self.ledger_table,
+            self.ledger_conn_id,
+            ": full refresh, every row is sent" if full_refresh else "",
+        )
+        return self._sync
+
+    def on_kill(self) -> None:
+        """Start no further request, then record what was delivered so that the retry does not send it again."""
+        super().on_kill()
+        if self._sync is not None:
+            self._sync.checkpoint(wait=False)
+
+    def push_rows(
+        self, rows: Iterable[Any], context: Context, *, total: int | None = None, sync: ChangeOnlySync | None = None
+    ) -> dict[str, Any]:
+        """Send every row, push the summary to XCom (key ``summary``), fail past ``max_failures``.
+
+        With ``sync`` (from :meth:`open_sync`), rows Hindsight already has are skipped as unchanged
+        and delivered rows are recorded in the ledger as the run goes, even when the task then fails.
+        """
+        outcomes = ("succeeded", "failed", "unchanged") if sync is not None else ("succeeded", "failed")
+        report = self.new_report(outcomes=outcomes, total=total)
+        checked = check_rows(rows)
+        if sync is not None:
+            checked = sync.skip_unchanged(checked)
+        if self.is_dry_run:
+            results: Iterable[RowResult] = self._dry_run_results(checked)
+        else:
+            results = self.start_engine(checked, self.hook.send_update_row)
+        for result in results:
+            if sync is not None:
+                sync.account(result)
+            report.record(result, "unchanged" if result.unchanged else "succeeded" if result.succeeded else "failed")
+        return self.finish(report, context)
+
+    def _dry_run_results(self, checked: Iterable[CheckedRow]) -> Iterator[RowResult]:
+        """Rows as the engine would end them, sending nothing: a row to send counts as succeeded; log a sample."""
+        for position, job in checked:
+            if isinstance(job, RowResult):
+                yield job
+                continue
+            if position <= DRY_RUN_SAMPLE:
+                self.log.info(
+                    "Dry run: would PATCH /interviews/%s with %s", job.interview_request_id, job.payload.decode()
+                )
+            yield RowResult.sent(position, job.interview_request_id)

@@ -1,0 +1,385 @@
+"""``HindsightInterviewTrigger`` over ``httpx.MockTransport``: serialisation, polling, deadline, errors, pace, loop."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, RatePacer
+from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger
+
+from .helpers import API_KEY, BASE_URL, FAST_RPM, envelope
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when the trigger sleeps."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def connection(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Define a connection of this test's own (its own shared pacer): ``connection(**extra) -> conn_id``."""
+    counter = itertools.count()
+
+    def define(**extra: Any) -> str:
+        conn_id = f"trig_{abs(hash(request.node.nodeid)) % 10**8}_{next(counter)}"
+        body = {"conn_type": "hindsight", "host": BASE_URL, "password": API_KEY, "extra": extra}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))
+        return conn_id
+
+    return define
+
+
+def make_trigger(
+    handler: Handler,
+    *,
+    clock: FakeClock | None = None,
+    hook_sleeps: list[float] | None = None,
+    shared_pace: bool = False,
+    **kwargs: Any,
+) -> HindsightInterviewTrigger:
+    kwargs.setdefault("requests_per_minute", FAST_RPM)
+    trigger = HindsightInterviewTrigger(**kwargs)
+
+    def make_hook() -> HindsightAsyncHook:
+        hook = HindsightInterviewTrigger.make_hook(trigger)
+        hook.transport = httpx.MockTransport(handler)
+
+        async def no_wait(seconds: float) -> None:
+            if hook_sleeps is not None:
+                hook_sleeps.append(seconds)
+
+        hook.async_sleep = no_wait
+        if not shared_pace:  # a test's 429 pause must not hold the next test, nor wait in real time
+            hook.pacer = RatePacer(FAST_RPM, async_sleep=pacer_wait)
+        return hook
+
+    async def pacer_wait(seconds: float) -> None:
+        pass
+
+    trigger.make_hook = make_hook  # type: ignore[method-assign]
+    if clock is not None:
+        trigger.clock = clock
+        trigger.sleep = clock.sleep
+    return trigger
+
+
+async def first_event(trigger: HindsightInterviewTrigger) -> dict[str, Any]:
+    events = [event.payload async for event in trigger.run()]
+    assert len(events) == 1
+    return events[0]
+
+
+def interview(interview_id: int, status: str) -> httpx.Response:
+    transcript = {
+        "document_id": "doc_1",
+        "content": "**Paige:** Hi\n\n**Ana:** SECRET",
+        "created_at": "2026-05-15T10:00:00Z",
+    }
+    return httpx.Response(
+        200,
+        json={
+            "interview_request_id": interview_id,
+            "status": status,
+            "transcript": transcript if status == "completed" else None,
+        },
+    )
+
+
+def test_serialize_round_trip_is_small_json_without_the_key(connection: Callable[..., str]) -> None:
+    conn_id = connection()
+    trigger = HindsightInterviewTrigger(
+        interview_request_ids=[str(4_000_000 + n) for n in range(500)],
+        target_status="sent",
+        hindsight_conn_id=conn_id,
+        poke_interval=600,
+        deadline="2026-05-15T10:00:00Z",
+    )
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["interview_request_ids"][:2] == [4_000_000, 4_000_001]
+    assert kwargs["deadline"] == 1778839200.0
+    text = json.dumps(kwargs)
+    assert len(text) < 6_000
+    assert API_KEY not in text
+
+
+def test_success_when_every_id_reached_the_target_each_polled_once_per_interval(
+    connection: Callable[..., str],
+) -> None:
+    clock = FakeClock()
+    polls: dict[int, list[float]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        interview_id = int(request.url.path.rsplit("/", 1)[1])
+        polls.setdefault(interview_id, []).append(clock())
+        done = len(polls[interview_id]) >= interview_id  # id 1 at the first poll, id 3 at the third
+        return interview(interview_id, "completed" if done else "sent")
+
+    trigger = make_trigger(
+        handler, clock=clock, interview_request_ids=[1, 2, 3], hindsight_conn_id=connection(), poke_interval=300
+    )
+    event = asyncio.run(first_event(trigger))
+
+    assert event == {
+        "status": "success",
+        "statuses": {"1": "completed", "2": "completed", "3": "completed"},
+        "error": None,
+    }
+    assert {key: len(value) for key, value in polls.items()} == {1: 1, 2: 2, 3: 3}
+    for moments in polls.values():
+        assert all(b - a >= 300 for a, b in itertools.pairwise(moments))
+    assert "SECRET" not in json.dumps(event)
+
+
+def test_sent_is_reached_by_completed_too(connection: Callable[..., str]) -> None:
+    answers = {1: "sent", 2: "completed"}
+    trigger = make_trigger(
+        lambda request: interview(int(request.url.path.rsplit("/", 1)[1]), answers[int(request.url.path[-1])]),
+        interview_request_ids=[1, 2],
+        target_status="sent",
+        hindsight_conn_id=connection(),
+    )
+    assert asyncio.run(first_event(trigger))["status"] == "success"
+
+
+def test_timeout_at_the_absolute_deadline_with_the_last_statuses(connection: Callable[..., str]) -> None:
+    clock = FakeClock()
+    polls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        polls.append(clock())
+        return interview(int(request.url.path.rsplit("/", 1)[1]), "sent")
+
+    trigger = make_trigger(
+        handler,
+        clock=clock,
+        interview_request_ids=[7, 8],
+        hindsight_conn_id=connection(),
+        poke_interval=300,
+        deadline=clock() + 1000,
+    )
+    event = asyncio.run(first_event(trigger))
+
+    assert event == {"status": "timeout", "statuses": {"7": "sent", "8": "sent"}, "error": None}
+    assert clock() == pytest.approx(clock.now) and clock.now - 1_800_000_000.0 == pytest.approx(1000)
+    assert len(polls) == 8  # at 0, 300, 600 and 900 s, each id
+    past = make_trigger(handler, clock=clock, interview_request_ids=[7], hindsight_conn_id=connection(), deadline=1.0)
+    assert asyncio.run(first_event(past))["status"] == "timeout"  # a deadline already gone: no request
+    assert len(polls) == 8
+
+
+def test_a_404_ends_it_naming_the_id(connection: Callable[..., str]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/13"):
+            return httpx.Response(404, json=envelope("not_found", "Interview request not found"))
+        return interview(12, "sent")
+
+    conn_id = connection()
+    trigger = make_trigger(handler, interview_request_ids=[12, 13], hindsight_conn_id=conn_id)
+    event = asyncio.run(first_event(trigger))
+
+    assert event["status"] == "error"
+    assert event["statuses"] == {"12": "sent"}
+    error = event["error"]
+    assert (error["interview_request_id"], error["status_code"], error["code"], error["transient"]) == (
+        13,
+        404,
+        "not_found",
+        False,
+    )
+    assert "interview 13" in error["message"] and conn_id in error["message"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_ends_it_naming_the_connection(connection: Callable[..., str], status: int) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(status, json=envelope("unauthorized", "bad key"))
+
+    conn_id = connection()
+    event = asyncio.run(first_event(make_trigger(handler, interview_request_ids=[1, 2, 3], hindsight_conn_id=conn_id)))
+
+    assert event["status"] == "error" and event["error"]["status_code"] == status
+    assert conn_id in event["error"]["message"] and "API key" in event["error"]["message"]
+    assert len(calls) == 1
+
+
+def test_a_missing_connection_is_an_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_TRIG_NOWHERE", raising=False)
+    trigger = make_trigger(
+        lambda request: interview(1, "sent"), interview_request_ids=[1], hindsight_conn_id="trig_nowhere"
+    )
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "error" and "trig_nowhere" in event["error"]["message"]
+    assert event["error"]["transient"] is False
+
+
+def test_transient_failures_are_ridden_out(connection: Callable[..., str]) -> None:
+    clock = FakeClock()
+    answers = iter([httpx.Response(503), httpx.Response(502), interview(5, "sent"), httpx.Response(500)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or interview(5, "completed")
+
+    trigger = make_trigger(
+        handler, clock=clock, interview_request_ids=[5], hindsight_conn_id=connection(max_retries=0), poke_interval=60
+    )
+    event = asyncio.run(first_event(trigger))
+    assert event == {"status": "success", "statuses": {"5": "completed"}, "error": None}
+
+
+def test_failures_in_a_row_end_it_retryably(connection: Callable[..., str]) -> None:
+    clock = FakeClock()
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    trigger = make_trigger(
+        handler,
+        clock=clock,
+        interview_request_ids=[1, 2],
+        hindsight_conn_id=connection(max_retries=1),
+        poke_interval=60,
+        max_consecutive_failures=3,
+    )
+    event = asyncio.run(first_event(trigger))
+
+    assert event["status"] == "error"
+    assert event["error"]["transient"] is True and event["error"]["code"] == "connection_error"
+    assert "3 polls in a row" in event["error"]["message"]
+    assert len(calls) == 3 * 2  # three polls, each with one retry
+
+
+def test_retry_after_is_honoured_by_the_hook_and_beyond_it(connection: Callable[..., str]) -> None:
+    clock = FakeClock()
+    hook_sleeps: list[float] = []
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "7"}, json=envelope("rate_limit_exceeded", "slow")),
+            httpx.Response(429, headers={"Retry-After": "240"}, json=envelope("rate_limit_exceeded", "slow")),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or interview(9, "completed")
+
+    trigger = make_trigger(
+        handler,
+        clock=clock,
+        hook_sleeps=hook_sleeps,
+        interview_request_ids=[9],
+        hindsight_conn_id=connection(),
+        max_consecutive_failures=1,
+    )
+    event = asyncio.run(first_event(trigger))
+
+    assert event["status"] == "success"  # 429s are not failures of the API
+    assert hook_sleeps == [7.0]  # the hook's retry waited what the API asked
+    assert 240 in clock.sleeps  # too long for a retry: the trigger itself waited it out
+
+
+def test_triggers_of_one_connection_share_one_pace(connection: Callable[..., str]) -> None:
+    pace = 600
+    conn_id = connection(requests_per_minute=pace)
+    starts: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        starts.append(time.monotonic())
+        return interview(int(request.url.path.rsplit("/", 1)[1]), "completed")
+
+    triggers = [
+        make_trigger(
+            handler,
+            interview_request_ids=range(10 * n + 1, 10 * n + 6),
+            hindsight_conn_id=conn_id,
+            requests_per_minute=None,
+            shared_pace=True,
+        )
+        for n in range(3)
+    ]
+
+    async def together() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(first_event(trigger) for trigger in triggers))
+
+    events = asyncio.run(together())
+
+    assert [event["status"] for event in events] == ["success"] * 3
+    assert len(starts) == 15
+    interval = 60 / (pace * SAFETY_MARGIN)
+    ordered = sorted(starts)
+    for first, moment in enumerate(ordered):  # one schedule for all three, not three of their own
+        in_window = sum(1 for later in ordered[first:] if later - moment < 0.5)
+        assert in_window <= 0.5 / interval + 2
+    assert starts[-1] - starts[0] >= 14 * interval * 0.95
+
+
+def test_the_event_loop_never_stalls(connection: Callable[..., str]) -> None:
+    conn_id = connection(requests_per_minute=60_000)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.001)
+        return interview(int(request.url.path.rsplit("/", 1)[1]), "completed")
+
+    trigger = make_trigger(
+        handler,
+        interview_request_ids=range(1, 501),
+        hindsight_conn_id=conn_id,
+        requests_per_minute=None,
+        shared_pace=True,
+    )  # type: ignore[arg-type]
+
+    async def measured() -> tuple[dict[str, Any], float]:
+        # The process's first connection read imports Airflow's secrets machinery, once per triggerer
+        # process and long before any trigger runs there: done here before measuring.
+        await HindsightAsyncHook(conn_id).asettings()
+        longest = 0.0
+        running = True
+
+        async def ticker() -> None:
+            nonlocal longest
+            last = time.perf_counter()
+            while running:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                longest = max(longest, now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        event = await first_event(trigger)
+        running = False
+        await tick
+        return event, longest
+
+    event, longest = asyncio.run(measured())
+    assert event["status"] == "success" and len(event["statuses"]) == 500
+    assert longest < 0.05

@@ -64,6 +64,8 @@ nitpicky = False
 
 html_theme = "furo"
 html_title = f"airflow-provider-hindsight {release}"
+# Read the Docs (.readthedocs.yaml) says where the site lives: canonical links point there.
+html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL", "")
 
 
 # -- Paces and run times, from the provider's own constants -------------------------------------------

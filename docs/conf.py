@@ -369,10 +369,44 @@ def check_local_links(app: Sphinx, exception: Exception | None) -> None:
                 logger.warning("%s links to %s, which is not in the built site", page.relative_to(outdir), target)
 
 
+# -- The page sources read on GitHub ----------------------------------------------------------------
+#
+# GitHub shows a page's MyST source as plain Markdown: substitutions, roles and included files stay raw.
+# So a page may open with a MyST comment (``% ...``, dropped from the site, shown on GitHub) that gives its
+# address on the docs site, and a page that includes an example DAG links to the file on GitHub as well.
+
+DOCS_SITE = "https://airflow-provider-hindsight.readthedocs.io/en/latest/"
+SOURCE_FILES = "https://github.com/airflow-provider-hindsight/airflow-provider-hindsight/blob/main/"
+SITE_NOTE = re.compile(r"\A% Read this page on the docs site, (\S+?), where")
+INCLUDED_DAG = re.compile(r"^```\{literalinclude\} (?:\.\./)+(dags/[\w.-]+\.py)$", re.MULTILINE)
+
+
+def check_page_sources(app: Sphinx) -> None:
+    """Warn (an error under -W) when a page's note names another page, or an included DAG has no GitHub link."""
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    source_dir = Path(app.srcdir)
+    for path in sorted(source_dir.rglob("*.md")):
+        name = path.relative_to(source_dir).with_suffix("").as_posix()
+        if name.startswith("_"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        note = SITE_NOTE.match(text)
+        if note and note.group(1) != f"{DOCS_SITE}{name}.html":
+            logger.warning(
+                "%s: its first line names %s, but the page is %s%s.html", name, note.group(1), DOCS_SITE, name
+            )
+        for dag in INCLUDED_DAG.findall(text):
+            if f"]({SOURCE_FILES}{dag})" not in text:
+                logger.warning("%s includes %s: link it on GitHub too, [%s](%s%s)", name, dag, dag, SOURCE_FILES, dag)
+
+
 def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-signature", class_signature)
     app.connect("autodoc-process-docstring", base_class_params)
     app.connect("builder-inited", check_example_dags)
+    app.connect("builder-inited", check_page_sources)
     # After furo's own handler (priority 500), which builds the navigation tree.
     app.connect("html-page-context", sidebar_word_breaks, priority=900)
     app.connect("build-finished", check_local_links)

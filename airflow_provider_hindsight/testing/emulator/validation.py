@@ -35,7 +35,7 @@ def _unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> Answer | None:
 
 
 def _invalid(fields: dict[str, str]) -> Answer:
-    return error(400, "bad_request", "Invalid field types", {"invalid_fields": fields})
+    return error(400, "bad_request", f"Invalid fields: {', '.join(fields)}", {"invalid_fields": fields})
 
 
 def _type_errors(body: dict[str, Any], strings: tuple[str, ...]) -> dict[str, str]:

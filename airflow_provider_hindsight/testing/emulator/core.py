@@ -130,10 +130,10 @@ class HindsightEmulator(FaultInjection):
         self._server = self._thread = None
         if server is None:
             return
-        self._stopping.set()
         server.shutdown()
         server.server_close()
         server.close_connections()
+        self._stopping.set()  # after the connections are cut: a cut-short wait answers no one
         if thread is not None:
             thread.join()
 

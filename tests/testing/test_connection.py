@@ -56,6 +56,13 @@ def test_airflow_reads_the_connection(emulator: HindsightEmulator, monkeypatch: 
     assert (connection.conn_type, connection.host, connection.password) == ("hindsight", emulator.base_url, KEY)
     assert connection.extra_dejson == {"requests_per_minute": 120}
 
+    built = Connection(**emulator.connection("hindsight_emu"))  # the dict form carries its id
+    assert (built.conn_id, built.host, built.extra_dejson) == (
+        "hindsight_emu",
+        emulator.base_url,
+        {"requests_per_minute": UNLIMITED_PACE},
+    )
+
 
 def test_a_connection_needs_a_started_emulator() -> None:
     with pytest.raises(RuntimeError, match="not been started"):

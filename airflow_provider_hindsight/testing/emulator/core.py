@@ -181,6 +181,8 @@ class HindsightEmulator(FaultInjection):
 
         Its pace (``extra.requests_per_minute``) is ``requests_per_minute`` when given, else the
         emulator's own limit, else :data:`UNLIMITED_PACE`: never the hook's 60-a-minute default.
+        ``airflow.models.Connection(**emulator.connection())`` builds it; for an ``AIRFLOW_CONN_*``
+        variable use :meth:`connection_env`, whose JSON leaves ``conn_id`` out (Airflow refuses it there).
         """
         pace = requests_per_minute if requests_per_minute is not None else self._requests_per_minute
         if pace is None:

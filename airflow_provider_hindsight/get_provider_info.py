@@ -34,6 +34,18 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_hindsight.operators.hindsight"],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": "Hindsight",
+                "python-modules": ["airflow_provider_hindsight.sensors.interview"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Hindsight",
+                "python-modules": ["airflow_provider_hindsight.triggers.interview"],
+            }
+        ],
         "transfers": [
             {
                 "source-integration-name": "Common SQL",

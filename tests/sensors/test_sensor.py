@@ -1,0 +1,183 @@
+"""``HindsightInterviewSensor`` in real DAG runs (``dag.test()`` runs the deferred trigger inline) and alone."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
+from airflow_provider_hindsight.exceptions import (
+    HindsightAuthError,
+    HindsightNotFoundError,
+    HindsightTransientError,
+    HindsightValidationError,
+)
+from airflow_provider_hindsight.sensors.interview import HindsightInterviewSensor
+from airflow_provider_hindsight.testing import HindsightEmulator
+from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger
+from tests.helpers import task_states, xcom_value
+
+
+def gets(emulator: HindsightEmulator) -> dict[int, list[float]]:
+    """When each interview was polled."""
+    polls: dict[int, list[float]] = {}
+    for request in emulator.requests:
+        if request.method == "GET":
+            polls.setdefault(int(request.path.rsplit("/", 1)[1]), []).append(request.time)
+    return polls
+
+
+@pytest.fixture
+def emulator(hindsight_emulator: HindsightEmulator) -> Iterator[HindsightEmulator]:
+    """Three interviews, each completed by a helper thread once it has been polled unfinished."""
+    ids = (4821, 4822, 4823)
+    for interview_id in ids:
+        hindsight_emulator.add_interview(interview_id, status="created", contact_name="Ana", objective="Lost to Acme")
+    stop = threading.Event()
+
+    def complete_when_polled() -> None:
+        left = set(ids)
+        while left and not stop.wait(0.02):
+            for interview_id in left & set(gets(hindsight_emulator)):
+                hindsight_emulator.complete(interview_id)
+                left.discard(interview_id)
+
+    helper = threading.Thread(target=complete_when_polled, daemon=True)
+    helper.start()
+    yield hindsight_emulator
+    stop.set()
+    helper.join()
+
+
+def test_deferrable_sensor_waits_in_the_trigger_and_returns_the_statuses(
+    run_dag: Any, emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    dag_run = run_dag("sensor_deferrable", ids=[4821, "4822", 4823])
+
+    assert task_states(dag_run) == {"wait": "success"}
+    assert xcom_value(dag_run, "wait") == {"4821": "completed", "4822": "completed", "4823": "completed"}
+    polls = gets(emulator)
+    assert set(polls) == {4821, 4822, 4823}
+    for moments in polls.values():
+        assert len(moments) >= 2  # seen unfinished first: it really waited
+        assert all(b - a >= 0.3 for a, b in itertools.pairwise(moments))
+    logs = task_logs()
+    assert "Deferring: waiting for 3 interviews" in logs
+    assert "**Paige:**" not in logs  # never a transcript
+
+
+def test_deferrable_sensor_times_out_at_the_deadline(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    hindsight_emulator.add_interview(7, status="sent")
+    dag_run = run_dag("sensor_deferrable_timeout", ids=[7])
+
+    assert task_states(dag_run) == {"wait": "failed"}
+    assert "timed out" in task_logs()
+
+
+def test_deferrable_sensor_fails_on_a_404_naming_the_id(
+    run_dag: Any, emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    dag_run = run_dag("sensor_deferrable", ids=[4821, 999])
+
+    assert task_states(dag_run) == {"wait": "failed"}
+    assert "interview 999 was not found" in task_logs()
+
+
+def test_poke_mode_with_ids_from_an_upstream_task(run_dag: Any, emulator: HindsightEmulator) -> None:
+    dag_run = run_dag("sensor_poke", ids=[4821, 4822])
+
+    assert task_states(dag_run) == {"ids": "success", "wait": "success"}
+    assert xcom_value(dag_run, "wait") == {"4821": "completed", "4822": "completed"}
+    for moments in gets(emulator).values():
+        assert all(b - a >= 0.3 for a, b in itertools.pairwise(moments))
+
+
+def sensor(**kwargs: Any) -> HindsightInterviewSensor:
+    kwargs.setdefault("interview_request_ids", [1])
+    return HindsightInterviewSensor(task_id=f"s{abs(hash(repr(kwargs)))}", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [([4821, "4822"], [4821, 4822]), ("[4821, 4822]", [4821, 4822]), ((7, 7, 8), [7, 8]), ("[]", None)],
+)
+def test_ids_are_a_list_or_a_json_list(value: Any, expected: list[int] | None) -> None:
+    if expected is None:
+        with pytest.raises(HindsightValidationError, match="empty"):
+            sensor(interview_request_ids=value).ids()
+    else:
+        assert sensor(interview_request_ids=value).ids() == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("['4821', '4822']", "render_template_as_native_obj"),
+        (4821, r"Wrap a single id in a list"),
+        ("4821", "not a JSON list"),
+        ([4821, "48 22"], "interview_request_id must be a positive integer"),
+        (list(range(1, 502)), "501 ids, over the 500"),
+    ],
+)
+def test_bad_ids_are_refused_before_any_request(value: Any, match: str) -> None:
+    with pytest.raises(HindsightValidationError, match=match):
+        sensor(interview_request_ids=value).ids()
+
+
+def test_target_status_is_sent_or_completed() -> None:
+    with pytest.raises(HindsightValidationError, match="target_status"):
+        sensor(target_status="created")
+
+
+class FakeTi:
+    def __init__(self, start: datetime.datetime) -> None:
+        self.start_date = start
+
+
+def test_the_deadline_is_the_first_start_plus_timeout_handed_over_absolute() -> None:
+    start = datetime.datetime(2026, 5, 15, 10, 0, tzinfo=datetime.timezone.utc)
+    waiting = sensor(interview_request_ids=[1, 2], timeout=3600, deferrable=True)
+    with pytest.raises(AirflowSensorTimeout, match="passed"):  # that start is long gone
+        waiting.execute({"ti": FakeTi(start)})  # type: ignore[arg-type]
+    assert waiting.deadline({"ti": FakeTi(start)}) == start.timestamp() + 3600  # type: ignore[arg-type]
+
+    deferred: list[Any] = []
+    waiting.defer = lambda **kwargs: deferred.append(kwargs)  # type: ignore[method-assign]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    waiting.execute({"ti": FakeTi(now)})  # type: ignore[arg-type]
+    (deferral,) = deferred
+    trigger = deferral["trigger"]
+    assert isinstance(trigger, HindsightInterviewTrigger)
+    assert trigger.serialize()[1]["deadline"] == now.timestamp() + 3600
+    assert deferral["method_name"] == "execute_complete"
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (
+            {"status_code": 404, "code": "not_found", "message": "interview 9 was not found", "transient": False},
+            HindsightNotFoundError,
+        ),
+        (
+            {"status_code": 401, "code": "unauthorized", "message": "refused the key", "transient": False},
+            HindsightAuthError,
+        ),
+        ({"status_code": 503, "code": None, "message": "5 polls in a row", "transient": True}, HindsightTransientError),
+    ],
+)
+def test_error_events_become_typed_failures(error: dict[str, Any], raised: type[Exception]) -> None:
+    with pytest.raises(raised, match=error["message"]):
+        sensor().execute_complete({}, {"status": "error", "statuses": {}, "error": error})  # type: ignore[arg-type]
+
+
+def test_a_timeout_event_raises_sensor_timeout() -> None:
+    with pytest.raises(AirflowSensorTimeout, match="0 of 1 interviews"):
+        sensor().execute_complete({}, {"status": "timeout", "statuses": {"1": "sent"}, "error": None})  # type: ignore[arg-type]

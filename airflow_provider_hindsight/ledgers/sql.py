@@ -8,9 +8,13 @@ declares its table and adds the queries of its own.
 Owned here:
 
 - :func:`validate_table_name`: a table name goes into SQL text, so only ``name`` or ``schema.name``.
-- :class:`HindsightLedgerError`: the ledger cannot be used (permanent); the message names the
-  connection, the table and the fix.
-- :func:`classify_database_error`: the one rule, by SQLSTATE, of what a driver's error means.
+- The errors: :class:`HindsightLedgerError`, the ledger cannot be used (permanent: a missing
+  connection, a permission or schema problem; the message names the connection, the table and the
+  fix); :class:`HindsightLedgerBusyError` (a lock held by another session past the bound, a deadlock,
+  a serialization failure) and :class:`HindsightLedgerConnectionLostError` (the connection was lost or
+  terminated), both :class:`HindsightLedgerUnavailableError`, transient: Airflow's retries apply.
+- :func:`classify_database_error`: the one rule, by SQLSTATE (psycopg 3 ``sqlstate``, psycopg2
+  ``pgcode``; SQLite by its words), of what a driver's error means.
 - :class:`SqlTable`, the base class of a ledger. It holds one connection from :meth:`SqlTable.prepare`
   to :meth:`SqlTable.close` (use it from one thread at a time) and does, for the subclass's
   :class:`Column` spec and key: resolving the connection (:func:`~airflow_provider_hindsight.hooks.sql.sql_hook`),
@@ -19,8 +23,14 @@ Owned here:
   write-ahead logging, and the statements: batched look-ups by key (:meth:`SqlTable.select_by_keys`),
   upserts (the dialect's own, else a portable UPDATE then INSERT; :meth:`SqlTable.upsert_rows`), an
   insert that loses quietly to an existing key (:meth:`SqlTable.insert_if_absent`), updates and
-  deletions by key, each write committed and retried when a concurrent run conflicted with it.
-  Driver messages it quotes never contain the connection's password.
+  deletions by key, each write committed and retried when a concurrent run conflicted with it or
+  held a lock too long. Driver messages it quotes never contain the connection's password.
+
+Waiting for locks is bounded and said: a PostgreSQL ledger session sets its own ``lock_timeout``
+(:data:`POSTGRES_LOCK_TIMEOUT_MS` per statement, unless the role's is shorter), SQLite waits
+:data:`SQLITE_BUSY_TIMEOUT_MS`; a statement that gives up is tried again after a pause (at most
+:data:`BUSY_ATTEMPTS` tries within :data:`LOCK_WAIT_LIMIT_SECONDS`), with a WARNING naming the table
+and how long it waited so far, and :attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way.
 - :func:`upsert_statement`, :func:`utc_now`, :func:`batches`.
 
 A ledger declares its table with class attributes and a probe row::
@@ -58,7 +68,12 @@ from functools import partial
 from itertools import islice
 from typing import Any, ClassVar, TypeVar
 
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
+from airflow_provider_hindsight.exceptions import (
+    HindsightConfigurationError,
+    HindsightError,
+    HindsightTransientError,
+    HindsightValidationError,
+)
 from airflow_provider_hindsight.hooks.sql import sql_hook
 
 LEDGER_BATCH = 500
@@ -67,6 +82,15 @@ WRITE_ATTEMPTS = 5
 """Tries of one batch when a concurrent run conflicts with it (duplicate key, deadlock, serialization)."""
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 """How long a ledger's SQLite connection waits for another writer's lock."""
+POSTGRES_LOCK_TIMEOUT_MS = 10_000
+"""``lock_timeout`` of a ledger's PostgreSQL session: how long one statement waits for a lock (a role's
+shorter ``lock_timeout`` is kept)."""
+BUSY_ATTEMPTS = 3
+"""Tries of one operation whose statement timed out waiting for a lock (55P03, SQLite 'database is locked')."""
+LOCK_WAIT_LIMIT_SECONDS = 30.0
+"""No further try once one operation has waited this long on locks (SQLite's own two-minute wait is past it)."""
+BUSY_PAUSE_SECONDS = 1.0
+"""Pause before the second try after a lock timeout; doubled before each further one."""
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 _TABLE_NAME = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})?")
@@ -97,6 +121,35 @@ def _rebuild_ledger_error(cls: type[Any], message: str, ledger_conn_id: str, led
     return cls(message, ledger_conn_id=ledger_conn_id, ledger_table=ledger_table)
 
 
+class HindsightLedgerUnavailableError(HindsightTransientError):
+    """The ledger's database failed for now (a lock, a lost connection): a later try may succeed.
+
+    Transient (``transient = True``): Airflow's task retries apply. Rows recorded before it are kept.
+    """
+
+    code_name: ClassVar[str] = "ledger_unavailable"
+
+    def __init__(self, message: str, *, ledger_conn_id: str, ledger_table: str) -> None:
+        super().__init__(message, code=self.code_name)
+        self.ledger_conn_id = ledger_conn_id
+        self.ledger_table = ledger_table
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_ledger_error, (type(self), self.message, self.ledger_conn_id, self.ledger_table))
+
+
+class HindsightLedgerBusyError(HindsightLedgerUnavailableError):
+    """Another session held a lock on the ledger table past the bound (or a deadlock or serialization failure)."""
+
+    code_name = "ledger_busy"
+
+
+class HindsightLedgerConnectionLostError(HindsightLedgerUnavailableError):
+    """The ledger's connection was lost or terminated (SQLSTATE class 08, 57P01 admin shutdown, ...)."""
+
+    code_name = "ledger_connection_lost"
+
+
 def validate_table_name(table: object, *, parameter: str, example: str) -> str:
     """Return ``table`` when it is a plain or schema-qualified SQL identifier, else raise naming ``parameter``.
 
@@ -125,6 +178,17 @@ class DatabaseFault(enum.Enum):
     """A concurrent transaction conflicted: serialization failure (40001) or deadlock (40P01)."""
     MISSING_TABLE = "missing table"
     """The table does not exist (42P01, 42S02, or the driver's words for it)."""
+    BUSY = "busy"
+    """A statement gave up waiting for a lock: 55P03 lock_not_available (``lock_timeout``), SQLite busy."""
+    LOST = "lost connection"
+    """The connection is gone: class 08, 57P01/57P02/57P03 (shutdown), a driver error without SQLSTATE."""
+    PERMISSION = "permission"
+    """The user may not do it, or the database is read-only: 42501, 25006, SQLite's readonly database."""
+
+    @property
+    def transient(self) -> bool:
+        """Whether a later try may succeed without anyone fixing anything."""
+        return self in (DatabaseFault.CONFLICT, DatabaseFault.BUSY, DatabaseFault.LOST)
 
 
 _SQLSTATE_FAULTS: dict[str, DatabaseFault] = {
@@ -133,7 +197,14 @@ _SQLSTATE_FAULTS: dict[str, DatabaseFault] = {
     "40P01": DatabaseFault.CONFLICT,
     "42P01": DatabaseFault.MISSING_TABLE,
     "42S02": DatabaseFault.MISSING_TABLE,
+    "55P03": DatabaseFault.BUSY,
+    "57P01": DatabaseFault.LOST,
+    "57P02": DatabaseFault.LOST,
+    "57P03": DatabaseFault.LOST,
+    "42501": DatabaseFault.PERMISSION,
+    "25006": DatabaseFault.PERMISSION,
 }
+_SQLITE_BUSY_WORDS = ("database is locked", "database table is locked", "database schema is locked")
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -149,9 +220,18 @@ def classify_database_error(error: BaseException) -> DatabaseFault | None:
         fault = _SQLSTATE_FAULTS.get(code)
         if fault is not None:
             return fault
+        if code.startswith("08"):
+            return DatabaseFault.LOST
     text = str(error).lower()
     if code is None and _is_integrity_error(error) and any(words in text for words in _DUPLICATE_WORDS):
         return DatabaseFault.DUPLICATE
+    if isinstance(error, sqlite3.OperationalError):
+        if any(words in text for words in _SQLITE_BUSY_WORDS):
+            return DatabaseFault.BUSY
+        if "readonly database" in text:
+            return DatabaseFault.PERMISSION
+    if code is None and _is_postgres_connection_error(error):
+        return DatabaseFault.LOST
     if any(words in text for words in _MISSING_TABLE_WORDS):
         return DatabaseFault.MISSING_TABLE
     return None
@@ -159,6 +239,24 @@ def classify_database_error(error: BaseException) -> DatabaseFault | None:
 
 def _is_integrity_error(error: BaseException) -> bool:
     return any(cls.__name__ == "IntegrityError" for cls in type(error).__mro__)
+
+
+def _is_postgres_connection_error(error: BaseException) -> bool:
+    """psycopg's or psycopg2's OperationalError or InterfaceError without SQLSTATE: the connection broke."""
+    return any(
+        cls.__module__.partition(".")[0] in ("psycopg", "psycopg2")
+        and cls.__name__ in ("OperationalError", "InterfaceError")
+        for cls in type(error).__mro__
+    )
+
+
+class _Transient(Exception):
+    """A transient driver error met inside ``prepare()``, carried out to its retry loop."""
+
+    def __init__(self, fault: DatabaseFault, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.fault = fault
+        self.error = error
 
 
 # -- the table ---------------------------------------------------------------------------------------
@@ -199,6 +297,9 @@ class SqlTable:
         """Whether writes may run: ``prepare(create=True)`` succeeded."""
         self._connection: Any = None
         self._hook: Any = None
+        self.lock_wait_seconds = 0.0
+        """Seconds this ledger's writes lost to locks held by other sessions, deadlocks and conflicts:
+        the statements that gave up waiting and the pauses before trying again."""
         self._upsert_sql: str | None = None
         self._is_sqlite = False
         self._secret = ""
@@ -227,14 +328,22 @@ class SqlTable:
         deleted, then rolled back). Every failure is a :class:`HindsightLedgerError` naming the
         connection, the table and the fix. ``create=False`` is for dry runs: nothing is created or
         written, and a missing table means :attr:`MISSING_TABLE_MEANS`.
+
+        A lock held on the table by another session, a deadlock or a lost connection is not the
+        user's to fix: ``prepare`` tries again within the lock-wait bound, then raises a transient
+        :class:`HindsightLedgerUnavailableError`.
         """
-        self.close()
-        self.exists = False
-        try:
-            self._prepare(create)
-        except BaseException:
+
+        def attempt() -> None:
             self.close()
-            raise
+            self.exists = False
+            try:
+                self._prepare(create)
+            except BaseException:
+                self.close()
+                raise
+
+        self._retrying(attempt, action="read", writing=False)
 
     def _prepare(self, create: bool) -> None:
         self._hook = self._sql_hook()
@@ -280,9 +389,35 @@ class SqlTable:
                 "the connection's host, port, database and credentials, and that the database is up."
             ) from None
         self._is_sqlite = isinstance(connection, sqlite3.Connection)
-        if self._is_sqlite:
-            connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+        try:
+            if self._is_sqlite:
+                connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
+            elif _is_postgres(connection):
+                self._set_lock_timeout(connection)
+        except BaseException:
+            connection.close()
+            raise
         return connection
+
+    def _set_lock_timeout(self, connection: Any) -> None:
+        """Bound each statement's wait for a lock: ``SET lock_timeout`` unless the role's own is shorter."""
+        cursor = connection.cursor()
+        try:
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")
+            (current,) = cursor.fetchone()
+            if int(current) == 0 or int(current) > POSTGRES_LOCK_TIMEOUT_MS:
+                cursor.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_TIMEOUT_MS)}")
+            connection.commit()  # a SET rolled back would be undone
+        except Exception as error:
+            _rollback_quietly(connection)
+            fault = classify_database_error(error)
+            if fault is not None and fault.transient:
+                raise _Transient(fault, error) from None
+            raise self._error(
+                f"cannot set lock_timeout on ledger_conn_id {self.ledger_conn_id!r}: {self._message(error)}."
+            ) from None
+        finally:
+            _close_quietly(cursor)
 
     def _read_columns(self) -> tuple[list[str] | None, Exception | None]:
         """The table's column names, lower-cased, or ``None`` and the error when it cannot be read."""
@@ -292,10 +427,11 @@ class SqlTable:
             columns = [str(column[0]).lower() for column in cursor.description or ()]
             cursor.fetchall()
         except Exception as error:
-            self._connection.rollback()
+            _rollback_quietly(self._connection)
+            _raise_if_transient(error)
             return None, error
         finally:
-            cursor.close()
+            _close_quietly(cursor)
         self._connection.commit()
         return columns, None
 
@@ -310,7 +446,10 @@ class SqlTable:
                 cursor.execute(self.create_table_sql(self.table))
             self._connection.commit()
         except Exception as error:
-            self._connection.rollback()
+            _rollback_quietly(self._connection)
+            fault = classify_database_error(error)
+            if fault in (DatabaseFault.BUSY, DatabaseFault.LOST):
+                raise _Transient(fault, error) from None
             if self._read_columns()[0] is not None:  # another run created it at the same time
                 log.info(
                     "Found the ledger table %s on %r: another run created it at the same moment.",
@@ -376,7 +515,8 @@ class SqlTable:
                 self._upsert(cursor, [row])
             self._delete(cursor, sorted({self._key_of(row) for row in rows}))
         except Exception as error:
-            self._connection.rollback()
+            _rollback_quietly(self._connection)
+            _raise_if_transient(error)
             raise self._error(
                 f"cannot write to the ledger table {self.table!r} on connection {self.ledger_conn_id!r}: "
                 f"{self._message(error)}. Fix: the connection's user needs INSERT, UPDATE and DELETE on it, on a "
@@ -430,13 +570,8 @@ class SqlTable:
         """``columns`` of the rows with these keys, :data:`LEDGER_BATCH` keys per query, each read committed."""
         self._require_prepared()
         for batch in batches(dict.fromkeys(keys), LEDGER_BATCH):
-            cursor = self._connection.cursor()
-            try:
-                rows = self._select(cursor, columns, batch)
-            finally:
-                cursor.close()
-            self._connection.commit()  # ends the read transaction: no snapshot is held between batches
-            yield from rows
+            # committed: ends the read transaction, so that no snapshot is held between batches
+            yield from self._transaction(partial(self._select, columns=columns, keys=batch), action="read")
 
     def upsert_rows(self, rows: Iterable[Row]) -> int:
         """Insert or replace full rows, committed per :data:`LEDGER_BATCH`; returns how many keys.
@@ -575,23 +710,86 @@ class SqlTable:
             cursor.execute(f"DELETE FROM {self.table} WHERE {where}", parameters)
 
     def _write(self, statements: Callable[[Any], T]) -> T:
-        """Run ``statements(cursor)`` and commit; retry the batch when a concurrent run conflicted with it."""
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        """Run ``statements(cursor)`` and commit, retried on conflicts and lock waits; the wait counts in
+        :attr:`lock_wait_seconds`."""
+        return self._transaction(statements, action="write", writing=True)
+
+    def _transaction(self, statements: Callable[[Any], T], *, action: str, writing: bool = False) -> T:
+        """Run ``statements(cursor)`` and commit (roll back on failure), through :meth:`_retrying`."""
+
+        def attempt() -> T:
             cursor = self._connection.cursor()
             try:
                 result = statements(cursor)
                 self._connection.commit()
                 return result
-            except Exception as error:
-                self._connection.rollback()
-                fault = classify_database_error(error)
-                if attempt == WRITE_ATTEMPTS or fault not in (DatabaseFault.DUPLICATE, DatabaseFault.CONFLICT):
-                    raise
-                log.info("Ledger write conflicted with another run (%s); trying again.", self._message(error))
-                time.sleep(0.05 * attempt)
+            except BaseException:
+                _rollback_quietly(self._connection)
+                raise
             finally:
-                cursor.close()
-        raise AssertionError("unreachable")
+                _close_quietly(cursor)
+
+        return self._retrying(attempt, action=action, writing=writing)
+
+    def _retrying(self, attempt: Callable[[], T], *, action: str, writing: bool) -> T:
+        """``attempt()``, tried again when a concurrent session conflicted with it or held a lock too long.
+
+        Conflicts (a duplicate key from a concurrent insert, a deadlock, a serialization failure) are
+        tried again at once, up to :data:`WRITE_ATTEMPTS` times; a lock timeout after a pause, up to
+        :data:`BUSY_ATTEMPTS` times within :data:`LOCK_WAIT_LIMIT_SECONDS`, with a WARNING each time.
+        Then, and for a lost connection at once, a transient :class:`HindsightLedgerUnavailableError`;
+        a refusal (permission, read-only) is a permanent :class:`HindsightLedgerError`; anything else
+        is the driver's own error.
+        """
+        waited = 0.0  # seconds this operation lost to conflicts and lock waits
+        conflicts = busy = 0
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    return attempt()
+                except HindsightError:
+                    raise
+                except Exception as caught:
+                    error = caught.error if isinstance(caught, _Transient) else caught
+                    fault = caught.fault if isinstance(caught, _Transient) else classify_database_error(caught)
+                    if fault is None or fault is DatabaseFault.MISSING_TABLE:
+                        raise
+                    if fault is DatabaseFault.DUPLICATE and not writing:
+                        raise
+                    spent = time.monotonic() - started
+                if fault is DatabaseFault.LOST:
+                    raise self._lost(error) from None
+                if fault is DatabaseFault.PERMISSION:
+                    raise self._refused(error, action) from None
+                waited += spent
+                if fault in (DatabaseFault.DUPLICATE, DatabaseFault.CONFLICT) and conflicts + 1 < WRITE_ATTEMPTS:
+                    conflicts += 1
+                    pause = 0.05 * conflicts
+                    log.info("Ledger write conflicted with another run (%s); trying again.", self._message(error))
+                elif fault is DatabaseFault.DUPLICATE:
+                    raise error
+                elif fault is DatabaseFault.BUSY and busy + 1 < BUSY_ATTEMPTS and waited < LOCK_WAIT_LIMIT_SECONDS:
+                    busy += 1
+                    pause = BUSY_PAUSE_SECONDS * 2 ** (busy - 1)
+                    log.warning(
+                        "The ledger table %s on %r is locked by another session (%s): waited %.1f s so far; "
+                        "trying again in %.1f s (try %d of %d).",
+                        self.table,
+                        self.ledger_conn_id,
+                        self._message(error),
+                        waited,
+                        pause,
+                        busy + 1,
+                        BUSY_ATTEMPTS,
+                    )
+                else:
+                    raise self._busy(error, waited) from None
+                time.sleep(pause)
+                waited += pause
+        finally:
+            if writing:
+                self.lock_wait_seconds += waited
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -616,6 +814,33 @@ class SqlTable:
 
     def _error(self, message: str) -> HindsightLedgerError:
         return HindsightLedgerError(message, ledger_conn_id=self.ledger_conn_id, ledger_table=self.table)
+
+    def _busy(self, error: BaseException, waited: float) -> HindsightLedgerBusyError:
+        return HindsightLedgerBusyError(
+            f"the ledger table {self.table!r} on {self.ledger_conn_id!r} is locked by another session "
+            f"({self._message(error)}); gave up after waiting {waited:.1f} s. This is not a permission problem "
+            "and nothing needs fixing if it passes: Airflow's retries try again, and rows recorded before are "
+            "kept. If it keeps happening, find the session holding the lock (on PostgreSQL: pg_locks and "
+            "pg_stat_activity).",
+            ledger_conn_id=self.ledger_conn_id,
+            ledger_table=self.table,
+        )
+
+    def _lost(self, error: BaseException) -> HindsightLedgerConnectionLostError:
+        return HindsightLedgerConnectionLostError(
+            f"lost the connection to the ledger table {self.table!r} on {self.ledger_conn_id!r} "
+            f"({self._message(error)}): the database closed or terminated it. Airflow's retries try again, and "
+            "rows recorded before are kept.",
+            ledger_conn_id=self.ledger_conn_id,
+            ledger_table=self.table,
+        )
+
+    def _refused(self, error: BaseException, action: str) -> HindsightLedgerError:
+        return self._error(
+            f"cannot {action} the ledger table {self.table!r} on connection {self.ledger_conn_id!r}: "
+            f"{self._message(error)}. Fix: give the connection's user SELECT, INSERT, UPDATE and DELETE on it, "
+            "on a database that is not read-only (not a replica, not default_transaction_read_only)."
+        )
 
 
 class _ExistingTableNotices:
@@ -679,6 +904,31 @@ def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+def _is_postgres(connection: Any) -> bool:
+    return type(connection).__module__.partition(".")[0] in ("psycopg", "psycopg2")
+
+
+def _raise_if_transient(error: BaseException) -> None:
+    fault = classify_database_error(error)
+    if fault is not None and fault.transient:
+        raise _Transient(fault, error) from None
+
+
+def _rollback_quietly(connection: Any) -> None:
+    """Roll back; a connection that is gone cannot, and the error that broke it is the one to report."""
+    try:
+        connection.rollback()
+    except Exception as error:
+        log.debug("Rollback failed on the ledger connection: %s", error)
+
+
+def _close_quietly(cursor: Any) -> None:
+    try:
+        cursor.close()
+    except Exception as error:
+        log.debug("Closing a cursor failed on the ledger connection: %s", error)
 
 
 def _is_missing_table(error: BaseException) -> bool:

@@ -16,6 +16,11 @@ write-ahead logging and the batched statements are :class:`~.sql.SqlTable`'s:
   is sorted by id, so that two runs writing the same keys lock them in the same order and cannot
   deadlock; the last write wins.
 
+A lock held on the table by another session past the bound, or a lost connection, raises a
+transient :class:`~.sql.HindsightLedgerUnavailableError` (Airflow retries the task; what was
+recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
+:attr:`~.sql.SqlTable.lock_wait_seconds` is how long this ledger's writes waited on locks.
+
 A :class:`SyncLedger` holds one connection from :meth:`~SyncLedger.prepare` to
 :meth:`~SyncLedger.close`; use it from one thread at a time.
 """

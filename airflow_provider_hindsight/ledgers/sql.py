@@ -25,13 +25,13 @@ Owned here:
   insert that loses quietly to an existing key (:meth:`SqlTable.insert_if_absent`), updates and
   deletions by key, each write committed and retried when a concurrent run conflicted with it or
   held a lock too long. Driver messages it quotes never contain the connection's password.
+- :func:`upsert_statement`, :func:`utc_now`, :func:`batches`.
 
 Waiting for locks is bounded and said: a PostgreSQL ledger session sets its own ``lock_timeout``
 (:data:`POSTGRES_LOCK_TIMEOUT_MS` per statement, unless the role's is shorter), SQLite waits
 :data:`SQLITE_BUSY_TIMEOUT_MS`; a statement that gives up is tried again after a pause (at most
 :data:`BUSY_ATTEMPTS` tries within :data:`LOCK_WAIT_LIMIT_SECONDS`), with a WARNING naming the table
 and how long it waited so far, and :attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way.
-- :func:`upsert_statement`, :func:`utc_now`, :func:`batches`.
 
 A ledger declares its table with class attributes and a probe row::
 

@@ -51,7 +51,12 @@ def get_provider_info() -> dict[str, Any]:
                 "source-integration-name": "Common SQL",
                 "target-integration-name": "Hindsight",
                 "python-module": "airflow_provider_hindsight.transfers.sql_to_hindsight",
-            }
+            },
+            {
+                "source-integration-name": "Hindsight",
+                "target-integration-name": "Common SQL",
+                "python-module": "airflow_provider_hindsight.transfers.hindsight_to_sql",
+            },
         ],
         "connection-types": [
             {

@@ -1,0 +1,232 @@
+"""``HindsightInterviewsToSqlOperator`` on SQLite and a real PostgreSQL server, against the emulator."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightPermanentError
+from airflow_provider_hindsight.ledgers.transcripts import TRANSCRIPT_COLUMNS
+from airflow_provider_hindsight.testing import HindsightEmulator
+from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
+from tests.bulk.helpers import Executed
+from tests.support.ledger_db import LedgerDatabase as Backend
+from tests.support.ledger_db import postgres_ledger, sqlite_ledger
+
+CONN_ID = "landing_warehouse"
+TRANSCRIPT = "**Paige:** What made you choose another vendor?\n\n**Ana:** Acme was cheaper. SECRET-WORDS"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    if request.param == "sqlite":
+        return sqlite_ledger(tmp_path / "warehouse.db", monkeypatch, CONN_ID, sync_id="-")
+    return postgres_ledger(request.getfixturevalue("postgres_database"), monkeypatch, CONN_ID, sync_id="-")
+
+
+@pytest.fixture
+def emulator(hindsight_emulator: HindsightEmulator) -> HindsightEmulator:
+    """Interviews 1 and 2 completed, 3 sent, 4 created."""
+    for interview_id, status in ((1, "sent"), (2, "sent"), (3, "sent"), (4, "created")):
+        hindsight_emulator.add_interview(
+            interview_id,
+            status=status,
+            contact_name="Ana",
+            objective="Lost to Acme",
+            contact_email=f"a{interview_id}@x.io",
+        )
+    hindsight_emulator.complete(1, TRANSCRIPT)
+    hindsight_emulator.complete(2)
+    return hindsight_emulator
+
+
+def ids_table(backend: Backend, ids: list[int]) -> str:
+    backend.run("CREATE TABLE deals (deal TEXT, interview_request_id BIGINT)")
+    for interview_id in ids:
+        backend.run(f"INSERT INTO deals VALUES ('D-{interview_id}', {interview_id})")
+    return "SELECT interview_request_id FROM deals ORDER BY deal"
+
+
+def land(**kwargs: Any) -> Executed:
+    kwargs.setdefault("task_id", "land")
+    return Executed(HindsightInterviewsToSqlOperator(sql_conn_id=CONN_ID, **kwargs))
+
+
+def rows(backend: Backend) -> dict[int, dict[str, Any]]:
+    found = backend.query(f"SELECT {', '.join(TRANSCRIPT_COLUMNS)} FROM hindsight_transcripts")
+    return {int(row[0]): dict(zip(TRANSCRIPT_COLUMNS, row, strict=True)) for row in found}
+
+
+def gets(emulator: HindsightEmulator) -> list[int]:
+    return sorted(int(r.path.rsplit("/", 1)[1]) for r in emulator.requests if r.method == "GET")
+
+
+def test_the_first_run_creates_the_table_and_lands_every_interview(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    run = land(ids_sql=ids_table(backend, [1, 2, 3, 4]))
+
+    assert run.error is None
+    assert (
+        run.result
+        == run.summary
+        == {
+            "total": 4,
+            "already_completed": 0,
+            "newly_completed": 2,
+            "pending": 2,
+            "failed": 0,
+            "failures": [],
+        }
+    )
+    landed = rows(backend)
+    assert {key: row["status"] for key, row in landed.items()} == {
+        1: "completed",
+        2: "completed",
+        3: "sent",
+        4: "created",
+    }
+    first = landed[1]
+    assert first["transcript"] == TRANSCRIPT
+    assert first["transcript_document_id"].startswith("doc_")
+    assert first["survey_url"].startswith("https://") and first["objective"] == "Lost to Acme"
+    assert landed[3]["transcript"] is None and landed[3]["transcript_created_at"] is None
+    created = first["interview_created_at"]
+    if backend.backend == "postgres":
+        assert isinstance(created, datetime.datetime) and created.tzinfo is None
+    else:
+        assert datetime.datetime.fromisoformat(created)
+
+
+def test_completed_interviews_are_never_fetched_again(backend: Backend, emulator: HindsightEmulator) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+    emulator.reset_requests()
+
+    again = land(ids_sql=sql)
+    assert again.summary["already_completed"] == 2 and again.summary["pending"] == 2
+    assert gets(emulator) == [3, 4]
+
+    emulator.complete(3)
+    emulator.reset_requests()
+    third = land(ids_sql=sql)
+    assert (third.summary["already_completed"], third.summary["newly_completed"], third.summary["pending"]) == (2, 1, 1)
+    assert gets(emulator) == [3, 4]
+    assert rows(backend)[3]["status"] == "completed"
+
+
+def test_a_404_among_good_ids_is_a_failed_row_without_a_table_row(
+    backend: Backend, emulator: HindsightEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sql = ids_table(backend, [1, 99, 3])
+    run = land(ids_sql=sql)
+
+    assert isinstance(run.error, HindsightPermanentError)
+    assert run.summary["failed"] == 1 and run.summary["newly_completed"] == 1 and run.summary["pending"] == 1
+    (failure,) = run.summary["failures"]
+    assert (failure["interview_request_id"], failure["status_code"], failure["code"]) == (99, 404, "not_found")
+    assert set(rows(backend)) == {1, 3}  # the good ids landed all the same
+    assert land(ids_sql=sql, max_failures=1).error is None
+    assert "SECRET-WORDS" not in caplog.text and "a1@x.io" not in caplog.text
+
+
+def test_a_wrong_key_stops_the_run_early(
+    backend: Backend, hindsight_emulator_factory: Callable[..., HindsightEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = hindsight_emulator_factory(api_key="the-right-key")
+    wrong = json.loads(good.connection_env()[1])
+    wrong["password"] = "a-wrong-key"
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps(wrong))
+    sql = ids_table(backend, list(range(1, 201)))
+
+    run = land(ids_sql=sql, max_workers=2)
+
+    assert isinstance(run.error, AirflowFailException)
+    assert run.summary["stopped"]["code"] == "stopped_auth"
+    assert run.summary["total"] == 200 and run.summary["failed"] == 200
+    assert good.request_count <= 4
+
+
+def test_a_killed_run_keeps_what_it_fetched_and_the_rerun_finishes(
+    backend: Backend, hindsight_emulator_factory: Callable[..., HindsightEmulator]
+) -> None:
+    emulator = hindsight_emulator_factory(latency=0.01)
+    ids = list(range(1, 61))
+    for interview_id in ids:
+        emulator.add_interview(interview_id, status="completed")
+    sql = ids_table(backend, ids)
+    operator = HindsightInterviewsToSqlOperator(
+        task_id="land", sql_conn_id=CONN_ID, ids_sql=sql, batch_size=5, max_workers=2
+    )
+
+    def kill_when_busy() -> None:
+        while emulator.request_count < 15:
+            threading.Event().wait(0.005)
+        operator.on_kill()
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    first = Executed(operator)
+    killer.join()
+
+    assert first.summary["stopped"]["code"] == "stopped_killed"
+    fetched = first.summary["newly_completed"]
+    assert 15 <= fetched < 60
+    assert len(rows(backend)) == fetched  # every fetched row was kept, the last partial batch too
+    emulator.reset_requests()
+
+    rerun = land(ids_sql=sql)
+    assert rerun.error is None
+    assert (rerun.summary["already_completed"], rerun.summary["newly_completed"]) == (fetched, 60 - fetched)
+    assert len(gets(emulator)) == 60 - fetched
+    assert set(rows(backend)) == set(ids)
+
+
+def test_by_default_the_created_rows_of_the_interview_ledger(backend: Backend, emulator: HindsightEmulator) -> None:
+    backend.run(
+        "CREATE TABLE hindsight_interviews (request_key VARCHAR(256) PRIMARY KEY, state VARCHAR(16), "
+        "interview_request_id BIGINT)",
+        "INSERT INTO hindsight_interviews VALUES ('D-1:C-1', 'created', 1), ('D-3:C-3', 'created', 3), "
+        "('D-4:C-4', 'unknown', NULL), ('D-5:C-5', 'pending', NULL), ('D-6:C-6', 'rejected', NULL)",
+    )
+    run = land()
+    assert run.error is None
+    assert gets(emulator) == [1, 3]
+    assert set(rows(backend)) == {1, 3}
+
+
+def test_without_ids_sql_or_the_ledger_it_fails_before_any_request_naming_the_table(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    run = land(ledger_table="analytics_interviews")
+    assert isinstance(run.error, HindsightConfigurationError)
+    assert "'analytics_interviews' does not exist" in str(run.error)
+    assert emulator.request_count == 0
+
+
+def test_a_table_that_is_not_a_transcripts_table_is_refused(backend: Backend, emulator: HindsightEmulator) -> None:
+    backend.run("CREATE TABLE hindsight_transcripts (id INTEGER)")
+    run = land(ids_sql=ids_table(backend, [1]))
+    assert isinstance(run.error, HindsightConfigurationError)
+    assert "not a Hindsight transcripts table" in str(run.error) and "set table to another name" in str(run.error)
+    assert emulator.request_count == 0
+
+
+def test_lineage_reads_the_interviews_and_writes_the_table(backend: Backend, emulator: HindsightEmulator) -> None:
+    operator = HindsightInterviewsToSqlOperator(task_id="land", sql_conn_id=CONN_ID, ids_sql="SELECT 1")
+    lineage = operator.get_openlineage_facets_on_start()
+    assert lineage is not None
+    assert [(d.namespace, d.name) for d in lineage.inputs][:1] == [
+        (f"hindsight://127.0.0.1:{emulator.port}", "interviews")
+    ]
+    if backend.backend == "postgres":
+        assert [dataset.name.rsplit(".", 1)[1] for dataset in lineage.outputs] == ["hindsight_transcripts"]

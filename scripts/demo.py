@@ -1,8 +1,10 @@
 """Run every example DAG on a real Airflow against the local Hindsight emulator: no key, no network.
 
-Makes a throw-away Airflow home under ``.demo/``, starts the emulator on 127.0.0.1, points the
-``hindsight_default`` connection at it and the warehouse connection at a SQLite file, runs each
-example DAG with ``airflow dags test``, then prints what the emulator holds for each interview.
+Makes a throw-away Airflow home under ``.demo/``, starts the emulator on 127.0.0.1 (it completes each
+interview a few seconds after it is created: ``complete_after``), points the ``hindsight_default``
+connection at it and the warehouse connection at a SQLite file, runs each example DAG with
+``airflow dags test`` (the lifecycle DAG's deferred sensor runs its trigger inline), then prints what
+the emulator holds for each interview, the transcripts the lifecycle DAG landed and its analysis.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 from airflow_provider_hindsight.testing import HindsightEmulator
@@ -27,7 +31,10 @@ DAG_IDS = [
     "example_hindsight_bulk",
     "example_warehouse_load",
     "example_hindsight_warehouse_refresh",
+    "example_hindsight_lifecycle",
 ]
+COMPLETE_AFTER = 4.0
+"""Seconds after its creation the emulator completes an interview (a contact answering, sped up)."""
 
 
 def airflow(*args: str, env: dict[str, str], log: Path) -> bool:
@@ -53,6 +60,7 @@ def main() -> int:
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{DEMO_HOME / 'airflow.db'}",
+        "HINDSIGHT_EXAMPLE_POKE_INTERVAL": "2",
         "AIRFLOW_CONN_HINDSIGHT_EXAMPLE_WAREHOUSE": json.dumps(
             {"conn_type": "sqlite", "host": str(DEMO_HOME / "warehouse.db")}
         ),
@@ -62,7 +70,8 @@ def main() -> int:
         print("airflow db migrate failed: see .demo/logs/db-migrate.log")
         return 1
 
-    with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000) as emulator:
+    with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000, complete_after=COMPLETE_AFTER) as emulator:
+        seed_lifecycle_interviews(emulator)
         env["AIRFLOW_CONN_HINDSIGHT_DEFAULT"] = json.dumps(
             {"conn_type": "hindsight", "host": emulator.base_url, "password": DEMO_KEY, "extra": {"plan": "enterprise"}}
         )
@@ -91,11 +100,50 @@ def main() -> int:
         )
     if len(interviews) > shown:
         print(f"   ... and {len(interviews) - shown} more")
+    print_landed(DEMO_HOME / "warehouse.db")
     if failed:
         print(f"\n{len(failed)} DAG(s) failed; their logs are in .demo/logs/: {', '.join(failed)}")
         return 1
     print("\nAll example DAGs succeeded. Task logs: .demo/logs/")
     return 0
+
+
+def seed_lifecycle_interviews(emulator: HindsightEmulator) -> None:
+    """Without the create operators, the lifecycle DAG starts from interviews Hindsight already holds."""
+    sys.path.insert(0, str(ROOT))
+    from dags.example_hindsight_lifecycle import CLOSED_DEALS, CREATE_INTERVIEWS
+
+    if not CREATE_INTERVIEWS:
+        for _deal, _contact, email, name, *_, interview_request_id in CLOSED_DEALS:
+            emulator.add_interview(interview_request_id, status="sent", contact_email=email, contact_name=name)
+
+
+def print_landed(warehouse: Path) -> None:
+    """The rows the lifecycle DAG landed in hindsight_transcripts, and which competitors they name."""
+    if not warehouse.exists():
+        return
+    with closing(sqlite3.connect(warehouse)) as database:
+        try:
+            rows = database.execute(
+                "SELECT interview_request_id, status, deal_id, transcript_document_id, length(transcript), "
+                "substr(replace(transcript, char(10), ' '), 1, 70) FROM hindsight_transcripts ORDER BY 1"
+            ).fetchall()
+        except sqlite3.Error:
+            return
+    print(f"\nThe lifecycle DAG landed {len(rows)} interviews in hindsight_transcripts:\n")
+    print(f"{'id':>6}  {'status':<10} {'document':<22} {'chars':>5}  transcript")
+    for interview_id, status, _, document, length, start in rows:
+        print(f"{interview_id:>6}  {status:<10} {document or '-':<22} {length or 0:>5}  {start or '-'}…")
+    with closing(sqlite3.connect(warehouse)) as database:
+        from dags.example_hindsight_lifecycle import INTERVIEWS_SQL
+
+        named = database.execute(
+            "SELECT c.competitor, COUNT(t.interview_request_id) FROM (SELECT DISTINCT competitor FROM closed_deals "
+            "WHERE competitor IS NOT NULL) AS c JOIN hindsight_transcripts t ON t.status = 'completed' AND "
+            f"t.transcript LIKE '%' || c.competitor || '%' JOIN ({INTERVIEWS_SQL}) AS i "
+            "ON i.interview_request_id = t.interview_request_id GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+    print("\nCompetitors the transcripts name: " + ", ".join(f"{name} ({count})" for name, count in named))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
         "example_hindsight_bulk",
         "example_warehouse_load",
         "example_hindsight_warehouse_refresh",
+        "example_hindsight_lifecycle",
     }
 
 
@@ -100,3 +101,26 @@ def test_warehouse_refresh_pushes_every_deal(
     forced = run_dag("example_hindsight_warehouse_refresh", full_refresh=True)
     assert xcom_value(forced, "push_contact_context")["succeeded"] == len(DEALS)
     assert hindsight_emulator.request_count == 2 * len(DEALS)
+
+
+def test_lifecycle_example_waits_lands_the_transcripts_and_names_the_competitors(
+    run_dag: Any, hindsight_emulator_factory: Any, warehouse: Path
+) -> None:
+    from dags.example_hindsight_lifecycle import CLOSED_DEALS, CREATE_INTERVIEWS
+
+    emulator = hindsight_emulator_factory(complete_after=0)  # each contact answers at once
+    if not CREATE_INTERVIEWS:
+        for _deal, _contact, email, name, *_, interview_request_id in CLOSED_DEALS:
+            emulator.add_interview(interview_request_id, status="sent", contact_email=email, contact_name=name)
+
+    dag_run = run_dag("example_hindsight_lifecycle")
+
+    assert set(task_states(dag_run).values()) == {"success"}
+    statuses = xcom_value(dag_run, "wait_for_interviews")
+    assert list(statuses.values()) == ["completed"] * len(CLOSED_DEALS)
+    landed = xcom_value(dag_run, "land_transcripts")
+    assert (landed["total"], landed["newly_completed"], landed["failed"]) == (len(CLOSED_DEALS), len(CLOSED_DEALS), 0)
+    assert xcom_value(dag_run, "competitors_named") == [
+        {"competitor": "Competitor X", "interviews": 2, "amount": 172000},
+        {"competitor": "Competitor Y", "interviews": 2, "amount": 110000},
+    ]

@@ -17,7 +17,7 @@ from airflow_provider_hindsight.exceptions import HindsightConfigurationError, H
 from airflow_provider_hindsight.ledgers.transcripts import TRANSCRIPT_COLUMNS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
-from tests.bulk.helpers import Executed
+from tests.helpers import Executed
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 

@@ -20,6 +20,9 @@ def main() -> None:
     parser.add_argument("--requests-per-minute", type=float, default=None)
     parser.add_argument("--rate-window", type=float, default=60.0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0, help="interviews 1..N exist, status sent")
+    parser.add_argument("--seed-completed", type=int, default=0, help="of which the first M are completed")
+    parser.add_argument("--complete-after", type=float, default=None, help="seconds until one completes itself")
     args = parser.parse_args()
     emulator = HindsightEmulator(
         args.api_key,
@@ -27,7 +30,10 @@ def main() -> None:
         rate_window=args.rate_window,
         latency=args.latency,
         record_requests=False,
+        complete_after=args.complete_after,
     )
+    for interview_id in range(1, args.seed + 1):
+        emulator.add_interview(interview_id, status="completed" if interview_id <= args.seed_completed else "sent")
     with emulator:
         print(json.dumps({"base_url": emulator.base_url}), flush=True)
         for line in sys.stdin:

@@ -53,6 +53,11 @@ class EmulatorSettings:
     requests_per_minute: float | None = None
     rate_window: float = 60.0
     latency: float = 0.0
+    seed: int = 0
+    """Interviews 1..seed exist (status sent), for benchmarks that read them."""
+    seed_completed: int = 0
+    """Of which the first ones are completed."""
+    complete_after: float | None = None
 
 
 class EmulatorProcess:
@@ -63,6 +68,10 @@ class EmulatorProcess:
         command += ["--rate-window", str(settings.rate_window), "--latency", str(settings.latency)]
         if settings.requests_per_minute is not None:
             command += ["--requests-per-minute", str(settings.requests_per_minute)]
+        if settings.seed:
+            command += ["--seed", str(settings.seed), "--seed-completed", str(settings.seed_completed)]
+        if settings.complete_after is not None:
+            command += ["--complete-after", str(settings.complete_after)]
         self.settings = settings
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.base_url: str = self._read()["base_url"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -181,3 +182,34 @@ def test_error_events_become_typed_failures(error: dict[str, Any], raised: type[
 def test_a_timeout_event_raises_sensor_timeout() -> None:
     with pytest.raises(AirflowSensorTimeout, match="0 of 1 interviews"):
         sensor().execute_complete({}, {"status": "timeout", "statuses": {"1": "sent"}, "error": None})  # type: ignore[arg-type]
+
+
+def test_poke_polls_each_pending_id_once_and_keeps_what_reached_the_target(
+    hindsight_emulator: HindsightEmulator,
+) -> None:
+    for interview_id in (1, 2):
+        hindsight_emulator.add_interview(interview_id, status="sent")
+    waiting = sensor(interview_request_ids=[1, 2], deferrable=False, mode="reschedule")
+
+    first = waiting.poke({})  # type: ignore[arg-type]
+    assert (first.is_done, first.xcom_value) == (False, None)
+    hindsight_emulator.complete(1)
+    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]
+    hindsight_emulator.complete(2)
+    done = waiting.poke({})  # type: ignore[arg-type]
+    assert (done.is_done, done.xcom_value) == (True, {"1": "completed", "2": "completed"})
+    assert sorted(gets(hindsight_emulator)) == [1, 2]
+    assert [len(moments) for _, moments in sorted(gets(hindsight_emulator).items())] == [2, 3]  # 1 not polled again
+
+
+def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
+    hindsight_emulator_factory: Callable[..., HindsightEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = hindsight_emulator_factory(api_key="right-key")
+    emulator.add_interview(1, status="sent")
+    connection = json.loads(emulator.connection_env()[1])
+    connection["password"] = "wrong-key"
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps(connection))
+
+    with pytest.raises(HindsightAuthError, match="connection 'hindsight_default'"):
+        sensor(interview_request_ids=[1], deferrable=False).poke({})  # type: ignore[arg-type]

@@ -19,17 +19,21 @@ than :data:`STALE_PENDING_AFTER` belongs to a run that died: the next run marks 
 
 The connection, the table's creation and checks, SQLite's write-ahead logging and the batched
 statements are :class:`~.sql.SqlTable`'s. The bulk engine's worker threads claim and record
-concurrently, so every method here holds one lock around the ledger's one connection; each claim
-and record is its own committed transaction, so the claim is durable before the POST leaves.
+concurrently, and a DB-API connection is not for several threads at once (``sqlite3`` refuses
+outright), so the ledger's one connection lives on one thread of its own: every public method runs
+its statements there and waits for them (see :func:`_on_ledger_thread`). Each claim and record is
+its own committed transaction, so the claim is durable before the POST leaves.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.ledgers.sql import Column, HindsightLedgerError, SqlTable, validate_table_name
@@ -53,6 +57,9 @@ STALE_PENDING_AFTER = datetime.timedelta(hours=1)
 """A claim older than this has no live writer: one create takes at most a few minutes (timeout x attempts)."""
 PROBE_KEY = "\x01hindsight-ledger-probe"
 """The write probe's ``request_key``; rolled back, and no real key starts with a control character."""
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 _TEXT_LIMITS = {
     "contact_email": 254,
@@ -138,11 +145,22 @@ class Claim:
     attempted_at: Any
 
 
+def _on_ledger_thread(method: F) -> F:
+    """Run ``method`` on the ledger's own thread and wait for it (directly when already there)."""
+
+    @functools.wraps(method)
+    def run(self: InterviewLedger, *args: Any, **kwargs: Any) -> Any:
+        return self.on_thread(functools.partial(method, self, *args, **kwargs))
+
+    return run  # type: ignore[return-value]
+
+
 class InterviewLedger(SqlTable):
     """The interview ledger ``table`` on the Airflow SQL connection ``ledger_conn_id``.
 
     Thread-safe: the bulk engine's workers call :meth:`claim` and the ``record_*`` methods at once;
-    one lock serialises the use of the one connection. Call :meth:`prepare` first and :meth:`close`
+    each runs on the ledger's one thread, which alone uses the one connection, one statement batch
+    after another. Call :meth:`prepare` first and :meth:`close`
     at the end (or use it as a context manager).
     """
 
@@ -153,7 +171,20 @@ class InterviewLedger(SqlTable):
 
     def __init__(self, *, ledger_conn_id: str, table: str = DEFAULT_INTERVIEW_TABLE) -> None:
         super().__init__(ledger_conn_id=ledger_conn_id, table=validate_interview_table(table))
-        self.lock = threading.RLock()
+        self._thread: ThreadPoolExecutor | None = None
+        self._thread_ident: int | None = None
+        self._thread_lock = threading.Lock()
+
+    def on_thread(self, call: Callable[[], T]) -> T:
+        """``call()`` on the ledger's thread, its result or its exception returned here."""
+        if threading.get_ident() == self._thread_ident:
+            return call()
+        with self._thread_lock:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-ledger")
+                self._thread_ident = self._thread.submit(threading.get_ident).result()
+            thread = self._thread
+        return thread.submit(call).result()
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
         now = self._now()
@@ -161,23 +192,32 @@ class InterviewLedger(SqlTable):
         second = self._row(PROBE_KEY, CREATED, interview_request_id=1, attempted_at=now, created_at=now)
         return [first, second]
 
+    @_on_ledger_thread
     def prepare(self, *, create: bool = True) -> None:
-        with self.lock:
-            super().prepare(create=create)
+        super().prepare(create=create)
 
     def close(self) -> None:
-        with self.lock:
+        """Close the connection (on its thread), then end the thread; safe to call twice."""
+        if self._thread is None or threading.get_ident() == self._thread_ident:  # prepare() closes first
             super().close()
+            return
+        try:
+            self.on_thread(super().close)
+        finally:
+            with self._thread_lock:
+                thread, self._thread, self._thread_ident = self._thread, None, None
+            if thread is not None:
+                thread.shutdown(wait=True)
 
     # -- reading ---------------------------------------------------------------------------------------
 
+    @_on_ledger_thread
     def lookup(self, request_keys: Iterable[str]) -> dict[str, LedgerEntry]:
         """The entries of these keys that the ledger holds; one query per 500 keys."""
-        with self.lock:
-            self._require_prepared()
-            if not self.exists:
-                return {}
-            rows = list(self.select_by_keys(_ENTRY_COLUMNS, ((key,) for key in request_keys)))
+        self._require_prepared()
+        if not self.exists:
+            return {}
+        rows = list(self.select_by_keys(_ENTRY_COLUMNS, ((key,) for key in request_keys)))
         entries = {}
         for key, state, request_id, contact_id, deal_id, url, status, attempted in rows:
             entries[str(key)] = LedgerEntry(
@@ -202,6 +242,7 @@ class InterviewLedger(SqlTable):
 
     # -- claiming ----------------------------------------------------------------------------------------
 
+    @_on_ledger_thread
     def claim(
         self, request_key: str, *, contact_email: str, deal_id: str | None, replacing: str | None
     ) -> Claim | None:
@@ -211,79 +252,78 @@ class InterviewLedger(SqlTable):
         or ``None`` for a key the ledger had no row of: then it is an ``INSERT`` that loses quietly to
         an existing key, else an ``UPDATE`` that only succeeds while the row is still in that state.
         """
-        with self.lock:
-            now = self._now()
-            if replacing is None:
-                row = self._row(request_key, PENDING, contact_email=contact_email, deal_id=deal_id, attempted_at=now)
-                return Claim(request_key, now) if self.insert_if_absent(row) else None
-            values = (PENDING, _fit("contact_email", contact_email), _fit("deal_id", deal_id), None, None, now)
-            changed = self._update_where(
-                ("state", "contact_email", "deal_id", "error_code", "error_message", "attempted_at"),
-                values,
-                request_key,
-                replacing,
-            )
-            return Claim(request_key, now) if changed else None
+        now = self._now()
+        if replacing is None:
+            row = self._row(request_key, PENDING, contact_email=contact_email, deal_id=deal_id, attempted_at=now)
+            return Claim(request_key, now) if self.insert_if_absent(row) else None
+        values = (PENDING, _fit("contact_email", contact_email), _fit("deal_id", deal_id), None, None, now)
+        changed = self._update_where(
+            ("state", "contact_email", "deal_id", "error_code", "error_message", "attempted_at"),
+            values,
+            request_key,
+            replacing,
+        )
+        return Claim(request_key, now) if changed else None
 
+    @_on_ledger_thread
     def release(self, claim: Claim) -> None:
         """Delete this run's own claim: its create never reached Hindsight, so the next run sends it."""
-        with self.lock:
-            p = self._placeholder
+        p = self._placeholder
 
-            def delete(cursor: Any) -> int:
-                cursor.execute(
-                    f"DELETE FROM {self.table} WHERE request_key = {p} AND state = {p} AND attempted_at = {p}",
-                    (claim.request_key, PENDING, claim.attempted_at),
-                )
-                return int(cursor.rowcount)
+        def delete(cursor: Any) -> int:
+            cursor.execute(
+                f"DELETE FROM {self.table} WHERE request_key = {p} AND state = {p} AND attempted_at = {p}",
+                (claim.request_key, PENDING, claim.attempted_at),
+            )
+            return int(cursor.rowcount)
 
-            self._write(delete)
+        self._write(delete)
 
     # -- recording ---------------------------------------------------------------------------------------
 
+    @_on_ledger_thread
     def record_created(self, request_key: str, answer: Mapping[str, Any]) -> None:
         """Record a 201 for ``request_key`` at once (whatever state the row is in now: this answer is the truth)."""
-        with self.lock:
-            request_id = answer.get("interview_request_id")
-            values = (
-                CREATED,
-                int(request_id) if isinstance(request_id, int) else None,
-                _fit("contact_id", _text(answer.get("contact_id"))),
-                _fit("deal_id", _text(answer.get("deal_id"))),
-                _fit("survey_url", _text(answer.get("survey_url"))),
-                _fit("survey_token", _text(answer.get("survey_token"))),
-                _fit("api_status", _text(answer.get("status"))),
-                None,
-                None,
-                self._now(),
-            )
-            if not self.update_by_key(_CREATED_COLUMNS, [(*values, request_key)]):
-                # Someone deleted the claim meanwhile (by hand): the interview exists all the same.
-                row = dict(zip(_CREATED_COLUMNS, values, strict=True))
-                self.upsert_rows([self._row(request_key, **row)])
+        request_id = answer.get("interview_request_id")
+        values = (
+            CREATED,
+            int(request_id) if isinstance(request_id, int) else None,
+            _fit("contact_id", _text(answer.get("contact_id"))),
+            _fit("deal_id", _text(answer.get("deal_id"))),
+            _fit("survey_url", _text(answer.get("survey_url"))),
+            _fit("survey_token", _text(answer.get("survey_token"))),
+            _fit("api_status", _text(answer.get("status"))),
+            None,
+            None,
+            self._now(),
+        )
+        if not self.update_by_key(_CREATED_COLUMNS, [(*values, request_key)]):
+            # Someone deleted the claim meanwhile (by hand): the interview exists all the same.
+            row = dict(zip(_CREATED_COLUMNS, values, strict=True))
+            self.upsert_rows([self._row(request_key, **row)])
 
+    @_on_ledger_thread
     def record_failure(self, request_key: str, state: str, code: str | None, message: str | None) -> None:
         """Record ``rejected`` (a 4xx: nothing was created) or ``unknown`` (it may have been) with the reason."""
         assert state in (REJECTED, UNKNOWN)
-        with self.lock:
-            values = (state, _fit("error_code", code), _fit("error_message", message))
-            if not self.update_by_key(("state", "error_code", "error_message"), [(*values, request_key)]):
-                row = self._row(request_key, state, error_code=values[1], error_message=values[2])
-                self.upsert_rows([row])
+        values = (state, _fit("error_code", code), _fit("error_message", message))
+        if not self.update_by_key(("state", "error_code", "error_message"), [(*values, request_key)]):
+            row = self._row(request_key, state, error_code=values[1], error_message=values[2])
+            self.upsert_rows([row])
 
+    @_on_ledger_thread
     def mark_abandoned(self, entry: LedgerEntry) -> bool:
         """Turn a stale ``pending`` row into ``unknown`` (its run died); ``False`` if it changed meanwhile."""
-        with self.lock:
-            at = entry.attempted_at
-            when = at.isoformat(sep=" ", timespec="seconds") if at else "an unknown time"
-            message = f"claimed at {when} by a run that never recorded the answer (killed mid-create?)"
-            changed = self._update_where(
-                ("state", "error_code", "error_message"),
-                (UNKNOWN, "abandoned_claim", message),
-                entry.request_key,
-                PENDING,
-            )
-            return bool(changed)
+        at = entry.attempted_at
+        when = at.isoformat(sep=" ", timespec="seconds") if at else "an unknown time"
+        message = f"claimed at {when} by a run that never recorded the answer (killed mid-create?)"
+        changed = self._update_where(
+            ("state", "error_code", "error_message"),
+            (UNKNOWN, "abandoned_claim", message),
+            entry.request_key,
+            PENDING,
+        )
+        return bool(changed)
 
     # -- SQL ---------------------------------------------------------------------------------------------
 

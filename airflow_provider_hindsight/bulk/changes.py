@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
-from airflow_provider_hindsight.ledger import LEDGER_BATCH, SyncLedger, body_sha256
+from airflow_provider_hindsight.ledgers.sync import LEDGER_BATCH, SyncLedger, body_sha256
 from airflow_provider_hindsight.resources.interviews import InterviewUpdate
 
 CHECKPOINT_ROWS = 200

@@ -25,13 +25,13 @@ Owned here:
   insert that loses quietly to an existing key (:meth:`SqlTable.insert_if_absent`), updates and
   deletions by key, each write committed and retried when a concurrent run conflicted with it or
   held a lock too long. Driver messages it quotes never contain the connection's password.
+- :func:`upsert_statement`, :func:`utc_now`, :func:`batches`.
 
 Waiting for locks is bounded and said: a PostgreSQL ledger session sets its own ``lock_timeout``
 (:data:`POSTGRES_LOCK_TIMEOUT_MS` per statement, unless the role's is shorter), SQLite waits
 :data:`SQLITE_BUSY_TIMEOUT_MS`; a statement that gives up is tried again after a pause (at most
 :data:`BUSY_ATTEMPTS` tries within :data:`LOCK_WAIT_LIMIT_SECONDS`), with a WARNING naming the table
 and how long it waited so far, and :attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way.
-- :func:`upsert_statement`, :func:`utc_now`, :func:`batches`.
 
 A ledger declares its table with class attributes and a probe row::
 
@@ -274,10 +274,16 @@ class Column:
 class SqlTable:
     """One ledger table on the Airflow SQL connection ``ledger_conn_id``, through one connection.
 
-    A subclass sets :attr:`KIND`, :attr:`COLUMNS` and :attr:`KEY` and implements :meth:`_probe_rows`.
-    Rows are tuples of every column in :attr:`COLUMNS` order; keys are tuples of the :attr:`KEY`
-    columns in that order. Call :meth:`prepare` first and :meth:`close` at the end (or use it as a
-    context manager).
+    A subclass sets :attr:`KIND`, :attr:`COLUMNS` and :attr:`KEY` (and :attr:`MISSING_TABLE_MEANS`)
+    and implements :meth:`_probe_rows`. Rows are tuples of every column in :attr:`COLUMNS` order;
+    keys are tuples of the :attr:`KEY` columns in that order. Call :meth:`prepare` first and
+    :meth:`close` at the end (or use it as a context manager).
+
+    Public: :meth:`prepare`, :meth:`close`, :meth:`select_by_keys`, :meth:`upsert_rows`,
+    :meth:`insert_if_absent`, :meth:`update_by_key`, :meth:`delete_keys`, :attr:`exists`,
+    :attr:`writable`, :attr:`lock_wait_seconds`. For a subclass's own statements: ``_write(statements)``
+    (``statements(cursor)`` in one committed transaction, retried like the others), ``_placeholder``,
+    ``_placeholders(n)``, ``_now()`` (UTC), ``_message(error)`` (redacted), ``_error(message)``.
     """
 
     KIND: ClassVar[str] = "Hindsight ledger"
@@ -295,11 +301,11 @@ class SqlTable:
         """Whether the table exists; after a dry-run ``prepare`` it may not."""
         self.writable = False
         """Whether writes may run: ``prepare(create=True)`` succeeded."""
-        self._connection: Any = None
-        self._hook: Any = None
         self.lock_wait_seconds = 0.0
         """Seconds this ledger's writes lost to locks held by other sessions, deadlocks and conflicts:
-        the statements that gave up waiting and the pauses before trying again."""
+        the statements that gave up waiting and the pauses before trying again (for the run's summary)."""
+        self._connection: Any = None
+        self._hook: Any = None
         self._upsert_sql: str | None = None
         self._is_sqlite = False
         self._secret = ""
@@ -468,7 +474,7 @@ class SqlTable:
                 f"primary key ({', '.join(self.KEY)})), or point ledger_conn_id at a writable database."
             ) from None
         finally:
-            cursor.close()
+            _close_quietly(cursor)
         if notices.existing:
             log.info(
                 "Found the ledger table %s on %r: another run created it at the same moment.",
@@ -569,6 +575,9 @@ class SqlTable:
     def select_by_keys(self, columns: Sequence[str], keys: Iterable[Row]) -> Iterator[Row]:
         """``columns`` of the rows with these keys, :data:`LEDGER_BATCH` keys per query, each read committed."""
         self._require_prepared()
+        return self._select_batches(columns, keys)
+
+    def _select_batches(self, columns: Sequence[str], keys: Iterable[Row]) -> Iterator[Row]:
         for batch in batches(dict.fromkeys(keys), LEDGER_BATCH):
             # committed: ends the read transaction, so that no snapshot is held between batches
             yield from self._transaction(partial(self._select, columns=columns, keys=batch), action="read")

@@ -26,7 +26,12 @@ from airflow_provider_hindsight.hooks.hindsight import (
 )
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
-from airflow_provider_hindsight.ledger import DEFAULT_LEDGER_TABLE, SyncLedger, validate_ledger_table, validate_sync_id
+from airflow_provider_hindsight.ledgers.sync import (
+    DEFAULT_LEDGER_TABLE,
+    SyncLedger,
+    validate_ledger_table,
+    validate_sync_id,
+)
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
 
 if TYPE_CHECKING:

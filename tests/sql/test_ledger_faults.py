@@ -93,11 +93,11 @@ def lock_warnings() -> Iterator[WarningSeen]:
 
 
 @contextmanager
-def table_locked(backend: Backend) -> Iterator[Callable[[], None]]:
-    """Another session holds ACCESS EXCLUSIVE on the ledger table (in an open transaction); yields ``release``."""
+def table_locked(backend: Backend, mode: str = "ACCESS EXCLUSIVE") -> Iterator[Callable[[], None]]:
+    """Another session holds a ``mode`` lock on the ledger table (in an open transaction); yields ``release``."""
     holder = backend.connect()
     try:
-        holder.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+        holder.execute(f"LOCK TABLE {TABLE} IN {mode} MODE")
         yield holder.rollback
     finally:
         holder.close()
@@ -111,6 +111,14 @@ def writer_role(backend: Backend, *, lock_timeout: str | None, privileges: str =
     if lock_timeout is not None:
         backend.run(f"ALTER ROLE {role} SET lock_timeout = '{lock_timeout}'")
     return backend.set_connection("writer_ledger", login=role)
+
+
+def use_driver(monkeypatch: pytest.MonkeyPatch, driver: str) -> None:
+    """Make the Postgres hook connect with psycopg 3 (its default here) or psycopg2 (SQLSTATE in ``pgcode``)."""
+    from airflow.providers.postgres.hooks import postgres
+
+    pytest.importorskip(driver)
+    monkeypatch.setattr(postgres, "USE_PSYCOPG3", driver == "psycopg")
 
 
 def assert_busy(error: BaseException) -> None:
@@ -127,13 +135,20 @@ def assert_busy(error: BaseException) -> None:
 # -- a held lock ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role_lock_timeout", [None, "150ms", "1h"], ids=["no-role-timeout", "role-150ms", "role-1h"])
+@pytest.mark.parametrize(
+    ("role_lock_timeout", "driver"),
+    [(None, "psycopg"), ("150ms", "psycopg"), ("1h", "psycopg"), ("150ms", "psycopg2")],
+    ids=["no-role-timeout", "role-150ms", "role-1h", "role-150ms-psycopg2"],
+)
 def test_a_held_lock_is_transient_and_bounded(
     postgres: Backend,
     open_ledgers: Callable[..., SyncLedger],
     lock_warnings: WarningSeen,
+    monkeypatch: pytest.MonkeyPatch,
     role_lock_timeout: str | None,
+    driver: str,
 ) -> None:
+    use_driver(monkeypatch, driver)
     open_ledgers().prepare(create=True)
     conn_id = writer_role(postgres, lock_timeout=role_lock_timeout)
     ledger = open_ledgers(conn_id)
@@ -164,6 +179,20 @@ def test_a_held_lock_is_transient_and_bounded(
         assert ledger.record([(1, "b" * 64), (2, "b" * 64)]) == 2, "the same connection goes on"
     open_ledgers(conn_id).prepare(create=True)
     assert postgres.hashes() == {1: "b" * 64, 2: "b" * 64}
+
+
+def test_a_lock_on_writes_only_fails_the_write_probe_as_busy_not_read_only(
+    postgres: Backend, open_ledgers: Callable[..., SyncLedger]
+) -> None:
+    """EXCLUSIVE lets the probe's read through and blocks its write: was 'not a replica, not read-only'."""
+    open_ledgers().prepare(create=True)
+    conn_id = writer_role(postgres, lock_timeout="150ms")
+    with table_locked(postgres, "EXCLUSIVE") as release:
+        with pytest.raises(HindsightLedgerBusyError) as caught:
+            open_ledgers(conn_id).prepare(create=True)
+        assert_busy(caught.value)
+        release()
+    open_ledgers(conn_id).prepare(create=True)
 
 
 @pytest.mark.parametrize("step", ["prepare", "record", "forget"])
@@ -232,10 +261,12 @@ def test_sqlite_database_is_locked_is_transient(
 # -- a lost connection ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 @pytest.mark.parametrize("step", ["record", "lookup"])
 def test_a_terminated_ledger_connection_is_transient_naming_the_table(
-    postgres: Backend, open_ledgers: Callable[..., SyncLedger], step: str
+    postgres: Backend, open_ledgers: Callable[..., SyncLedger], monkeypatch: pytest.MonkeyPatch, step: str, driver: str
 ) -> None:
+    use_driver(monkeypatch, driver)
     ledger = open_ledgers()
     ledger.prepare(create=True)
     ledger.record([(1, "a" * 64)])

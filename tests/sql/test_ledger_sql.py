@@ -220,3 +220,33 @@ def test_create_table_sql() -> None:
         "    PRIMARY KEY (request_key)\n"
         ")"
     )
+
+
+def test_keys_of_several_prefixes_are_looked_up_and_deleted_together(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A two-column key (the sync ledger's): one ``a = ? AND b IN (...)`` per first-column value."""
+    from airflow_provider_hindsight.ledgers.sync import SyncLedger
+
+    with SyncLedger(ledger_conn_id=backend.conn_id, sync_id="dag.one") as ledger:
+        ledger.prepare(create=True)
+        now = ledger._now()
+        sync_ids = ("dag.one", "dag.two")
+        rows = [(sync_id, number, f"{sync_id}-{number}", now) for sync_id in sync_ids for number in (1, 2)]
+        assert ledger.upsert_rows(rows) == 4
+        keys = [("dag.two", 2), ("dag.one", 1), ("dag.three", 1)]
+        found = sorted(ledger.select_by_keys(("sync_id", "interview_request_id", "body_sha256"), keys))
+        assert found == [("dag.one", 1, "dag.one-1"), ("dag.two", 2, "dag.two-2")]
+        assert ledger.delete_keys(keys) == 3
+        assert sorted(backend.query("SELECT sync_id, interview_request_id FROM hindsight_sync_ledger")) == [
+            ("dag.one", 2),
+            ("dag.two", 1),
+        ]
+
+
+def test_use_before_prepare_is_refused_at_the_call() -> None:
+    ledger = ClaimLedger(ledger_conn_id=CONN_ID, table=TABLE)
+    with pytest.raises(RuntimeError, match=r"ClaimLedger.prepare\(\) must run before"):
+        ledger.select_by_keys(("state",), [("k",)])
+    with pytest.raises(RuntimeError, match=r"ClaimLedger writes need prepare\(create=True\)"):
+        ledger.claim("k")

@@ -31,6 +31,7 @@ DAG_IDS = [
     "example_hindsight_bulk",
     "example_warehouse_load",
     "example_hindsight_warehouse_refresh",
+    "example_hindsight_create",
     "example_hindsight_lifecycle",
 ]
 COMPLETE_AFTER = 4.0
@@ -71,7 +72,6 @@ def main() -> int:
         return 1
 
     with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000, complete_after=COMPLETE_AFTER) as emulator:
-        seed_lifecycle_interviews(emulator)
         env["AIRFLOW_CONN_HINDSIGHT_DEFAULT"] = json.dumps(
             {"conn_type": "hindsight", "host": emulator.base_url, "password": DEMO_KEY, "extra": {"plan": "enterprise"}}
         )
@@ -85,6 +85,7 @@ def main() -> int:
                 failed.append(dag_id)
         interviews = emulator.interviews
         statuses = emulator.status_counts
+        created = emulator.created_interviews()
 
     print(f"\nThe emulator received {sum(statuses.values())} requests: {dict(sorted(statuses.items()))}")
     print(f"It now holds {len(interviews)} interviews:\n")
@@ -100,6 +101,13 @@ def main() -> int:
         )
     if len(interviews) > shown:
         print(f"   ... and {len(interviews) - shown} more")
+    print(f"\nexample_hindsight_create created {len(created)} interview requests, each once:\n")
+    print(f"{'id':>6}  {'contact_name':<14}  {'status':<8}  survey link")
+    for record in created:
+        print(
+            f"{record['interview_request_id']:>6}  {shorten(record['contact_name'] or '-', 14):<14}  "
+            f"{record['status']:<8}  {record['survey_url']}"
+        )
     print_landed(DEMO_HOME / "warehouse.db")
     if failed:
         print(f"\n{len(failed)} DAG(s) failed; their logs are in .demo/logs/: {', '.join(failed)}")
@@ -108,37 +116,29 @@ def main() -> int:
     return 0
 
 
-def seed_lifecycle_interviews(emulator: HindsightEmulator) -> None:
-    """Without the create operators, the lifecycle DAG starts from interviews Hindsight already holds."""
-    sys.path.insert(0, str(ROOT))
-    from dags.example_hindsight_lifecycle import CLOSED_DEALS, CREATE_INTERVIEWS
-
-    if not CREATE_INTERVIEWS:
-        for _deal, _contact, email, name, *_, interview_request_id in CLOSED_DEALS:
-            emulator.add_interview(interview_request_id, status="sent", contact_email=email, contact_name=name)
-
-
 def print_landed(warehouse: Path) -> None:
     """The rows the lifecycle DAG landed in hindsight_transcripts, and which competitors they name."""
     if not warehouse.exists():
         return
+    sys.path.insert(0, str(ROOT))
+    from dags.example_hindsight_lifecycle import INTERVIEWS_SQL
+
     with closing(sqlite3.connect(warehouse)) as database:
         try:
             rows = database.execute(
-                "SELECT interview_request_id, status, deal_id, transcript_document_id, length(transcript), "
-                "substr(replace(transcript, char(10), ' '), 1, 70) FROM hindsight_transcripts ORDER BY 1"
+                "SELECT t.interview_request_id, t.status, t.deal_id, t.transcript_document_id, length(t.transcript), "
+                "substr(replace(t.transcript, char(10), ' '), 1, 70) FROM hindsight_transcripts AS t "
+                f"JOIN ({INTERVIEWS_SQL}) AS i ON i.interview_request_id = t.interview_request_id ORDER BY 1"
             ).fetchall()
         except sqlite3.Error:
             return
-    print(f"\nThe lifecycle DAG landed {len(rows)} interviews in hindsight_transcripts:\n")
+    print(f"\nThe lifecycle DAG landed its {len(rows)} interviews in hindsight_transcripts:\n")
     print(f"{'id':>6}  {'status':<10} {'document':<22} {'chars':>5}  transcript")
     for interview_id, status, _, document, length, start in rows:
         print(f"{interview_id:>6}  {status:<10} {document or '-':<22} {length or 0:>5}  {start or '-'}…")
     with closing(sqlite3.connect(warehouse)) as database:
-        from dags.example_hindsight_lifecycle import INTERVIEWS_SQL
-
         named = database.execute(
-            "SELECT c.competitor, COUNT(t.interview_request_id) FROM (SELECT DISTINCT competitor FROM closed_deals "
+            "SELECT c.competitor, COUNT(t.interview_request_id) FROM (SELECT DISTINCT competitor FROM lifecycle_deals "
             "WHERE competitor IS NOT NULL) AS c JOIN hindsight_transcripts t ON t.status = 'completed' AND "
             f"t.transcript LIKE '%' || c.competitor || '%' JOIN ({INTERVIEWS_SQL}) AS i "
             "ON i.interview_request_id = t.interview_request_id GROUP BY 1 ORDER BY 2 DESC, 1"

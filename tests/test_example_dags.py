@@ -23,6 +23,7 @@ def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
         "example_hindsight_bulk",
         "example_warehouse_load",
         "example_hindsight_warehouse_refresh",
+        "example_hindsight_create",
         "example_hindsight_lifecycle",
     }
 
@@ -106,13 +107,9 @@ def test_warehouse_refresh_pushes_every_deal(
 def test_lifecycle_example_waits_lands_the_transcripts_and_names_the_competitors(
     run_dag: Any, hindsight_emulator_factory: Any, warehouse: Path
 ) -> None:
-    from dags.example_hindsight_lifecycle import CLOSED_DEALS, CREATE_INTERVIEWS
+    from dags.example_hindsight_lifecycle import CLOSED_DEALS
 
     emulator = hindsight_emulator_factory(complete_after=0)  # each contact answers at once
-    if not CREATE_INTERVIEWS:
-        for _deal, _contact, email, name, *_, interview_request_id in CLOSED_DEALS:
-            emulator.add_interview(interview_request_id, status="sent", contact_email=email, contact_name=name)
-
     dag_run = run_dag("example_hindsight_lifecycle")
 
     assert set(task_states(dag_run).values()) == {"success"}
@@ -124,3 +121,37 @@ def test_lifecycle_example_waits_lands_the_transcripts_and_names_the_competitors
         {"competitor": "Competitor X", "interviews": 2, "amount": 172000},
         {"competitor": "Competitor Y", "interviews": 2, "amount": 110000},
     ]
+    assert len(emulator.created_interviews()) == len(CLOSED_DEALS)
+
+    again = run_dag("example_hindsight_lifecycle")  # nothing new: no create, no fetch of a completed one
+    assert set(task_states(again).values()) == {"success"}
+    assert xcom_value(again, "land_transcripts")["already_completed"] == len(CLOSED_DEALS)
+    assert len(emulator.created_interviews()) == len(CLOSED_DEALS)
+
+
+def test_create_example_invites_each_closed_deal_once_and_enriches_it(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, warehouse: Path
+) -> None:
+    from dags.example_hindsight_create import CLOSED_DEALS
+
+    closed = [deal for deal in CLOSED_DEALS if deal[5].startswith("Closed")]
+    first = run_dag("example_hindsight_create")
+
+    assert set(task_states(first).values()) == {"success"}
+    summary = xcom_value(first, "create_interviews", key="summary")
+    assert (summary["total"], summary["created"], summary["existing"]) == (len(closed), len(closed), 0)
+    created = hindsight_emulator.created_interviews()
+    assert sorted(record["contact_email"] for record in created) == sorted(deal[2] for deal in closed)
+    for record in created:
+        deal = next(deal for deal in closed if deal[2] == record["contact_email"])
+        assert record["contact_context"]["notes"] == deal[8], "enriched from the ledger join"
+    enriched = xcom_value(first, "enrich_created", key="summary")
+    assert enriched["succeeded"] == len(closed)
+
+    hindsight_emulator.reset_requests()
+    second = run_dag("example_hindsight_create")
+
+    assert set(task_states(second).values()) == {"success"}
+    assert xcom_value(second, "create_interviews", key="summary")["existing"] == len(closed)
+    assert hindsight_emulator.requests == [], "a rerun creates nothing and sends nothing"
+    assert len(hindsight_emulator.created_interviews()) == len(closed)

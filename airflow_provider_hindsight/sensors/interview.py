@@ -33,6 +33,7 @@ from airflow_provider_hindsight.exceptions import (
 )
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.inputs import reject_rendered_python_literal
+from airflow_provider_hindsight.resources.interviews import status_reached
 from airflow_provider_hindsight.triggers.interview import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     MAX_WAIT_IDS,
@@ -175,9 +176,9 @@ class HindsightInterviewSensor(BaseSensorOperator):
             self.log.info("Every interview has reached %r.", self.target_status)
             return statuses
         if status == "timeout":
-            waiting = [key for key, value in statuses.items() if value != self.target_status]
+            reached = [key for key, value in statuses.items() if status_reached(value, self.target_status)]
             raise AirflowSensorTimeout(
-                f"The sensor timed out after {self.timeout:.0f}s: {len(statuses) - len(waiting)} of "
+                f"The sensor timed out after {self.timeout:.0f}s: {len(reached)} of "
                 f"{len(self.ids())} interviews reached {self.target_status!r} (last statuses in the task log)."
             )
         self.log.info("Last statuses: %s", statuses)

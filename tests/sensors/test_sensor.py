@@ -179,9 +179,12 @@ def test_error_events_become_typed_failures(error: dict[str, Any], raised: type[
         sensor().execute_complete({}, {"status": "error", "statuses": {}, "error": error})  # type: ignore[arg-type]
 
 
-def test_a_timeout_event_raises_sensor_timeout() -> None:
+def test_a_timeout_event_raises_sensor_timeout_counting_what_got_there() -> None:
     with pytest.raises(AirflowSensorTimeout, match="0 of 1 interviews"):
         sensor().execute_complete({}, {"status": "timeout", "statuses": {"1": "sent"}, "error": None})  # type: ignore[arg-type]
+    event = {"status": "timeout", "statuses": {"1": "completed", "2": "created"}, "error": None}
+    with pytest.raises(AirflowSensorTimeout, match="1 of 2 interviews reached 'sent'"):
+        sensor(interview_request_ids=[1, 2], target_status="sent").execute_complete({}, event)  # type: ignore[arg-type]
 
 
 def test_poke_polls_each_pending_id_once_and_keeps_what_reached_the_target(

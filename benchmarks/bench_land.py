@@ -12,7 +12,12 @@ c) Peak memory (RSS high-water mark) of landing 1,000 and 100,000 (``--memory``)
 d) ``--triggers`` (default 20) ``HindsightInterviewTrigger`` of 500 ids each on one connection in one
    event loop, against a strict limiter at ``--trigger-limit`` a minute (default 6,000, so that the
    run takes under two minutes): the most requests in any 60 s, the 429s, and the event loop's longest
-   stall measured by a ticker coroutine beside them.
+   stall measured by a ticker coroutine beside them (the loop thread's CPU time, and wall time), and
+   the full garbage collections seen (their length is a property of the process's heap, Airflow's
+   own, not of the triggers).
+e) d) again after ``gc.freeze()``, as a long-running process can do once its imports are done.
+
+``--previous FILE`` keeps the parts of an earlier run's printed output that are not measured now.
 
 Each measurement runs in a fresh Python process. Writes ``docs/_generated/lifecycle-numbers.md`` and
 ``docs/_static/lifecycle-benchmark.png``.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import json
 import os
 import sys
@@ -110,6 +116,21 @@ def child_triggers(task: dict[str, Any]) -> dict[str, Any]:
         return waited
 
     RatePacer.acquire_async = recorded  # type: ignore[method-assign]
+    collections: list[float] = []
+    began: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            began.append(time.perf_counter())
+        elif began:
+            collections.append((time.perf_counter() - began.pop()) * 1000)
+
+    if task.get("gc_freeze"):
+        gc.collect()
+        gc.freeze()  # what a long-running process can do once its imports are done: old objects are not rescanned
+    gc.callbacks.append(on_gc)
     count = task["triggers"]
     triggers = [
         HindsightInterviewTrigger(
@@ -169,6 +190,9 @@ def child_triggers(task: dict[str, Any]) -> dict[str, Any]:
         "longest_stall_ms": longest * 1000,
         "longest_busy_ms": busiest * 1000,
         "stalls_over_20ms": sorted(stalls, key=lambda stall: -stall[1])[:10],
+        "gc_full_collections": len(collections),
+        "gc_longest_full_collection_ms": max(collections, default=0.0),
+        "gc_freeze": bool(task.get("gc_freeze")),
         "starts": [round(moment - starts[0], 3) for moment in starts] if starts else [],
     }
 
@@ -265,15 +289,15 @@ def measure_memory(sizes: list[int], work: Path) -> dict[int, dict[str, Any]]:
     return results
 
 
-def measure_triggers(count: int, limit: float) -> dict[str, Any]:
-    progress(f"d) {count} triggers of {IDS_PER_TRIGGER} ids on one connection, strict {limit:,.0f}-a-minute limiter")
+def measure_triggers(count: int, limit: float, *, gc_freeze: bool) -> dict[str, Any]:
+    how = " (gc.freeze() first)" if gc_freeze else ""
+    progress(f"d) {count} triggers of {IDS_PER_TRIGGER} ids on one connection, strict {limit:,.0f}/min limiter{how}")
     settings = EmulatorSettings(
         requests_per_minute=limit, latency=LATENCY, seed=count * IDS_PER_TRIGGER, complete_after=0
     )
     with emulator(settings) as api:
-        result = run_child(
-            __file__, {"kind": "triggers", "base_url": api.base_url, "requests_per_minute": limit, "triggers": count}
-        )
+        task = {"kind": "triggers", "base_url": api.base_url, "requests_per_minute": limit, "triggers": count}
+        result = run_child(__file__, {**task, "gc_freeze": gc_freeze})
         counts = api.counts()
     return {**result, "status_counts": counts, "limit": limit}
 
@@ -307,16 +331,22 @@ def write_numbers(results: dict[str, Any]) -> None:
             f"| c) peak RSS landing completed interviews with {TRANSCRIPT_BYTES // 1000} KB transcripts "
             f"| {cells}: **{growth:+.0f} MB** from the smallest to the largest |"
         )
-    if "triggers" in results:
-        d = results["triggers"]
+    for key in ("triggers", "triggers_frozen"):
+        if key not in results:
+            continue
+        d = results[key]
+        frozen = " after `gc.freeze()`" if d.get("gc_freeze") else ""
         lines.append(
-            f"| d) {d['requests'] // IDS_PER_TRIGGER} triggers x {IDS_PER_TRIGGER} ids, one connection, "
-            "one event loop, "
+            f"| {'e' if frozen else 'd'}) {d['requests'] // IDS_PER_TRIGGER} triggers x {IDS_PER_TRIGGER} ids, "
+            "one connection, "
+            f"one event loop{frozen}, "
             f"strict {d['limit']:,.0f}/min limiter | events {', '.join(d['statuses'])} in {d['seconds']:.0f} s; most "
             f"in any 60 s: **{d['most_in_60s']:,}** (pace {d['limit'] * 0.97:,.0f}); "
             f"{d['status_counts'].get(429, 0)} x 429; longest event-loop stall: "
             f"**{d['longest_busy_ms']:.1f} ms** running code, {d['longest_stall_ms']:.1f} ms of wall time "
-            "(with the process not scheduled on a loaded machine) |"
+            "(with the process not scheduled on a loaded machine); "
+            f"{d['gc_full_collections']} full garbage collections{frozen}, the longest "
+            f"{d['gc_longest_full_collection_ms']:.0f} ms |"
         )
     NUMBERS_PAGE.write_text(
         "Measured by `benchmarks/bench_land.py` on "
@@ -370,22 +400,29 @@ def main() -> int:
     parser.add_argument("--triggers", type=int, default=20)
     parser.add_argument("--trigger-limit", type=float, default=6000)
     parser.add_argument("--only", default="throughput,rerun,memory,triggers")
+    parser.add_argument("--previous", help="a JSON of an earlier run's output: its parts not measured now are kept")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     results: dict[str, Any] = {}
+    if args.previous:
+        results.update(json.loads(Path(args.previous).read_text()))
+        if "memory" in results:
+            results["memory"] = {int(size): value for size, value in results["memory"].items()}
     with tempfile.TemporaryDirectory(prefix="bench-land-") as directory:
         work = Path(directory)
         if "triggers" in wanted:
-            results["triggers"] = measure_triggers(args.triggers, args.trigger_limit)
+            results["triggers"] = measure_triggers(args.triggers, args.trigger_limit, gc_freeze=False)
+            results["triggers_frozen"] = measure_triggers(args.triggers, args.trigger_limit, gc_freeze=True)
         if "rerun" in wanted:
             results["rerun"] = measure_rerun(work)
         if "memory" in wanted:
             results["memory"] = measure_memory([int(size) for size in args.memory.split(",")], work)
         if "throughput" in wanted:
             results["throughput"] = measure_throughput(args.pending, work)
-    printable = {key: value for key, value in results.items() if key != "triggers"}
-    if "triggers" in results:
-        printable["triggers"] = {key: value for key, value in results["triggers"].items() if key != "starts"}
+    printable = {key: value for key, value in results.items() if not key.startswith("triggers")}
+    for key in ("triggers", "triggers_frozen"):
+        if key in results:
+            printable[key] = {name: value for name, value in results[key].items() if name != "starts"}
     print(json.dumps(printable, indent=2, default=str))
     write_numbers(results)
     write_chart(results)

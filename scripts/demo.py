@@ -85,7 +85,10 @@ def main() -> int:
                 failed.append(dag_id)
         interviews = emulator.interviews
         statuses = emulator.status_counts
-        created = emulator.created_interviews()
+        # the lifecycle example's contacts have addresses of their own: its rows are shown further down
+        created = [
+            r for r in emulator.created_interviews() if not r["contact_email"].endswith("@lifecycle.example.com")
+        ]
 
     print(f"\nThe emulator received {sum(statuses.values())} requests: {dict(sorted(statuses.items()))}")
     print(f"It now holds {len(interviews)} interviews:\n")

@@ -4,7 +4,8 @@ Sits between row validation and the bulk engine. :meth:`ChangeOnlySync.skip_unch
 validated rows a batch at a time, looks their hashes up in the sync ledger in one query per
 batch, and passes on only new or changed rows (rows it skips end as ``unchanged``).
 :meth:`ChangeOnlySync.account` takes each result as it comes back: a 2xx is recorded with the
-hash of the exact body sent, a failure of a sent row is forgotten so the next run sends it again,
+hash of the exact body sent, a failure of a sent row is forgotten so the next run sends it again
+(unless the ledger already held that exact body: a failed resend of it changes nothing in Hindsight),
 and a row the run never sent (it stopped early) leaves its entry as it was.
 Records are written in checkpoints (every :data:`CHECKPOINT_ROWS` rows or
 :data:`CHECKPOINT_SECONDS` seconds), so a run killed mid-way and retried resends at most one
@@ -43,9 +44,10 @@ class ChangeOnlySync:
         self.base_url = base_url
         self.full_refresh = full_refresh
         self.dry_run = dry_run
-        # row position -> hash, for the rows handed on and not yet accounted for. Keyed by position, not
-        # id: a later row repeating an id ends at once (duplicate_id) while the first is still in flight.
-        self._sent: dict[int, str] = {}
+        # row position -> (hash, whether the ledger holds that very hash), for the rows handed on and not
+        # yet accounted for. Keyed by position, not id: a later row repeating an id ends at once
+        # (duplicate_id) while the first is still in flight.
+        self._sent: dict[int, tuple[str, bool]] = {}
         self._delivered: list[tuple[int, str]] = []
         self._failed: list[int] = []
         self._last_checkpoint = time.monotonic()
@@ -56,30 +58,33 @@ class ChangeOnlySync:
         rows = iter(checked)
         while batch := list(islice(rows, LEDGER_BATCH)):
             updates = [item for _, item in batch if isinstance(item, InterviewUpdate)]
-            known: dict[int, str] = {}
-            if not self.full_refresh:
-                with self._ledger_busy:
-                    known = self.ledger.lookup(update.interview_request_id for update in updates)
+            # Looked up in a full refresh too: a resend of the body the ledger holds that fails leaves its entry.
+            with self._ledger_busy:
+                known = self.ledger.lookup(update.interview_request_id for update in updates)
             for position, item in batch:
                 if isinstance(item, RowResult):
                     yield position, item
                     continue
                 digest = body_sha256(self.base_url, item.payload)
-                if known.get(item.interview_request_id) == digest:
+                held = known.get(item.interview_request_id) == digest
+                if held and not self.full_refresh:
                     yield position, RowResult.skipped(position, item.interview_request_id)
                 else:
-                    self._sent[position] = digest
+                    self._sent[position] = (digest, held)
                     yield position, item
 
     def account(self, result: RowResult) -> None:
         """Note how a row handed on ended; write a checkpoint when one is due."""
-        digest = self._sent.pop(result.row, None)
-        if digest is None or self.dry_run or not result.was_sent:
-            return
+        sent = self._sent.pop(result.row, None)
+        if sent is None or self.dry_run or not result.was_sent:
+            return  # a row never sent (the run stopped first) leaves its entry as it was
+        digest, held = sent
         if result.succeeded:
             self._delivered.append((result.key, digest))
-        else:
+        elif not held:
             self._failed.append(result.key)
+        # A failed resend of the body the ledger holds (a full refresh) leaves the entry: whether or not it
+        # arrived, Hindsight has that body, as it had before.
         due = time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS
         if due or len(self._delivered) + len(self._failed) >= CHECKPOINT_ROWS:
             self.checkpoint()

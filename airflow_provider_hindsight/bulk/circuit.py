@@ -37,6 +37,7 @@ class CircuitBreaker:
       the start): the API is down or unreachable (transient).
 
     Thread-safe; :attr:`stopped` is an event the sending threads check before each attempt.
+    ``conn_id`` (the Hindsight connection) is named when the key is refused.
     """
 
     def __init__(
@@ -45,7 +46,9 @@ class CircuitBreaker:
         max_consecutive_transient: int = DEFAULT_MAX_CONSECUTIVE_TRANSIENT,
         max_outage_seconds: float = DEFAULT_MAX_OUTAGE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        conn_id: str | None = None,
     ) -> None:
+        self._connection = f" {conn_id!r}" if conn_id else ""
         self.max_consecutive_transient = max_consecutive_transient
         self.max_outage_seconds = max_outage_seconds
         self._clock = clock
@@ -66,8 +69,8 @@ class CircuitBreaker:
             elif result.status_code in AUTH_STATUSES:
                 self._trip(
                     f"the API refused the key (HTTP {result.status_code}) for row {result.row} ({result.key}): "
-                    "every other row would be refused too. Check the API key in the connection's API key "
-                    "(Password) field",
+                    f"every other row would be refused too. Check the API key in the API key field of the "
+                    f"connection{self._connection}",
                     "stopped_auth",
                     transient=False,
                 )

@@ -107,7 +107,7 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
 
     def start_engine(self, checked: Iterable[CheckedRow], send: Any) -> Iterator[RowResult]:
         """The engine's results for ``checked``, with a new circuit breaker that :meth:`on_kill` can halt."""
-        self._breaker = CircuitBreaker()
+        self._breaker = CircuitBreaker(conn_id=self.hindsight_conn_id)
         self.log.info(
             "Sending to %s at %s with %d workers.", self.hook.settings.base_url, self.pace_text(), self.max_workers
         )

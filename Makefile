@@ -34,6 +34,7 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "HTML written to docs/_build/html: open docs/_build/html/index.html"
 
 # Each benchmark prints its numbers and writes them (and its plots) into docs/_generated and docs/_static.
 benchmark: $(VENV)/.installed

@@ -178,7 +178,7 @@ def plot(at_limit: Run, below: Run, path: Path) -> None:
 
     fraction = at_limit.requests_per_minute / at_limit.limit
     top.set_title(
-        f"1. Server limit = pace: {at_limit.requests_per_minute:,.0f} requests a minute "
+        f"Run 1, server limit = pace: {at_limit.requests_per_minute:,.0f} requests a minute "
         f"({fraction:.3f} of the limit), {at_limit.status_counts.get(429, 0)} x 429"
     )
     top.legend(loc="upper left")
@@ -187,7 +187,7 @@ def plot(at_limit: Run, below: Run, path: Path) -> None:
     window.step(starts, counts, where="post", color="tab:blue", label=f"accepted requests in the last {WINDOW:g} s")
     window.axhline(allowed(at_limit), color="black", linestyle="--", linewidth=1, label="what the server allows")
     window.set_title(
-        f"1. As the server's limiter counts them (at send time): the busiest {WINDOW:g} s held "
+        f"Run 1 as the server's limiter counts them (at send time): the busiest {WINDOW:g} s held "
         f"{at_limit.busiest_window()} of the {allowed(at_limit)} allowed"
     )
     window.set_xlabel("seconds since the first request")
@@ -198,7 +198,7 @@ def plot(at_limit: Run, below: Run, path: Path) -> None:
     window.legend(loc="lower right")
 
     bottom.set_title(
-        f"2. Server allows only {below.limit:,.0f} a minute: {below.status_counts.get(429, 0)} x 429, "
+        f"Run 2, the server allows only {below.limit:,.0f} a minute: {below.status_counts.get(429, 0)} x 429, "
         f"{below.requests_per_minute:,.0f} requests a minute ({below.requests_per_minute / below.limit:.3f} of it)"
     )
     starts = sorted(below.starts)

@@ -64,6 +64,12 @@ nitpicky = False
 
 html_theme = "furo"
 html_title = f"airflow-provider-hindsight {release}"
+# Read the Docs (.readthedocs.yaml) says where the site lives: canonical links point there.
+html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL", "")
+# _static holds the pictures (the tall ones link to themselves with ``:target: _static/...``, so the
+# files must be in the site, not only the copies Sphinx makes in _images) and the theme tweaks.
+html_static_path = ["_static"]
+html_css_files = ["hindsight.css"]
 
 
 # -- Paces and run times, from the provider's own constants -------------------------------------------
@@ -307,7 +313,100 @@ def check_example_dags(app: Sphinx) -> None:
         )
 
 
+# -- Long names in the sidebars break between words ------------------------------------------------
+#
+# Furo's sidebars break an entry that does not fit anywhere (``overflow-wrap: anywhere``), so
+# ``HindsightBulkUpdateInterviewsOperator`` became ``HindsightBulkUpdateInterviewsOpe`` / ``rator``. CSS
+# cannot see the words inside a CamelCase name, so the navigation's link texts get a ``<wbr>`` (a line
+# break opportunity that copies as nothing) before each inner capital and after ``.`` and ``_``;
+# _static/hindsight.css then keeps the browser from breaking anywhere else.
+
+LINK_TEXT = re.compile(r">([^<>]+)<")
+WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[._])(?=\w)")
+
+
+def break_opportunities(html: str) -> str:
+    """``html`` with ``<wbr>`` at the word boundaries inside the text of its elements (markup untouched)."""
+    return LINK_TEXT.sub(lambda match: ">" + WORD_BOUNDARY.sub("<wbr>", match.group(1)) + "<", html)
+
+
+def sidebar_word_breaks(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+    """Mark word boundaries in furo's navigation tree and the page's table of contents."""
+    for key in ("furo_navigation_tree", "toc"):
+        if isinstance(context.get(key), str):
+            context[key] = break_opportunities(context[key])
+
+
+# -- Every local link in the built site leads to a file ----------------------------------------------
+#
+# ``:target:`` and raw links are not checked by Sphinx: an image whose target was missing from the
+# site clicked through to a 404, and -W did not notice. This check reads the built pages.
+
+LOCAL_REFERENCE = re.compile(r'<(?:a|img|link|script)\b[^>]*?\s(?:href|src)="([^"]*)"')
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^//")
+
+
+def check_local_links(app: Sphinx, exception: Exception | None) -> None:
+    """Warn (an error under -W) for each link of a built HTML page to a file that is not in the site."""
+    import html
+
+    from sphinx.util import logging
+
+    if exception is not None or app.builder.format != "html":
+        return
+    logger = logging.getLogger(__name__)
+    outdir = Path(app.outdir)
+    for page in sorted(outdir.rglob("*.html")):
+        targets = {html.unescape(value) for value in LOCAL_REFERENCE.findall(page.read_text(encoding="utf-8"))}
+        for target in sorted(targets):
+            path = re.split(r"[#?]", target, maxsplit=1)[0]
+            if not path or SCHEME.match(target):
+                continue
+            resolved = (page.parent / path).resolve()
+            if resolved.is_dir():
+                resolved = resolved / "index.html"
+            if not resolved.is_file():
+                logger.warning("%s links to %s, which is not in the built site", page.relative_to(outdir), target)
+
+
+# -- The page sources read on GitHub ----------------------------------------------------------------
+#
+# GitHub shows a page's MyST source as plain Markdown: substitutions, roles and included files stay raw.
+# So a page may open with a MyST comment (``% ...``, dropped from the site, shown on GitHub) that gives its
+# address on the docs site, and a page that includes an example DAG links to the file on GitHub as well.
+
+DOCS_SITE = "https://airflow-provider-hindsight.readthedocs.io/en/latest/"
+SOURCE_FILES = "https://github.com/airflow-provider-hindsight/airflow-provider-hindsight/blob/main/"
+SITE_NOTE = re.compile(r"\A% Read this page on the docs site, (\S+?), where")
+INCLUDED_DAG = re.compile(r"^```\{literalinclude\} (?:\.\./)+(dags/[\w.-]+\.py)$", re.MULTILINE)
+
+
+def check_page_sources(app: Sphinx) -> None:
+    """Warn (an error under -W) when a page's note names another page, or an included DAG has no GitHub link."""
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    source_dir = Path(app.srcdir)
+    for path in sorted(source_dir.rglob("*.md")):
+        name = path.relative_to(source_dir).with_suffix("").as_posix()
+        if name.startswith("_"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        note = SITE_NOTE.match(text)
+        if note and note.group(1) != f"{DOCS_SITE}{name}.html":
+            logger.warning(
+                "%s: its first line names %s, but the page is %s%s.html", name, note.group(1), DOCS_SITE, name
+            )
+        for dag in INCLUDED_DAG.findall(text):
+            if f"]({SOURCE_FILES}{dag})" not in text:
+                logger.warning("%s includes %s: link it on GitHub too, [%s](%s%s)", name, dag, dag, SOURCE_FILES, dag)
+
+
 def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-signature", class_signature)
     app.connect("autodoc-process-docstring", base_class_params)
     app.connect("builder-inited", check_example_dags)
+    app.connect("builder-inited", check_page_sources)
+    # After furo's own handler (priority 500), which builds the navigation tree.
+    app.connect("html-page-context", sidebar_word_breaks, priority=900)
+    app.connect("build-finished", check_local_links)

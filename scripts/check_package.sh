@@ -13,6 +13,19 @@ rm -rf dist
 "$python" -m twine check --strict dist/*
 version=$("$python" -c 'import airflow_provider_hindsight as p; print(p.__version__)')
 wheel=$(ls dist/*.whl)
+sdist=$(ls dist/*.tar.gz)
+
+# The example DAGs ship in the sdist (MANIFEST.in), not in the wheel.
+"$python" - "$wheel" "$sdist" dags/*.py <<'PY'
+import sys, tarfile, zipfile
+wheel, sdist, dags = sys.argv[1], sys.argv[2], sys.argv[3:]
+in_sdist = {name.split("/", 1)[1] for name in tarfile.open(sdist).getnames() if "/" in name}
+missing = [dag for dag in dags if dag not in in_sdist]
+assert not missing, f"example DAGs missing from {sdist}: {missing}"
+in_wheel = [name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("dags/")]
+assert not in_wheel, f"{wheel} has a top-level dags/: {in_wheel}"
+print(f"example DAGs in the sdist: {', '.join(dags)}")
+PY
 
 smoke=$(mktemp -d)
 trap 'rm -rf "$smoke"' EXIT
@@ -61,4 +74,5 @@ bag = DagBag()  # the DAGs folder and load_examples=False come from the environm
 assert not bag.import_errors, bag.import_errors
 print(f"example DAGs import from the wheel: {', '.join(sorted(bag.dag_ids))}")
 PY
-echo "package OK: $(basename "$wheel") and $(basename "$(ls "$root"/dist/*.tar.gz)")"
+echo "package OK: wheel $root/$wheel"
+echo "            sdist $root/$sdist"

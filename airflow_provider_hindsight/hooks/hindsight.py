@@ -351,15 +351,11 @@ class HindsightHook(BaseHook):
         *,
         breaker: CircuitBreaker | None = None,
     ) -> Iterator[RowResult]:
-        """Send many updates at the hook's pace and yield one :class:`RowResult` per row.
+        """Send many updates at the hook's pace and yield one :class:`RowResult` per row, in completion order.
 
-        Rows are consumed lazily and at most ``2 * max_workers`` are in flight, so memory stays flat
-        however many rows come. Invalid rows and repeated ids are reported, never sent. Results come
-        in completion order; ``RowResult.row`` is the row's 1-based position in ``rows``.
-
-        ``breaker`` (a new one by default) stops the run when no further row can succeed: rows not
-        sent after it trips are still yielded, failed with the code ``not_sent``; read
-        ``breaker.stop`` for why.
+        Rows are consumed lazily (at most ``2 * max_workers`` in flight: flat memory); invalid rows and
+        repeated ids are reported, never sent. ``breaker`` (a new one by default) stops the run when no
+        further row can succeed: the rest end ``not_sent``; ``breaker.stop`` says why.
         """
         return self.run(check_rows(rows), self.send_update_row, breaker=breaker)
 

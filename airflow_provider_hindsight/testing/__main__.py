@@ -1,13 +1,27 @@
-"""Run the Hindsight API emulator standalone: ``python -m airflow_provider_hindsight.testing --help``."""
+"""Run the Hindsight API emulator standalone: ``python -m airflow_provider_hindsight.testing --help``.
+
+It serves ``POST /api/v1/interviews``, ``GET`` and ``PATCH /api/v1/interviews/{id}``, prints where
+and an ``export AIRFLOW_CONN_HINDSIGHT_DEFAULT=...`` line whose pace matches what it serves (its
+``--requests-per-minute``, or a fast pace when it has no limit), and serves until SIGINT or SIGTERM;
+then it prints one summary line, ``Received 58 requests: {200: 58}``.
+
+``--log-requests`` prints one access line per API request: method, path and status (``0`` for a
+dropped connection), never the key, the query string or a body (bodies hold personal data).
+``--complete-after SECONDS`` completes each interview that long after it was created.
+
+Beside the API it serves, without a key: ``GET /_emulator/interviews`` (the stored fields),
+``GET /_emulator/requests`` (the recorded requests, key masked), ``GET /_emulator/stats``
+(``{"request_count", "by_status", "by_method", "by_route"}``) and ``POST /_emulator/reset``
+(forget the recorded requests and zero the counters).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow_provider_hindsight.testing.emulator import HindsightEmulator
 
@@ -36,10 +50,24 @@ def parse_ids(text: str) -> list[int]:
     return ids
 
 
+def non_negative_seconds(text: str) -> float:
+    """``--complete-after``: a number of seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_hindsight.testing",
-        description="Serve a local emulator of the Hindsight API (PATCH /api/v1/interviews/{id}).",
+        description=(
+            "Serve a local emulator of the Hindsight API "
+            "(POST /api/v1/interviews, GET and PATCH /api/v1/interviews/{id})."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument(
@@ -52,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--requests-per-minute",
         type=float,
         default=None,
-        help="rate limit per API key; the printed connection paces at the same number (default: none)",
+        help="rate limit per API key; the printed connection paces at the same number "
+        "(default: no limit, and the printed connection paces fast)",
     )
     parser.add_argument(
         "--rate-window", type=float, default=60.0, help="seconds of the sliding rate window (default: 60)"
@@ -62,28 +91,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--interview-ids",
         type=parse_ids,
         default=None,
-        help="ids that exist, e.g. 1-500 or 4821,4822 (default: every positive id)",
+        help="ids that exist, e.g. 1-500 or 4821,4822 (default: PATCH accepts every positive id)",
+    )
+    parser.add_argument(
+        "--complete-after",
+        type=non_negative_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="complete each interview (with a generated transcript) SECONDS after it was created (default: never)",
+    )
+    parser.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="print one line per API request: method, path, status (never the key or a body)",
     )
     return parser
 
 
-def connection_export(emulator: HindsightEmulator, requests_per_minute: float | None) -> str:
-    """The shell line that points ``hindsight_default`` at ``emulator``, paced at its rate limit when it has one."""
-    connection: dict[str, Any] = {"conn_type": "hindsight", "host": emulator.base_url, "password": emulator.api_key}
-    if requests_per_minute is not None:
-        pace = int(requests_per_minute) if float(requests_per_minute).is_integer() else requests_per_minute
-        connection["extra"] = {"requests_per_minute": pace}
-    return f"export AIRFLOW_CONN_HINDSIGHT_DEFAULT={shlex.quote(json.dumps(connection))}"
+def connection_export(emulator: HindsightEmulator, conn_id: str = "hindsight_default") -> str:
+    """The shell line that points ``conn_id`` at ``emulator``, paced at what it serves (see ``connection()``)."""
+    name, value = emulator.connection_env(conn_id)
+    return f"export {name}={shlex.quote(value)}"
+
+
+def summary(status_counts: dict[int, int]) -> str:
+    """``Received 58 requests: {200: 58}`` (statuses in order; 0 counts dropped connections)."""
+    total = sum(status_counts.values())
+    return f"Received {total} request{'' if total == 1 else 's'}: {dict(sorted(status_counts.items()))}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM, then stop cleanly and return 0."""
+    """Serve until SIGINT or SIGTERM, then stop cleanly, print the summary and return 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
     stopping = threading.Event()
+    printing = threading.Lock()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
+
+    def log_request(method: str, path: str, status: int) -> None:
+        with printing:
+            print(f"{method} {path} {status}", flush=True)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -96,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_window=args.rate_window,
             latency=args.latency,
             interview_ids=args.interview_ids,
+            complete_after=args.complete_after,
+            on_request=log_request if args.log_requests else None,
         ).start()
     except ValueError as error:
         parser.error(str(error))
@@ -107,12 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit = (
             "no rate limit" if args.requests_per_minute is None else f"{args.requests_per_minute:g} requests a minute"
         )
-        print(f"Hindsight emulator serving {emulator.base_url} ({limit}). Point Airflow at it with:", flush=True)
-        print(connection_export(emulator, args.requests_per_minute), flush=True)
+        with printing:
+            print(f"Hindsight emulator serving {emulator.base_url} ({limit}). Point Airflow at it with:", flush=True)
+            print(connection_export(emulator), flush=True)
         while not stopping.wait(0.5):
             pass
     finally:
         emulator.stop()
+        with printing:
+            print(summary(emulator.status_counts), flush=True)
     return 0
 
 

@@ -11,34 +11,16 @@ duration of the test, so hooks and operators talk to it unchanged.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_hindsight.testing.emulator import HindsightEmulator
+from airflow_provider_hindsight.testing.emulator import UNLIMITED_PACE, HindsightEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["hindsight_emulator", "hindsight_emulator_factory"]
-
-
-UNLIMITED_PACE = 60_000
-"""The connection's pace when the emulator has no rate limit: fast enough never to slow a test."""
-
-
-def _point_connection(
-    monkeypatch: pytest.MonkeyPatch, conn_id: str, emulator: HindsightEmulator, requests_per_minute: float | None
-) -> None:
-    """Point ``conn_id`` at the emulator, paced at its limit (or unlimited) like a real plan."""
-    connection = {
-        "conn_type": "hindsight",
-        "host": emulator.base_url,
-        "password": emulator.api_key,
-        "extra": {"requests_per_minute": requests_per_minute or UNLIMITED_PACE},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+__all__ = ["UNLIMITED_PACE", "hindsight_emulator", "hindsight_emulator_factory"]
 
 
 @pytest.fixture
@@ -52,7 +34,7 @@ def hindsight_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[HindsightEmu
             assert hindsight_emulator.interview(4821)["objective"] == "Pricing"
     """
     with HindsightEmulator(api_key="test-key") as emulator:
-        _point_connection(monkeypatch, "hindsight_default", emulator, None)
+        monkeypatch.setenv(*emulator.connection_env("hindsight_default"))
         yield emulator
 
 
@@ -60,7 +42,8 @@ def hindsight_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[HindsightEmu
 def hindsight_emulator_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., HindsightEmulator]]:
     """Start emulators with custom settings; each call points ``conn_id`` at the new emulator.
 
-    The connection's pace is the emulator's ``requests_per_minute`` (the plan's limit), or unlimited.
+    The connection (``emulator.connection_env(conn_id)``) is paced at the emulator's
+    ``requests_per_minute`` (the plan's limit), or at ``UNLIMITED_PACE`` when it has none.
 
     Takes ``HindsightEmulator``'s arguments plus ``conn_id="hindsight_default"``; all emulators stop
     when the test ends. Example::
@@ -74,7 +57,7 @@ def hindsight_emulator_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Call
     def start(api_key: str = "test-key", *, conn_id: str = "hindsight_default", **kwargs: Any) -> HindsightEmulator:
         emulator = HindsightEmulator(api_key, **kwargs).start()
         started.append(emulator)
-        _point_connection(monkeypatch, conn_id, emulator, kwargs.get("requests_per_minute"))
+        monkeypatch.setenv(*emulator.connection_env(conn_id))
         return emulator
 
     yield start

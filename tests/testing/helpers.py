@@ -61,7 +61,29 @@ def patch(emulator: HindsightEmulator, interview_id: int | str, body: Any, **kwa
     return send(emulator, f"/interviews/{interview_id}", body, **kwargs)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+def post(emulator: HindsightEmulator, body: Any, **kwargs: Any) -> Answer:
+    return send(emulator, "/interviews", body, method="POST", **kwargs)
+
+
+def get(emulator: HindsightEmulator, interview_id: int | str, **kwargs: Any) -> Answer:
+    return send(emulator, f"/interviews/{interview_id}", method="GET", **kwargs)
+
+
+class FakeClock:
+    """A monotonic clock the test drives: ``HindsightEmulator(clock=clock)``, then ``clock.advance(1.0)``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; the timeout only bounds a broken test, it is no timing assumption."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -129,9 +129,7 @@ def test_leading_zeros_are_a_decimal_id(emulator: HindsightEmulator) -> None:
     assert answer.json == {"interview_request_id": 7}
 
 
-@pytest.mark.parametrize(
-    "path", ["/interviews", "/interviews/1/extra", "/interviews/1/../2", "/deals/1", "/_emulator/other"]
-)
+@pytest.mark.parametrize("path", ["/interviews/1/extra", "/interviews/1/../2", "/deals/1", "/_emulator/other"])
 def test_unknown_path_is_not_found(emulator: HindsightEmulator, path: str) -> None:
     answer = send(emulator, path, {"objective": "x"})
 
@@ -146,12 +144,21 @@ def test_unknown_path_outside_the_api_is_not_found(emulator: HindsightEmulator) 
     conn.close()
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
 def test_other_methods_are_not_allowed(emulator: HindsightEmulator, method: str) -> None:
     answer = patch(emulator, 1, {"objective": "x"}, method=method)
 
     assert answer.status == 405
-    assert answer.headers["Allow"] == "PATCH"
+    assert answer.headers["Allow"] == "GET, PATCH"
+    assert answer.error["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
+def test_the_collection_allows_only_post(emulator: HindsightEmulator, method: str) -> None:
+    answer = send(emulator, "/interviews", {"objective": "x"}, method=method)
+
+    assert answer.status == 405
+    assert answer.headers["Allow"] == "POST"
     assert answer.error["code"] == "method_not_allowed"
 
 

@@ -16,30 +16,32 @@ from airflow_provider_hindsight.testing import HindsightEmulator
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-from .helpers import AUTH, KEY, patch, wait_for
+from .helpers import AUTH, KEY, FakeClock, patch, wait_for
 
 # --- rate limiter --------------------------------------------------------------------------------
 
 
 def test_rate_limiter_sliding_window() -> None:
-    with HindsightEmulator(api_key=KEY, requests_per_minute=300, rate_window=1.0) as emulator:
+    """Driven by a fake clock: the window's edges are exact, whatever the machine's load."""
+    clock = FakeClock()
+    with HindsightEmulator(api_key=KEY, requests_per_minute=300, rate_window=1.0, clock=clock) as emulator:
         conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=5)
-        first = time.monotonic()
         for _ in range(5):
             assert patch(emulator, 1, {"objective": "x"}, connection=conn).status == 200
 
+        clock.advance(0.25)
         limited = patch(emulator, 1, {"objective": "x"}, connection=conn)
         assert limited.status == 429
         assert limited.error["code"] == "rate_limit_exceeded"
-        assert limited.headers["Retry-After"] == "1"
+        assert limited.headers["Retry-After"] == "1"  # 0.75 s rounded up
         reset = int(limited.headers["X-RateLimit-Reset"])
         assert time.time() <= reset <= time.time() + 2
 
-        time.sleep(0.5)  # rejected requests must not count against the window
+        clock.advance(0.5)  # rejected requests must not count against the window
         assert patch(emulator, 1, {"objective": "x"}, connection=conn).status == 429
         assert patch(emulator, 1, {"objective": "x"}, headers={}, connection=conn).status == 401
 
-        time.sleep(max(0.0, first + 1.05 - time.monotonic()))
+        clock.advance(0.25)  # exactly one window after the first five: they leave it
         statuses = [patch(emulator, 1, {"objective": "x"}, connection=conn).status for _ in range(6)]
         assert statuses == [200, 200, 200, 200, 200, 429]
         assert emulator.status_counts == {200: 10, 429: 3, 401: 1}
@@ -143,7 +145,7 @@ def test_faults_apply_only_after_auth(emulator: HindsightEmulator) -> None:
 
 
 def test_faults_do_not_count_against_the_rate_limit() -> None:
-    with HindsightEmulator(api_key=KEY, requests_per_minute=60, rate_window=1.0) as emulator:
+    with HindsightEmulator(api_key=KEY, requests_per_minute=60, rate_window=1.0, clock=FakeClock()) as emulator:
         emulator.inject_status(503)
         emulator.inject_invalid_json()
 
@@ -187,17 +189,17 @@ def test_inject_invalid_json(emulator: HindsightEmulator) -> None:
 
 
 def test_inject_delay_lets_the_client_time_out(emulator: HindsightEmulator, capfd: pytest.CaptureFixture[str]) -> None:
-    emulator.inject_delay(0.4)
+    # The delay is twenty times the client's timeout: the margin, not a race, decides the outcome.
+    emulator.inject_delay(2.0)
 
-    started = time.monotonic()
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.patch(f"{emulator.base_url}/interviews/1", json={"objective": "late"}, headers=AUTH, timeout=0.1)
-    assert time.monotonic() - started < 0.35
 
     # The delayed request is still handled after the delay, and its hang-up is not reported.
     wait_for(lambda: emulator.status_counts.get(200) == 1)
     assert emulator.interview(1)["objective"] == "late"
-    assert requests.patch(f"{emulator.base_url}/interviews/1", json={"objective": "x"}, headers=AUTH, timeout=0.3).ok
+    assert requests.patch(f"{emulator.base_url}/interviews/1", json={"objective": "x"}, headers=AUTH, timeout=5).ok
+    wait_for(lambda: emulator.open_connections == 0)
     assert capfd.readouterr().err == ""
 
 
@@ -227,7 +229,7 @@ def test_client_hanging_up_mid_request_is_quiet(emulator: HindsightEmulator, cap
             + b'\r\nContent-Length: 100\r\n\r\n{"obj'
         )
     wait_for(lambda: emulator.request_count == 1)
-    time.sleep(0.05)
+    wait_for(lambda: emulator.open_connections == 0)  # its handler has finished, error reporting included
 
     assert capfd.readouterr().err == ""
     assert patch(emulator, 1, {"objective": "x"}).status == 200

@@ -14,7 +14,7 @@ from airflow_provider_hindsight.testing import HindsightEmulator, RecordedReques
 if TYPE_CHECKING:
     pass
 
-from .helpers import AUTH, KEY, Answer, patch, send
+from .helpers import AUTH, KEY, Answer, patch, send, wait_for
 
 # --- recording -----------------------------------------------------------------------------------
 
@@ -81,21 +81,27 @@ def test_keep_alive_serves_many_requests_on_one_connection(emulator: HindsightEm
 
 
 def test_latency_is_slept_concurrently() -> None:
-    with HindsightEmulator(api_key=KEY, latency=0.3) as emulator:
-        statuses: list[int] = []
-        threads = [
-            threading.Thread(target=lambda n=n: statuses.append(patch(emulator, n, {"objective": "x"}).status))
-            for n in (1, 2, 3)
-        ]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - started
+    """Three requests are all handled (recorded) while each one's long latency still holds its answer."""
+    emulator = HindsightEmulator(api_key=KEY, latency=300).start()
+    answered: list[object] = []
 
-        assert statuses == [200, 200, 200]
-        assert 0.3 <= elapsed < 0.8
+    def update(n: int) -> None:
+        try:
+            answered.append(patch(emulator, n, {"objective": "x"}).status)
+        except (http.client.HTTPException, OSError) as error:
+            answered.append(error)
+
+    threads = [threading.Thread(target=update, args=(n,), daemon=True) for n in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: emulator.status_counts == {200: 3})
+
+    assert answered == []  # none answered yet: each waits out its latency, side by side
+    emulator.stop()  # cuts the latency short; the cut connections answer no one
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answered) == 3
+    assert not any(isinstance(result, int) for result in answered)
 
 
 # --- introspection endpoints ---------------------------------------------------------------------
@@ -142,3 +148,43 @@ def test_lifecycle() -> None:
     with pytest.raises(ConnectionRefusedError):
         patch(emulator, 1, {"objective": "x"})
     idle.close()
+
+
+def test_stats_and_reset_endpoints(emulator: HindsightEmulator) -> None:
+    patch(emulator, 1, {"objective": "x"})
+    patch(emulator, 1, {"objective": "x"}, headers={})
+    send(emulator, "/interviews", {"contact_email": "jane@example.com", "sequence_id": "s"}, method="POST")
+    send(emulator, "/interviews/1", method="GET")
+    send(emulator, "/deals", method="GET")
+
+    stats = send(emulator, "/_emulator/stats", method="GET", headers={})
+    assert stats.status == 200
+    assert stats.json == {
+        "request_count": 5,
+        "by_status": {"200": 2, "201": 1, "401": 1, "404": 1},
+        "by_method": {"GET": 2, "PATCH": 2, "POST": 1},
+        "by_route": {"GET /interviews/{id}": 1, "PATCH /interviews/{id}": 2, "POST /interviews": 1, "other": 1},
+    }
+    assert emulator.stats() == stats.json
+
+    assert send(emulator, "/_emulator/stats", {}, method="POST", headers={}).headers["Allow"] == "GET"
+    not_allowed = send(emulator, "/_emulator/reset", method="GET", headers={})
+    assert (not_allowed.status, not_allowed.headers["Allow"]) == (405, "POST")
+
+    reset = send(emulator, "/_emulator/reset", method="POST", headers={})
+    assert (reset.status, reset.json) == (200, {"reset": True})
+    assert emulator.stats() == {"request_count": 0, "by_status": {}, "by_method": {}, "by_route": {}}
+    assert emulator.requests == []
+    assert emulator.interview(1) == {"contact_context": None, "contact_name": None, "objective": "x"}  # state stays
+
+
+def test_on_request_sees_method_path_and_status_only() -> None:
+    seen: list[tuple[str, str, int]] = []
+    with HindsightEmulator(api_key=KEY, on_request=lambda *event: seen.append(event)) as emulator:
+        emulator.inject_drop()
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+            patch(emulator, 1, {"objective": "x"})
+        send(emulator, "/interviews/1?email=jane@example.com", method="GET")
+        send(emulator, "/_emulator/stats", method="GET", headers={})
+
+    assert seen == [("PATCH", "/api/v1/interviews/1", 0), ("GET", "/api/v1/interviews/1", 404)]

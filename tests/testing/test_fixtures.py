@@ -42,14 +42,14 @@ def test_hindsight_emulator_fixture(hindsight_emulator: HindsightEmulator) -> No
 def test_hindsight_emulator_factory_fixture(
     hindsight_emulator_factory: Callable[..., HindsightEmulator],
 ) -> None:
-    default = hindsight_emulator_factory(requests_per_minute=60, rate_window=1.0)
+    default = hindsight_emulator_factory(requests_per_minute=1)  # one a minute: the second request is a 429
     other = hindsight_emulator_factory("other-key", conn_id="hindsight_other", latency=0.01)
 
     assert json.loads(os.environ["AIRFLOW_CONN_HINDSIGHT_DEFAULT"]) == {
         "conn_type": "hindsight",
         "host": default.base_url,
         "password": "test-key",
-        "extra": {"requests_per_minute": 60},  # the hook paces at the emulator's limit
+        "extra": {"requests_per_minute": 1},  # the hook paces at the emulator's limit
     }
     assert json.loads(os.environ["AIRFLOW_CONN_HINDSIGHT_OTHER"]) == {
         "conn_type": "hindsight",

@@ -1,0 +1,152 @@
+"""The sync ledger: which body each interview last received, so that change-only sync resends only changes.
+
+One row per ``(sync_id, interview_request_id)`` (the primary key) in a table of exactly four columns:
+``sync_id``, ``interview_request_id``, ``body_sha256`` (see :func:`body_sha256`) and ``synced_at``
+(UTC, a timestamp without time zone). The connection, the table's creation and checks, SQLite's
+write-ahead logging and the batched statements are :class:`~.sql.SqlTable`'s:
+
+- :meth:`SyncLedger.prepare` runs before any request: the connection exists, connects and is a SQL
+  connection; the table exists with those columns (or is created with ``CREATE TABLE IF NOT EXISTS``);
+  it can be read and written (a probe row upserted twice and deleted, then rolled back). Every failure is a
+  :class:`HindsightLedgerError` naming the connection, the table and the fix.
+- Look-ups, records and deletions go 500 ids at a time, one statement per batch for look-ups and
+  deletions: memory stays flat however large the ledger is.
+- Records are upserts where the hook's SQL dialect has one, else an ``UPDATE`` of the keys that exist
+  and an ``INSERT`` of the others, retried when another run inserted the same key first. Each batch
+  is sorted by id, so that two runs writing the same keys lock them in the same order and cannot
+  deadlock; the last write wins.
+
+A lock held on the table by another session past the bound, or a lost connection, raises a
+transient :class:`~.sql.HindsightLedgerUnavailableError` (Airflow retries the task; what was
+recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
+:attr:`~.sql.SqlTable.lock_wait_seconds` is how long this ledger's writes waited on locks.
+
+A :class:`SyncLedger` holds one connection from :meth:`~SyncLedger.prepare` to
+:meth:`~SyncLedger.close`; use it from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.ledgers import sql
+from airflow_provider_hindsight.ledgers.sql import (
+    LEDGER_BATCH,
+    SQLITE_BUSY_TIMEOUT_MS,
+    WRITE_ATTEMPTS,
+    Column,
+    HindsightLedgerError,
+    SqlTable,
+    validate_table_name,
+)
+
+__all__ = [
+    "DEFAULT_LEDGER_TABLE",
+    "LEDGER_BATCH",
+    "LEDGER_COLUMNS",
+    "LEDGER_KEY",
+    "MAX_SYNC_ID_CHARS",
+    "PROBE_ID",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "WRITE_ATTEMPTS",
+    "HindsightLedgerError",
+    "SyncLedger",
+    "body_sha256",
+    "upsert_statement",
+    "validate_ledger_table",
+    "validate_sync_id",
+]
+
+DEFAULT_LEDGER_TABLE = "hindsight_sync_ledger"
+MAX_SYNC_ID_CHARS = 512
+"""``sync_id`` column width; the default ``<dag_id>.<task_id>`` fits (Airflow ids are at most 250 each)."""
+PROBE_ID = 0
+"""The ``interview_request_id`` of the write probe: ids are positive, so it never meets a real row."""
+_COLUMNS = (
+    Column("sync_id", f"VARCHAR({MAX_SYNC_ID_CHARS})"),
+    Column("interview_request_id", "BIGINT"),
+    Column("body_sha256", "VARCHAR(64)"),
+    Column("synced_at", "TIMESTAMP"),
+)
+LEDGER_COLUMNS: tuple[str, ...] = tuple(column.name for column in _COLUMNS)
+LEDGER_KEY: tuple[str, ...] = ("sync_id", "interview_request_id")
+
+
+def body_sha256(base_url: str, payload: bytes) -> str:
+    """Hex SHA-256 of the API base URL, a newline and the exact JSON body bytes.
+
+    The base URL is part of it so that pointing the connection at another Hindsight (a test
+    emulator, another region) resends everything. A trailing ``/`` does not count.
+    """
+    digest = hashlib.sha256(base_url.rstrip("/").encode())
+    digest.update(b"\n")
+    digest.update(payload)
+    return digest.hexdigest()
+
+
+def validate_ledger_table(table: object) -> str:
+    """Return ``table`` when it is a plain or schema-qualified SQL identifier, else raise naming ``ledger_table``."""
+    return validate_table_name(table, parameter="ledger_table", example=DEFAULT_LEDGER_TABLE)
+
+
+def validate_sync_id(sync_id: object) -> str:
+    """Return ``sync_id`` when it is a non-empty string that fits the ledger's column, else raise naming it."""
+    if isinstance(sync_id, str) and sync_id.strip() and len(sync_id) <= MAX_SYNC_ID_CHARS:
+        return sync_id
+    raise HindsightValidationError(
+        f"sync_id must be a non-empty string of at most {MAX_SYNC_ID_CHARS} characters, got {sync_id!r:.80}. "
+        "Leave it unset for '<dag_id>.<task_id>'.",
+        field="sync_id",
+    )
+
+
+def upsert_statement(hook: Any, table: str) -> str | None:
+    """The hook's dialect's upsert of one ledger row, or ``None`` when it has none (UPDATE, then INSERT)."""
+    return sql.upsert_statement(hook, table, LEDGER_COLUMNS, LEDGER_KEY)
+
+
+class SyncLedger(SqlTable):
+    """The ledger rows of one ``sync_id`` in ``table`` on the Airflow SQL connection ``ledger_conn_id``.
+
+    Call :meth:`prepare` first, then :meth:`lookup`, :meth:`record` and :meth:`forget` as the run
+    goes, and :meth:`close` at the end (or use it as a context manager).
+    """
+
+    KIND = "Hindsight sync ledger"
+    COLUMNS = _COLUMNS
+    KEY = LEDGER_KEY
+    MISSING_TABLE_MEANS = "every row is new"
+
+    def __init__(self, *, ledger_conn_id: str, table: str = DEFAULT_LEDGER_TABLE, sync_id: str) -> None:
+        super().__init__(ledger_conn_id=ledger_conn_id, table=validate_ledger_table(table))
+        self.sync_id = validate_sync_id(sync_id)
+
+    def _probe_rows(self) -> list[tuple[Any, ...]]:
+        now = self._now()
+        return [(self.sync_id, PROBE_ID, digit * 64, now) for digit in ("0", "1")]
+
+    def lookup(self, interview_request_ids: Iterable[int]) -> dict[int, str]:
+        """``{id: body_sha256}`` of the given ids that this ``sync_id`` recorded; one query per 500 ids."""
+        self._require_prepared()
+        if not self.exists:
+            return {}
+        keys = ((self.sync_id, request_id) for request_id in interview_request_ids)
+        rows = self.select_by_keys(("interview_request_id", "body_sha256"), keys)
+        return {int(request_id): str(digest) for request_id, digest in rows}
+
+    def record(self, delivered: Iterable[tuple[int, str]]) -> int:
+        """Upsert ``(id, body_sha256)`` pairs with ``synced_at`` now, committed per 500; returns how many.
+
+        Safe while another run records the same keys: the last write wins.
+        """
+        self._require_writable("SyncLedger.record() and forget()")
+        now = self._now()
+        return self.upsert_rows((self.sync_id, request_id, digest, now) for request_id, digest in delivered)
+
+    def forget(self, interview_request_ids: Iterable[int]) -> int:
+        """Delete the entries of these ids (sent and failed: the next run sends them again); returns how many ids."""
+        self._require_writable("SyncLedger.record() and forget()")
+        return self.delete_keys((self.sync_id, request_id) for request_id in interview_request_ids)

@@ -1,0 +1,288 @@
+"""The emulator's state: contacts (upserted by e-mail) and interview requests, with their lifecycle.
+
+Status goes ``created`` (link only, no e-mail) or ``sent`` (e-mailed) to ``completed`` (a transcript).
+``contact_context`` and ``contact_name`` belong to the contact: an update through one interview shows
+in every interview of that contact, as in Hindsight. All methods are thread-safe; every view is a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_hindsight.testing.emulator.transcript import generate_transcript
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+STATUSES = ("created", "sent", "completed")
+SURVEY_URL = "https://app.usehindsight.com/survey?token={token}"
+PATCH_FIELDS = ("contact_context", "contact_name", "objective")
+
+
+def iso(timestamp: float) -> str:
+    """ISO-8601 UTC to the second, as the API writes times: ``2026-05-15T10:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@dataclasses.dataclass
+class Contact:
+    contact_id: str
+    email: str | None
+    name: str | None = None
+    context: str | dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class Interview:
+    interview_request_id: int
+    contact_id: str
+    created_at: float
+    created_clock: float
+    status: str = "sent"
+    deal_id: str | None = None
+    objective: str | None = None
+    sequence_id: str | None = None
+    interview_type_id: str | None = None
+    survey_token: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(16))
+    email_sent_at: float | None = None
+    transcript: dict[str, Any] | None = None
+    via_post: bool = False
+    auto_complete: bool = True
+
+
+class Store:
+    """Contacts and interviews. ``clock`` is monotonic seconds; ``complete_after`` (None: never)
+    completes each interview that many clock seconds after it was created, checked when it is read.
+    """
+
+    def __init__(self, clock: Callable[[], float], complete_after: float | None) -> None:
+        self._clock = clock
+        self._complete_after = complete_after
+        self._lock = threading.RLock()
+        self._contacts: dict[str, Contact] = {}
+        self._by_email: dict[str, str] = {}
+        self._interviews: dict[int, Interview] = {}
+        self._last_id = 0
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def add(
+        self,
+        interview_request_id: int,
+        *,
+        contact_context: str | dict[str, Any] | None = None,
+        contact_name: str | None = None,
+        objective: str | None = None,
+        status: str = "sent",
+        contact_email: str | None = None,
+        deal_id: str | None = None,
+    ) -> None:
+        """Create or replace an interview; with ``contact_email`` its contact is upserted, else it gets its own."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._lock:
+            self._drop_orphan(self._interviews.pop(interview_request_id, None))
+            if contact_email is None:
+                contact = self._new_contact(None)
+                contact.name, contact.context = contact_name, copy.deepcopy(contact_context)
+            else:
+                contact = self._upsert_contact(contact_email, contact_name, contact_context)
+            interview = self._new_interview(interview_request_id, contact, status, deal_id, objective)
+            if status == "completed":
+                self._complete(interview, None)
+
+    def ensure(self, interview_request_id: int) -> None:
+        """Make an id exist (``interview_ids=None``: every id a PATCH names exists), with empty fields."""
+        with self._lock:
+            if interview_request_id not in self._interviews:
+                self._new_interview(interview_request_id, self._new_contact(None), "sent", None, None)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /interviews`` with a validated body; returns the 201 body."""
+        with self._lock:
+            contact = self._upsert_contact(body["contact_email"], body.get("contact_name"), body.get("contact_context"))
+            status = "sent" if "sequence_id" in body else "created"
+            interview = self._new_interview(
+                self._last_id + 1, contact, status, body.get("deal_id"), body.get("objective")
+            )
+            interview.sequence_id = body.get("sequence_id")
+            interview.interview_type_id = body.get("interview_type_id")
+            interview.via_post = True
+            return {
+                "interview_request_id": interview.interview_request_id,
+                "contact_id": contact.contact_id,
+                "deal_id": interview.deal_id,
+                "survey_url": SURVEY_URL.format(token=interview.survey_token),
+                "survey_token": interview.survey_token,
+                "status": interview.status,
+            }
+
+    def update(self, interview_request_id: int, fields: dict[str, Any]) -> None:
+        """``PATCH /interviews/{id}`` with validated fields: the objective on the interview, the rest on the contact."""
+        with self._lock:
+            interview = self._interviews[interview_request_id]
+            contact = self._contacts[interview.contact_id]
+            if "objective" in fields:
+                interview.objective = fields["objective"]
+            if "contact_name" in fields:
+                contact.name = fields["contact_name"]
+            if "contact_context" in fields:
+                contact.context = copy.deepcopy(fields["contact_context"])
+
+    def complete(self, interview_request_id: int, transcript: str | None) -> None:
+        with self._lock:
+            interview = self._interviews[interview_request_id]
+            interview.auto_complete = False
+            self._complete(interview, transcript)
+
+    def set_status(self, interview_request_id: int, status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        with self._lock:
+            interview = self._interviews[interview_request_id]
+            interview.auto_complete = False
+            if status == "completed":
+                if interview.status != "completed":
+                    self._complete(interview, None)
+                return
+            interview.status, interview.transcript = status, None
+            if status == "sent" and interview.email_sent_at is None:
+                interview.email_sent_at = time.time()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def exists(self, interview_request_id: int) -> bool:
+        with self._lock:
+            return interview_request_id in self._interviews
+
+    def fields(self, interview_request_id: int) -> dict[str, Any]:
+        """The three PATCH fields as they stand: ``{"contact_context", "contact_name", "objective"}``."""
+        with self._lock:
+            interview = self._interviews[interview_request_id]
+            contact = self._contacts[interview.contact_id]
+            return copy.deepcopy(
+                {"contact_context": contact.context, "contact_name": contact.name, "objective": interview.objective}
+            )
+
+    def all_fields(self) -> dict[int, dict[str, Any]]:
+        with self._lock:
+            return {interview_id: self.fields(interview_id) for interview_id in sorted(self._interviews)}
+
+    def public(self, interview_request_id: int) -> dict[str, Any] | None:
+        """The ``GET /interviews/{id}`` body (never the survey token), or None for an unknown id."""
+        with self._lock:
+            interview = self._interviews.get(interview_request_id)
+            if interview is None:
+                return None
+            self._complete_if_due(interview)
+            return {
+                "interview_request_id": interview.interview_request_id,
+                "contact_id": interview.contact_id,
+                "deal_id": interview.deal_id,
+                "survey_url": SURVEY_URL.format(token=interview.survey_token),
+                "status": interview.status,
+                "objective": interview.objective,
+                "email_sent_at": None if interview.email_sent_at is None else iso(interview.email_sent_at),
+                "created_at": iso(interview.created_at),
+                "transcript": copy.deepcopy(interview.transcript),
+            }
+
+    def record(self, interview_request_id: int) -> dict[str, Any]:
+        """Everything about one interview: the GET body plus its token, ids and contact."""
+        with self._lock:
+            interview = self._interviews[interview_request_id]
+            body = self.public(interview_request_id)
+            assert body is not None
+            contact = self._contacts[interview.contact_id]
+            return {
+                **body,
+                "survey_token": interview.survey_token,
+                "sequence_id": interview.sequence_id,
+                "interview_type_id": interview.interview_type_id,
+                "contact_email": contact.email,
+                "contact_name": contact.name,
+                "contact_context": copy.deepcopy(contact.context),
+            }
+
+    def created(self, contact_email: str | None) -> list[dict[str, Any]]:
+        """Records of the interviews ``POST /interviews`` created, oldest first, optionally of one e-mail."""
+        with self._lock:
+            wanted = None if contact_email is None else self._by_email.get(contact_email.lower(), "")
+            return [
+                self.record(interview.interview_request_id)
+                for interview in sorted(self._interviews.values(), key=lambda i: i.interview_request_id)
+                if interview.via_post and wanted in (None, interview.contact_id)
+            ]
+
+    def contacts(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {contact_id: copy.deepcopy(dataclasses.asdict(c)) for contact_id, c in self._contacts.items()}
+
+    def contact(self, email: str) -> dict[str, Any]:
+        """One contact by e-mail (any case); ``KeyError`` if no create named it."""
+        with self._lock:
+            return copy.deepcopy(dataclasses.asdict(self._contacts[self._by_email[email.lower()]]))
+
+    # --- internals (hold the lock) ---------------------------------------------------------------
+
+    def _new_contact(self, email: str | None) -> Contact:
+        contact_id = f"contact_{secrets.token_hex(6)}"
+        while contact_id in self._contacts:
+            contact_id = f"contact_{secrets.token_hex(6)}"
+        contact = self._contacts[contact_id] = Contact(contact_id, email)
+        if email is not None:
+            self._by_email[email.lower()] = contact_id
+        return contact
+
+    def _upsert_contact(self, email: str, name: str | None, context: str | dict[str, Any] | None) -> Contact:
+        contact_id = self._by_email.get(email.lower())
+        contact = self._new_contact(email) if contact_id is None else self._contacts[contact_id]
+        contact.email = email
+        if name is not None:
+            contact.name = name
+        if context is not None:
+            contact.context = copy.deepcopy(context)
+        return contact
+
+    def _new_interview(
+        self, interview_request_id: int, contact: Contact, status: str, deal_id: str | None, objective: str | None
+    ) -> Interview:
+        now = time.time()
+        interview = Interview(interview_request_id, contact.contact_id, now, self._clock(), status, deal_id, objective)
+        if status != "created":
+            interview.email_sent_at = now
+        self._interviews[interview_request_id] = interview
+        self._last_id = max(self._last_id, interview_request_id)
+        return interview
+
+    def _drop_orphan(self, replaced: Interview | None) -> None:
+        """Forget the anonymous contact of a replaced interview when no other interview uses it."""
+        if replaced is None:
+            return
+        contact = self._contacts[replaced.contact_id]
+        in_use = any(i.contact_id == contact.contact_id for i in self._interviews.values())
+        if contact.email is None and not in_use:
+            del self._contacts[contact.contact_id]
+
+    def _complete_if_due(self, interview: Interview) -> None:
+        after = self._complete_after
+        if after is None or not interview.auto_complete or interview.status == "completed":
+            return
+        if self._clock() - interview.created_clock >= after:
+            self._complete(interview, None, at=interview.created_at + after)
+
+    def _complete(self, interview: Interview, transcript: str | None, at: float | None = None) -> None:
+        if transcript is None:
+            contact = self._contacts[interview.contact_id]
+            transcript = generate_transcript(contact.name, interview.objective, contact.context)
+        interview.status = "completed"
+        interview.transcript = {
+            "document_id": f"doc_{secrets.token_hex(8)}",
+            "content": transcript,
+            "created_at": iso(time.time() if at is None else at),
+        }

@@ -57,6 +57,8 @@ class CircuitBreaker:
         self._last_success = clock()
         self.stopped = threading.Event()
         self.stop: RunStop | None = None
+        self.aborted = False
+        """Set by :meth:`abort`: the engine reads no further row, only collects the rows in flight."""
 
     def record(self, result: RowResult) -> None:
         """Count a sent row's result; trip when it shows the run cannot succeed."""
@@ -92,6 +94,13 @@ class CircuitBreaker:
         with self._lock:
             if self.stop is None:
                 self._trip(reason, "stopped_killed", transient=True)
+
+    def abort(self, reason: str) -> None:
+        """Stop the run now and read no further row (the ledger failed): the rows in flight still end."""
+        with self._lock:
+            self.aborted = True
+            if self.stop is None:
+                self._trip(reason, "stopped_error", transient=True)
 
     def _trip(self, reason: str, code: str, *, transient: bool) -> None:
         self.stop = RunStop(reason, code, transient)

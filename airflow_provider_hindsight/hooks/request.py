@@ -129,6 +129,12 @@ def get_request(interview_request_id: int) -> ApiRequest:
     return ApiRequest("GET", f"/interviews/{interview_request_id}", None, IDEMPOTENT, subject, INTERVIEW_KEYS)
 
 
+def key_check_request() -> ApiRequest:
+    """The connection test's request: an empty ``PATCH /interviews/0``. No interview 0 exists and ``{}``
+    changes nothing, so a 400 or 404 means the key was accepted, a 401 or 403 that it was not."""
+    return ApiRequest("PATCH", "/interviews/0", b"{}", IDEMPOTENT, "the API key check (interview 0)")
+
+
 CREATED_KEYS = ("interview_request_id", "survey_url", "status")
 """What a 201 to ``POST /interviews`` must hold to count as the documented answer."""
 INTERVIEW_KEYS = ("interview_request_id", "status")

@@ -27,6 +27,7 @@ A :class:`SyncLedger` holds one connection from :meth:`~SyncLedger.prepare` to
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Iterable
 from typing import Any
@@ -103,6 +104,13 @@ def validate_sync_id(sync_id: object) -> str:
     )
 
 
+def _as_datetime(value: Any) -> datetime.datetime:
+    """A ``synced_at`` as a naive UTC datetime: SQLite stores ISO text, other databases a timestamp."""
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    return datetime.datetime.fromisoformat(str(value))
+
+
 def upsert_statement(hook: Any, table: str) -> str | None:
     """The hook's dialect's upsert of one ledger row, or ``None`` when it has none (UPDATE, then INSERT)."""
     return sql.upsert_statement(hook, table, LEDGER_COLUMNS, LEDGER_KEY)
@@ -136,6 +144,19 @@ class SyncLedger(SqlTable):
         keys = ((self.sync_id, request_id) for request_id in interview_request_ids)
         rows = self.select_by_keys(("interview_request_id", "body_sha256"), keys)
         return {int(request_id): str(digest) for request_id, digest in rows}
+
+    def lookup_with_times(self, interview_request_ids: Iterable[int]) -> dict[int, tuple[str, datetime.datetime]]:
+        """``{id: (body_sha256, synced_at)}`` of the given ids; ``synced_at`` naive UTC. One query per 500 ids.
+
+        Added for the retry of a full refresh (``bulk/changes.py``): rows recorded since the DAG run began,
+        with the same hash, were delivered by an earlier try and are not sent again.
+        """
+        self._require_prepared()
+        if not self.exists:
+            return {}
+        keys = ((self.sync_id, request_id) for request_id in interview_request_ids)
+        rows = self.select_by_keys(("interview_request_id", "body_sha256", "synced_at"), keys)
+        return {int(request_id): (str(digest), _as_datetime(at)) for request_id, digest, at in rows}
 
     def record(self, delivered: Iterable[tuple[int, str]]) -> int:
         """Upsert ``(id, body_sha256)`` pairs with ``synced_at`` now, committed per 500; returns how many.

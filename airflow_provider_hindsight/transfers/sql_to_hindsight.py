@@ -122,7 +122,7 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightUpdateOper
         self._check_arguments()
         # The ledger opens before the query: it may share its database (SQLite WAL).
         with (
-            self.open_sync() as sync,
+            self.open_sync(context) as sync,
             closing(self.db_hook.get_conn()) as connection,
             streaming_cursor(connection) as cursor,
         ):

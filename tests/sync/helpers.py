@@ -58,9 +58,23 @@ def request_id(request: Any) -> int:
     return int(request.path.rsplit("/", 1)[1])
 
 
-def sent(emulator: HindsightEmulator) -> dict[int, Any]:
-    """``{interview id: recorded request}`` of every request, checking each is a PATCH of one interview, once."""
+KEY_CHECK = ("PATCH", "/api/v1/interviews/0", b"{}")
+"""The one request a change-only run that owes nothing sends: the connection test's check of the key."""
+
+
+def is_key_check(request: Any) -> bool:
+    return (request.method, request.path, request.body) == KEY_CHECK
+
+
+def assert_only_the_key_check(emulator: HindsightEmulator) -> None:
+    """A change-only run that owed nothing sent no update, only one check of the API key."""
     requests = emulator.requests
+    assert [is_key_check(request) for request in requests] == [True], [request.path for request in requests]
+
+
+def sent(emulator: HindsightEmulator) -> dict[int, Any]:
+    """``{interview id: recorded request}`` of every update (not the key check), checking each is sent once."""
+    requests = [request for request in emulator.requests if not is_key_check(request)]
     by_id = {request_id(request): request for request in requests}
     assert len(by_id) == len(requests), f"an interview was sent twice: {sorted(map(request_id, requests))}"
     for interview_id, request in by_id.items():

@@ -7,9 +7,21 @@ import os
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_hindsight.exceptions import HindsightAuthError
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.sync.helpers import LedgerDatabase, Source, assert_summary, point_hindsight, run, transfer
+from tests.sync.helpers import (
+    LedgerDatabase,
+    Source,
+    assert_only_the_key_check,
+    assert_summary,
+    point_hindsight,
+    request_id,
+    run,
+    sent,
+    transfer,
+)
 
 ROWS = 300
 WORKERS = 4
@@ -52,7 +64,7 @@ def test_a_full_refresh_with_a_wrong_key_stops_at_once_and_deletes_nothing(
     ordinary = run(transfer(source, ledger_db, max_workers=WORKERS))
     assert ordinary.error is None
     assert_summary(ordinary.summary, succeeded=0, unchanged=ROWS)
-    assert hindsight_emulator.request_count == 0
+    assert_only_the_key_check(hindsight_emulator)
 
 
 @pytest.mark.parametrize("full_refresh", [True, False], ids=["full_refresh", "change_only"])
@@ -75,7 +87,7 @@ def test_the_api_down_mid_run_keeps_every_entry_the_run_did_not_change(
     down = run(transfer(source, ledger_db, full_refresh=full_refresh, max_workers=WORKERS, max_retry_wait=0.01))
 
     assert down.error is not None and getattr(down.error, "code", None) == "stopped_outage"
-    received = {int(request.path.rsplit("/", 1)[1]) for request in hindsight_emulator.requests}
+    received = {request_id(request) for request in hindsight_emulator.requests}
     failed = {interview_id for interview_id in received if interview_id > 100}
     assert 1 <= len(failed) <= 10 + 2 * WORKERS
     after = ledger_rows(ledger_db)
@@ -91,4 +103,28 @@ def test_the_api_down_mid_run_keeps_every_entry_the_run_did_not_change(
     assert ordinary.error is None
     owed = {key for key in changed if key > 100}
     assert_summary(ordinary.summary, succeeded=len(owed), unchanged=ROWS - len(owed))
-    assert {int(request.path.rsplit("/", 1)[1]) for request in hindsight_emulator.requests} == owed
+    assert set(sent(hindsight_emulator)) == owed
+
+
+def test_a_run_that_owes_nothing_checks_the_key_once_and_fails_on_a_wrong_one(
+    source: Source, ledger_db: LedgerDatabase, hindsight_emulator: HindsightEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point_hindsight(monkeypatch, hindsight_emulator)
+    before = up_to_date(source, ledger_db)
+    connection = json.loads(os.environ["AIRFLOW_CONN_HINDSIGHT_DEFAULT"])
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps({**connection, "password": "a-wrong-key"}))
+    hindsight_emulator.reset_requests()
+
+    refused = run(transfer(source, ledger_db))
+
+    assert_only_the_key_check(hindsight_emulator)
+    assert hindsight_emulator.status_counts == {401: 1}
+    assert isinstance(refused.error, HindsightAuthError) and isinstance(refused.error, AirflowFailException)
+    message = str(refused.error)
+    assert "Nothing needed sending, but Hindsight refused the API key of the connection 'hindsight_default'" in message
+    assert "API key field" in message
+    assert ledger_rows(ledger_db) == before
+
+    dry = run(transfer(source, ledger_db, dry_run=True))  # a dry run sends nothing at all, not even the check
+    assert dry.error is None
+    assert hindsight_emulator.request_count == 1

@@ -83,7 +83,9 @@ class ChangeOnlySync:
         self._delivered: list[tuple[int, str]] = []
         self._failed: list[int] = []
         self._failed_writes = 0
-        self._stopped = False  # a checkpoint failed for good: results are only kept in memory now
+        self._kept = 0  # rows kept from a checkpoint whose write failed: the next one is a window later
+        self._stopped = False
+        self._last_tried = False  # a checkpoint failed for good: results are only kept in memory now
         self._last_checkpoint = time.monotonic()
         self._ledger_busy = threading.Lock()  # held while the ledger's connection is in use
 
@@ -143,7 +145,7 @@ class ChangeOnlySync:
         if self._stopped or not self.pending:
             return
         due = time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS
-        if self.urgent or due or self.pending >= CHECKPOINT_ROWS:
+        if self.urgent or due or self.pending - self._kept >= CHECKPOINT_ROWS:
             try:
                 self.checkpoint()
             except Exception:
@@ -171,6 +173,7 @@ class ChangeOnlySync:
                     self.ledger.forget(failed)
             except Exception as error:
                 self._failed_writes += 1
+                self._kept = len(delivered) + len(failed)
                 self._last_checkpoint = time.monotonic()
                 if final or self._failed_writes >= FAILED_CHECKPOINTS_TO_STOP:
                     raise
@@ -187,7 +190,7 @@ class ChangeOnlySync:
             del self._delivered[: len(delivered)]
             del self._failed[: len(failed)]
             self.recorded += len(delivered)
-            self._failed_writes = 0
+            self._failed_writes = self._kept = 0
             self._last_checkpoint = time.monotonic()
             return True
         finally:
@@ -195,8 +198,9 @@ class ChangeOnlySync:
 
     def last_checkpoint(self) -> BaseException | None:
         """After an error: write what is still owed once more; the error when it fails too (not raised)."""
-        if self.dry_run or not self.pending:
+        if self.dry_run or not self.pending or self._last_tried:
             return None
+        self._last_tried = True
         try:
             self.checkpoint(final=True)
         except Exception as error:

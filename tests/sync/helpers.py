@@ -192,11 +192,19 @@ class Outcome:
     error: Exception | None
 
 
-def run(operator: Any) -> Outcome:
-    """Run ``operator.execute()`` with the part of a task context the bulk operators use."""
+class _DagRun:
+    def __init__(self, start_date: datetime.datetime | None) -> None:
+        self.start_date = start_date
+
+
+def run(operator: Any, *, dag_run_start: datetime.datetime | None = None) -> Outcome:
+    """Run ``operator.execute()`` with the part of a task context the bulk operators use.
+
+    ``dag_run_start`` is ``context["dag_run"].start_date`` (a retry of a full refresh in the same DAG run).
+    """
     ti = _TaskInstance()
     try:
-        operator.execute({"ti": ti})
+        operator.execute({"ti": ti, "dag_run": _DagRun(dag_run_start)})
     except Exception as error:
         return Outcome(ti.xcom.get("summary"), error)
     return Outcome(ti.xcom["summary"], None)

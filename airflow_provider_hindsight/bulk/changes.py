@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
+from airflow_provider_hindsight.bulk.lease import SyncLease
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
 from airflow_provider_hindsight.ledgers.sync import LEDGER_BATCH, SyncLedger, body_sha256
 from airflow_provider_hindsight.resources.interviews import InterviewUpdate
@@ -46,6 +47,8 @@ class ChangeOnlySync:
     :param base_url: the API base URL the rows go to; part of each hash, so another account resends.
     :param full_refresh: send every row whatever the ledger says, and record them all again.
     :param dry_run: look up only; :meth:`account` writes nothing.
+    :param lease: this run's lease on the ``sync_id`` (taken): its heartbeat is refreshed with the
+        look-ups and checkpoints, and it is released on leaving.
     :param resume_since: in a full refresh, when the DAG run began (naive UTC): rows recorded since
         then with the same hash are skipped, so the retry of a full refresh resends only what this
         DAG run has not delivered yet. ``None``: a full refresh resends everything.
@@ -62,8 +65,10 @@ class ChangeOnlySync:
         full_refresh: bool,
         dry_run: bool,
         resume_since: datetime.datetime | None = None,
+        lease: SyncLease | None = None,
     ) -> None:
         self.ledger = ledger
+        self.lease = lease
         self.base_url = base_url
         self.full_refresh = full_refresh
         self.dry_run = dry_run
@@ -106,6 +111,8 @@ class ChangeOnlySync:
                     known = dict(self.ledger.lookup_with_times(ids))
                 else:
                     known = {key: (digest, None) for key, digest in self.ledger.lookup(ids).items()}
+                if self.lease is not None:
+                    self.lease.heartbeat()
             for position, item in batch:
                 if isinstance(item, RowResult):
                     yield position, item
@@ -186,6 +193,8 @@ class ChangeOnlySync:
                     len(delivered) + len(failed),
                 )
                 return False
+            if self.lease is not None:
+                self.lease.heartbeat()
             # Only now, and only what was written: rows that came in meanwhile (on_kill) stay.
             del self._delivered[: len(delivered)]
             del self._failed[: len(failed)]
@@ -219,6 +228,11 @@ class ChangeOnlySync:
                 if error is not None:
                     log.warning("The last checkpoint could not be written either: %s: %s", type(error).__name__, error)
         finally:
+            try:
+                if self.lease is not None:
+                    self.lease.release()
+            except Exception as error:  # a stale lease is taken over after a few minutes anyway
+                log.warning("Could not release the lease of the sync %r: %s", self.ledger.sync_id, error)
             try:
                 self.ledger.close()
             except Exception as error:  # a connection the database already dropped

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
@@ -46,6 +47,7 @@ from airflow_provider_hindsight.ledgers.sql import (
 
 __all__ = [
     "DEFAULT_LEDGER_TABLE",
+    "LEASE_ID",
     "LEDGER_BATCH",
     "LEDGER_COLUMNS",
     "LEDGER_KEY",
@@ -54,6 +56,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "WRITE_ATTEMPTS",
     "HindsightLedgerError",
+    "LeaseHolder",
     "SyncLedger",
     "body_sha256",
     "upsert_statement",
@@ -66,6 +69,9 @@ MAX_SYNC_ID_CHARS = 512
 """``sync_id`` column width; the default ``<dag_id>.<task_id>`` fits (Airflow ids are at most 250 each)."""
 PROBE_ID = 0
 """The ``interview_request_id`` of the write probe: ids are positive, so it never meets a real row."""
+LEASE_ID = -1
+"""The ``interview_request_id`` of a sync's lease row (``body_sha256`` the holder's token, ``synced_at`` its
+heartbeat): ids are positive, so it never meets a real row."""
 _COLUMNS = (
     Column("sync_id", f"VARCHAR({MAX_SYNC_ID_CHARS})"),
     Column("interview_request_id", "BIGINT"),
@@ -171,3 +177,60 @@ class SyncLedger(SqlTable):
         """Delete the entries of these ids (sent and failed: the next run sends them again); returns how many ids."""
         self._require_writable("SyncLedger.record() and forget()")
         return self.delete_keys((self.sync_id, request_id) for request_id in interview_request_ids)
+
+    # -- the lease: one run of a sync_id at a time (added for bulk/lease.py) ------------------------------
+
+    def take_lease(self, token: str, *, take_over: Callable[[str, datetime.datetime], bool]) -> LeaseHolder | None:
+        """Take the lease of this ``sync_id`` (the reserved row ``interview_request_id = -1``); ``None`` when taken.
+
+        Inserted if absent (of two runs, exactly one gets it); when another token holds it, taken over
+        with a conditional update only if ``take_over(holder_token, heartbeat)`` says so (a stale
+        heartbeat, an earlier try of the same task). Otherwise returns the holder.
+        """
+        self._require_writable("SyncLedger leases")
+        if self.insert_if_absent((self.sync_id, LEASE_ID, token, self._now())):
+            return None
+        rows = list(self.select_by_keys(("body_sha256", "synced_at"), [(self.sync_id, LEASE_ID)]))
+        if not rows:  # released between the insert and the read: the caller tries again
+            return LeaseHolder("", None)
+        holder, at = str(rows[0][0]), _as_datetime(rows[0][1])
+        if take_over(holder, at) and self._update_lease(token, holder=holder):
+            return None
+        return LeaseHolder(holder, at)
+
+    def refresh_lease(self, token: str) -> bool:
+        """Move the lease's heartbeat to now; whether ``token`` still holds it."""
+        return self._update_lease(token, holder=token)
+
+    def release_lease(self, token: str) -> None:
+        """Delete the lease if ``token`` holds it."""
+        p = self._placeholder
+
+        def delete(cursor: Any) -> None:
+            cursor.execute(
+                f"DELETE FROM {self.table} WHERE sync_id = {p} AND interview_request_id = {p} AND body_sha256 = {p}",
+                (self.sync_id, LEASE_ID, token),
+            )
+
+        self._write(delete)
+
+    def _update_lease(self, token: str, *, holder: str) -> bool:
+        p = self._placeholder
+
+        def update(cursor: Any) -> bool:
+            cursor.execute(
+                f"UPDATE {self.table} SET body_sha256 = {p}, synced_at = {p} "
+                f"WHERE sync_id = {p} AND interview_request_id = {p} AND body_sha256 = {p}",
+                (token, self._now(), self.sync_id, LEASE_ID, holder),
+            )
+            return bool(cursor.rowcount == 1)
+
+        return self._write(update)
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a sync's lease: its token and its last heartbeat (naive UTC)."""
+
+    token: str
+    heartbeat: datetime.datetime | None

@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
+from airflow_provider_hindsight.bulk.lease import SyncLease, owner_of
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightAuthError, HindsightError
@@ -53,6 +54,15 @@ def dag_run_start(context: Context | None) -> datetime.datetime | None:
     if not isinstance(start, datetime.datetime):
         return None
     return start.astimezone(datetime.timezone.utc).replace(tzinfo=None) if start.tzinfo else start
+
+
+def task_instance_owner(operator: BaseOperator, context: Context | None) -> str:
+    """The lease owner of this task instance (its DAG, task, DAG run and map index): shared by its tries."""
+    values: Any = context or {}
+    dag_run = values.get("dag_run")
+    run_id = values.get("run_id") or getattr(dag_run, "run_id", None)
+    map_index = getattr(values.get("ti"), "map_index", -1)
+    return owner_of(operator.dag_id, operator.task_id, run_id, map_index)
 
 
 def is_database_error(error: BaseException) -> bool:
@@ -202,9 +212,22 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         ledger = SyncLedger(ledger_conn_id=self.ledger_conn_id, table=self.ledger_table, sync_id=sync_id)
         base_url = self.hook.settings.base_url  # the Hindsight connection is checked before the ledger is touched
         ledger.prepare(create=not self.is_dry_run)
+        lease = None
+        if not self.is_dry_run:  # one run of a sync_id at a time: wait for another one in progress
+            lease = SyncLease(ledger, owner=task_instance_owner(self, context))
+            try:
+                lease.acquire()
+            except BaseException:
+                ledger.close()
+                raise
         resume_since = dag_run_start(context) if full_refresh else None
         self._sync = ChangeOnlySync(
-            ledger, base_url=base_url, full_refresh=full_refresh, dry_run=self.is_dry_run, resume_since=resume_since
+            ledger,
+            base_url=base_url,
+            full_refresh=full_refresh,
+            dry_run=self.is_dry_run,
+            resume_since=resume_since,
+            lease=lease,
         )
         if full_refresh and resume_since is not None:
             refresh = (

@@ -14,7 +14,10 @@ import sys
 from types import FrameType
 from typing import Any
 
+from airflow.providers.common.compat.sdk import DAG
+
 from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
+from tests.sync.helpers import DAG_ID
 
 
 class _TaskInstance:
@@ -49,7 +52,8 @@ def run_transfer(
     for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
         del os.environ[name]
     os.environ.update(connections)
-    operator = SqlToHindsightOperator(**arguments)
+    with DAG(DAG_ID, schedule=None, start_date=datetime.datetime(2026, 1, 1)):  # a retry in the test is the same task
+        operator = SqlToHindsightOperator(**arguments)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         operator.on_kill()

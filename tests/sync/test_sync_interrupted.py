@@ -275,12 +275,57 @@ def test_two_runs_of_one_sync_id_at_once_both_finish_and_lose_nothing(
         assert summary["succeeded"] + summary["unchanged"] == 400
     received = [request_id(request) for request in emulator.requests]
     assert set(received) == set(range(1, 601))
-    assert len(received) <= 800
+    assert len(received) == 600, "the lease: the run that waited sent only the rows the other had not delivered"
     bodies = source.bodies()
     assert ledger_db.query(f"SELECT COUNT(*) FROM {TABLE}") == [(600,)]
     assert ledger_db.hashes() == {key: body_hash(emulator.base_url, payload(body)) for key, body in bodies.items()}
     emulator.reset_requests()
     assert_summary(run(transfer(source, ledger_db)).summary, succeeded=0, unchanged=600)
+
+
+@pytest.mark.parametrize("ledger_db", ["sqlite", "postgres"], indirect=True)
+def test_two_runs_of_one_sync_id_on_the_same_rows_send_each_row_once(
+    forkserver: multiprocessing.context.ForkServerContext,
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Two task processes (two DAGs, or a manual run beside a scheduled one) of one sync_id over 2,000 rows."""
+    rows = 2000
+    emulator = hindsight_emulator_factory(latency=0.002)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=120_000)
+    source.fill(rows)
+    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    children = {}
+    for name in ("first", "second"):
+        arguments = {**operator_arguments(source, ledger_db), "task_id": f"push_{name}"}
+        files = (str(tmp_path / f"{name}.log"), str(tmp_path / f"{name}.json"))
+        children[name] = forkserver.Process(target=run_transfer, args=(arguments, connections, *files))
+    for child in children.values():
+        child.start()
+    for child in children.values():
+        child.join(timeout=180)
+
+    summaries = {}
+    for name, child in children.items():
+        assert child.exitcode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        summaries[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    updates = sent(emulator)  # each interview once
+    assert len(updates) == rows, f"{len(updates)} updates for {rows} rows"
+    assert sorted((summary["succeeded"], summary["unchanged"]) for summary in summaries.values()) == [
+        (0, rows),
+        (rows, 0),
+    ]
+    waited = [name for name in children if "Another run of the sync" in (tmp_path / f"{name}.log").read_text()]
+    assert len(waited) == 1, "the run that waited said so"
+    text = (tmp_path / f"{waited[0]}.log").read_text()
+    assert f"Another run of the sync {DEFAULT_SYNC_ID!r} is in progress (since " in text
+    key_checks = emulator.request_count - len(updates)
+    assert key_checks == 1, "the run that waited owed nothing and checked the key once"
+    print(f"two runs at once on {rows} rows: {len(updates)} updates and {key_checks} key check")
+    assert ledger_db.query(f"SELECT COUNT(*) FROM {TABLE}") == [(rows,)], "both leases released"
 
 
 def test_a_dag_run_twice_sends_nothing_the_second_time_and_full_refresh_resends(

@@ -37,7 +37,7 @@ def up_to_date(source: Source, ledger_db: LedgerDatabase) -> dict[int, Any]:
 def ledger_rows(ledger_db: LedgerDatabase) -> dict[int, Any]:
     rows = ledger_db.query(
         f"SELECT interview_request_id, body_sha256, synced_at FROM hindsight_sync_ledger WHERE sync_id = "
-        f"'{ledger_db.sync_id}'"
+        f"'{ledger_db.sync_id}' AND interview_request_id > 0"
     )
     return {int(interview_id): (digest, str(synced_at)) for interview_id, digest, synced_at in rows}
 

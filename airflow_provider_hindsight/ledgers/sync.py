@@ -21,6 +21,10 @@ transient :class:`~.sql.HindsightLedgerUnavailableError` (Airflow retries the ta
 recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
 :attr:`~.sql.SqlTable.lock_wait_seconds` is how long this ledger's writes waited on locks.
 
+A reserved row per ``sync_id`` with ``interview_request_id = -1`` is the sync's lease (one run at a
+time, see :mod:`airflow_provider_hindsight.bulk.lease`): :meth:`SyncLedger.take_lease`,
+:meth:`SyncLedger.refresh_lease`, :meth:`SyncLedger.release_lease`. Look-ups by id never meet it.
+
 A :class:`SyncLedger` holds one connection from :meth:`~SyncLedger.prepare` to
 :meth:`~SyncLedger.close`; use it from one thread at a time.
 """

@@ -31,7 +31,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Hindsight",
-                "python-modules": ["airflow_provider_hindsight.operators.hindsight"],
+                "python-modules": [
+                    "airflow_provider_hindsight.operators.hindsight",
+                    "airflow_provider_hindsight.operators.create",
+                ],
             }
         ],
         "transfers": [

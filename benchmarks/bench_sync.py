@@ -609,7 +609,7 @@ def _run(command: dict[str, Any]) -> dict[str, Any]:
 
 def _prefill(command: dict[str, Any]) -> dict[str, Any]:
     """Record every row of the warehouse in its ledger with the hash a run would record (nothing is sent)."""
-    from airflow_provider_hindsight.ledger import SyncLedger, body_sha256
+    from airflow_provider_hindsight.ledgers.sync import SyncLedger, body_sha256
     from airflow_provider_hindsight.resources.interviews import build_interview_update
 
     _connections(command)

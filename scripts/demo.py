@@ -27,6 +27,7 @@ DAG_IDS = [
     "example_hindsight_bulk",
     "example_warehouse_load",
     "example_hindsight_warehouse_refresh",
+    "example_hindsight_create",
 ]
 
 
@@ -76,6 +77,7 @@ def main() -> int:
                 failed.append(dag_id)
         interviews = emulator.interviews
         statuses = emulator.status_counts
+        created = emulator.created_interviews()
 
     print(f"\nThe emulator received {sum(statuses.values())} requests: {dict(sorted(statuses.items()))}")
     print(f"It now holds {len(interviews)} interviews:\n")
@@ -91,6 +93,13 @@ def main() -> int:
         )
     if len(interviews) > shown:
         print(f"   ... and {len(interviews) - shown} more")
+    print(f"\nexample_hindsight_create created {len(created)} interview requests, each once:\n")
+    print(f"{'id':>6}  {'contact_name':<14}  {'status':<8}  survey link")
+    for record in created:
+        print(
+            f"{record['interview_request_id']:>6}  {shorten(record['contact_name'] or '-', 14):<14}  "
+            f"{record['status']:<8}  {record['survey_url']}"
+        )
     if failed:
         print(f"\n{len(failed)} DAG(s) failed; their logs are in .demo/logs/: {', '.join(failed)}")
         return 1

@@ -23,6 +23,7 @@ def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
         "example_hindsight_bulk",
         "example_warehouse_load",
         "example_hindsight_warehouse_refresh",
+        "example_hindsight_create",
     }
 
 
@@ -100,3 +101,31 @@ def test_warehouse_refresh_pushes_every_deal(
     forced = run_dag("example_hindsight_warehouse_refresh", full_refresh=True)
     assert xcom_value(forced, "push_contact_context")["succeeded"] == len(DEALS)
     assert hindsight_emulator.request_count == 2 * len(DEALS)
+
+
+def test_create_example_invites_each_closed_deal_once_and_enriches_it(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, warehouse: Path
+) -> None:
+    from dags.example_hindsight_create import CLOSED_DEALS
+
+    closed = [deal for deal in CLOSED_DEALS if deal[5].startswith("Closed")]
+    first = run_dag("example_hindsight_create")
+
+    assert set(task_states(first).values()) == {"success"}
+    summary = xcom_value(first, "create_interviews", key="summary")
+    assert (summary["total"], summary["created"], summary["existing"]) == (len(closed), len(closed), 0)
+    created = hindsight_emulator.created_interviews()
+    assert sorted(record["contact_email"] for record in created) == sorted(deal[2] for deal in closed)
+    for record in created:
+        deal = next(deal for deal in closed if deal[2] == record["contact_email"])
+        assert record["contact_context"]["notes"] == deal[8], "enriched from the ledger join"
+    enriched = xcom_value(first, "enrich_created", key="summary")
+    assert enriched["succeeded"] == len(closed)
+
+    hindsight_emulator.reset_requests()
+    second = run_dag("example_hindsight_create")
+
+    assert set(task_states(second).values()) == {"success"}
+    assert xcom_value(second, "create_interviews", key="summary")["existing"] == len(closed)
+    assert hindsight_emulator.requests == [], "a rerun creates nothing and sends nothing"
+    assert len(hindsight_emulator.created_interviews()) == len(closed)

@@ -1,54 +1,42 @@
-"""``SqlToHindsightOperator``: stream a SQL query's rows into Hindsight in one task.
+"""The SQL transfers: stream a SQL query's rows into Hindsight in one task.
+
+- :class:`SqlToHindsightOperator`: each row updates an interview request (``PATCH``).
+- :class:`SqlToHindsightCreateInterviewsOperator`: each row creates one, exactly once (``POST``, with
+  the interview ledger).
 
 Needs the ``sql`` extra (``pip install airflow-provider-hindsight[sql]``), which brings
 ``apache-airflow-providers-common-sql``: every Airflow SQL connection (Postgres, Snowflake,
-BigQuery, SQLite, ...) gives a ``DbApiHook`` that this operator reads with.
+BigQuery, SQLite, ...) gives a ``DbApiHook`` that these operators read with. The reading is
+:class:`~airflow_provider_hindsight.transfers.sql_rows.SqlRowsMixin`'s, shared by both.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing
-from dataclasses import dataclass
-from decimal import Decimal
-from functools import cached_property
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowProviderDeprecationWarning
-from airflow.providers.common.compat.sdk import (
-    AirflowOptionalProviderFeatureException,
-)
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
 
-from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.hooks.sql import sql_hook
-from airflow_provider_hindsight.lineage import SqlToHindsightLineageMixin
-from airflow_provider_hindsight.operators.bulk import BaseHindsightUpdateOperator
-from airflow_provider_hindsight.resources.interviews import UPDATE_FIELDS
-from airflow_provider_hindsight.transfers.streaming import (
-    idle_in_transaction_timeout,
-    streaming_cursor,
-    streaming_kind,
-)
-
-try:
-    from airflow.providers.common.sql.hooks.sql import DbApiHook
+try:  # checked here too: sql_rows may already be imported
+    from airflow.providers.common.sql.hooks.sql import DbApiHook  # noqa: F401
 except ImportError as error:
     raise AirflowOptionalProviderFeatureException(
-        "SqlToHindsightOperator needs apache-airflow-providers-common-sql: "
-        "pip install 'airflow-provider-hindsight[sql]'"
+        "The SQL transfers need apache-airflow-providers-common-sql: pip install 'airflow-provider-hindsight[sql]'"
     ) from error
+
+from airflow_provider_hindsight.lineage import SqlToHindsightLineageMixin
+from airflow_provider_hindsight.operators.bulk import BaseHindsightUpdateOperator
+from airflow_provider_hindsight.operators.create import BaseHindsightCreateOperator
+from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS, UPDATE_FIELDS
+from airflow_provider_hindsight.transfers.sql_rows import SqlRowsMixin
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-ID_COLUMN = "interview_request_id"
-CONTEXT_COLUMN = "contact_context"
+__all__ = ["SqlToHindsightCreateInterviewsOperator", "SqlToHindsightOperator"]
 
 
-class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightUpdateOperator):
+class SqlToHindsightOperator(SqlRowsMixin, SqlToHindsightLineageMixin, BaseHindsightUpdateOperator):
     """Run a query on any Airflow SQL connection and send each result row as an interview update.
 
     Rows are fetched ``batch_size`` at a time and sent at the pace of the ``hindsight`` connection,
@@ -82,6 +70,8 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightUpdateOper
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"sql": "sql"}
     ui_color = "#f4e3c4"
+    KEY_COLUMN = "interview_request_id"
+    FIELDS = UPDATE_FIELDS
 
     def __init__(
         self,
@@ -96,246 +86,84 @@ class SqlToHindsightOperator(SqlToHindsightLineageMixin, BaseHindsightUpdateOper
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if conn_id is not None:
-            warnings.warn(
-                "SqlToHindsightOperator's conn_id is deprecated: pass sql_conn_id instead.",
-                AirflowProviderDeprecationWarning,
-                stacklevel=2,
-            )
-            if sql_conn_id is not None and sql_conn_id != conn_id:
-                raise HindsightValidationError(
-                    f"sql_conn_id={sql_conn_id!r} and its deprecated alias conn_id={conn_id!r} disagree: pass only "
-                    "sql_conn_id.",
-                    field="sql_conn_id",
-                )
-            sql_conn_id = conn_id
-        if sql_conn_id is None:
-            raise HindsightValidationError(
-                "SqlToHindsightOperator needs sql_conn_id: the Airflow SQL connection to read rows from.",
-                field="sql_conn_id",
-            )
-        self.sql = sql
-        self.sql_conn_id = sql_conn_id
-        self.sql_hook_params = sql_hook_params
-        self.parameters = parameters
-        self.context_columns = context_columns
-        self.batch_size = batch_size
+        self.init_sql_rows(
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            sql_hook_params=sql_hook_params,
+            parameters=parameters,
+            context_columns=context_columns,
+            batch_size=batch_size,
+            conn_id=conn_id,
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Stream the query's rows to Hindsight and return the summary."""
-        self._check_arguments()
+        self.check_sql_arguments()
         # The ledger opens before the query: it may share its database (SQLite WAL).
-        with (
-            self.open_sync(context) as sync,
-            closing(self.db_hook.get_conn()) as connection,
-            streaming_cursor(connection) as cursor,
-        ):
-            self.log.info("Reading rows with %s.", streaming_kind(connection))
-            self._warn_if_batches_outlast_the_idle_timeout(connection)
-            if self.parameters is None:
-                cursor.execute(self.sql)
-            else:
-                cursor.execute(self.sql, self.parameters)
-            columns = self._map_columns(cursor.description)
-            return self.push_rows(self._rows(cursor, columns), context, sync=sync)
+        with self.open_sync(context) as sync, self.stream_rows() as rows:
+            return self.push_rows(rows, context, sync=sync)
 
-    def _warn_if_batches_outlast_the_idle_timeout(self, connection: Any) -> None:
-        """WARNING when sending one batch at the pace takes longer than the source's idle-in-transaction timeout.
 
-        The query's transaction stays open for the whole run and is idle while a batch is sent: a
-        PostgreSQL ``idle_in_transaction_session_timeout`` shorter than that ends the session mid-run.
-        """
-        if self.is_dry_run:
-            return
-        timeout = idle_in_transaction_timeout(connection)
-        if timeout is None:
-            return
-        rate = self.hook.pacer.effective_requests_per_minute
-        seconds = self.batch_size * 60 / rate
-        if seconds < timeout:
-            return
-        fits = max(1, int(timeout * rate / 60 / 2))
-        self.log.warning(
-            "batch_size=%d rows take up to %.0f s to send at %.0f requests a minute, longer than the source "
-            "connection %r's idle_in_transaction_session_timeout (%g s): the server may end the query's session "
-            "between two fetches. Fix: a smaller batch_size (%d fits in half the timeout), or raise the timeout for "
-            "the role (ALTER ROLE <user> SET idle_in_transaction_session_timeout = '30min').",
-            self.batch_size,
-            seconds,
-            rate,
-            self.sql_conn_id,
-            timeout,
-            fits,
+class SqlToHindsightCreateInterviewsOperator(SqlRowsMixin, SqlToHindsightLineageMixin, BaseHindsightCreateOperator):
+    """Run a query on any Airflow SQL connection and create one interview request per row, exactly once.
+
+    Rows are streamed as :class:`SqlToHindsightOperator` reads them. Columns named like the API's
+    create fields (``contact_email``, ``sequence_id``, ``interview_type_id``, ``contact_name``,
+    ``contact_context``, ``deal_id``, ``objective``; any case) plus ``request_key`` are used; NULL
+    leaves a field out (and a row whose ``sequence_id`` and ``interview_type_id`` are both NULL gets
+    the operator's default). ``context_columns`` builds ``contact_context`` from several columns.
+    Each key is claimed in the interview ledger before its POST and recorded at once after it: see
+    :class:`~airflow_provider_hindsight.operators.create.HindsightCreateInterviewsOperator` for the
+    ledger arguments and the summary ``{"total", "created", "existing", "failed", "unknown",
+    "failures"}``. The ledger is checked (and created) before the query runs.
+
+    :param sql: the query (or a ``.sql`` file), templated; it must return a ``request_key`` column.
+    :param sql_conn_id: the Airflow SQL connection to read from.
+    :param sql_hook_params: extra keyword arguments for that connection's hook.
+    :param parameters: query parameters passed to ``cursor.execute``; templated.
+    :param context_columns: columns folded into a ``contact_context`` object ``{column: value}``.
+    :param batch_size: rows fetched from the database at a time.
+    """
+
+    template_fields: Sequence[str] = ("sql", "parameters", "resend_unknown")
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers = {"sql": "sql"}
+    ui_color = "#d9ead3"
+    KEY_COLUMN = "request_key"
+    KEY_HINT = "Select a stable key per interview AS request_key, e.g. deal_id || ':' || contact_id."
+    FIELDS = CREATE_FIELDS
+
+    def __init__(
+        self,
+        *,
+        sql: str,
+        sql_conn_id: str | None = None,
+        sql_hook_params: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        context_columns: Sequence[str] | None = None,
+        batch_size: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.init_sql_rows(
+            sql=sql,
+            sql_conn_id=sql_conn_id,
+            sql_hook_params=sql_hook_params,
+            parameters=parameters,
+            context_columns=context_columns,
+            batch_size=batch_size,
+            conn_id=None,
         )
 
-    def _check_arguments(self) -> None:
-        """Refuse bad arguments before connecting (templates are rendered by now)."""
-        if not isinstance(self.sql, str) or not self.sql.strip():
-            raise HindsightValidationError(f"sql must be a non-empty query string, got {self.sql!r:.80}.", field="sql")
-        if not isinstance(self.sql_conn_id, str) or not self.sql_conn_id:
-            raise HindsightValidationError(
-                f"sql_conn_id must name an Airflow SQL connection, got {self.sql_conn_id!r}.", field="sql_conn_id"
-            )
-        if self.sql_hook_params is not None and not isinstance(self.sql_hook_params, Mapping):
-            raise HindsightValidationError(
-                f"sql_hook_params must be a dict of keyword arguments for the SQL hook, got "
-                f"{type(self.sql_hook_params).__name__}.",
-                field="sql_hook_params",
-            )
-        if self.parameters is not None and (
-            isinstance(self.parameters, (str, bytes)) or not isinstance(self.parameters, (Mapping, Sequence))
-        ):
-            raise HindsightValidationError(
-                f"parameters must be a mapping or a sequence of query parameters, got "
-                f"{type(self.parameters).__name__}. Pass a dict for named placeholders or a list for "
-                "positional ones.",
-                field="parameters",
-            )
-        columns = self.context_columns
-        if columns is not None and (
-            isinstance(columns, str)
-            or not isinstance(columns, Sequence)
-            or not all(isinstance(name, str) and name for name in columns)
-            or not columns
-        ):
-            raise HindsightValidationError(
-                f"context_columns must be a non-empty list of column names, got {columns!r}. "
-                "For one column write ['title'], not 'title'.",
-                field="context_columns",
-            )
-        if columns is not None and len({name.lower() for name in columns}) != len(columns):
-            raise HindsightValidationError(
-                f"context_columns lists a column twice: {list(columns)}.", field="context_columns"
-            )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise HindsightValidationError(
-                f"batch_size must be a positive int (rows fetched at a time), got {self.batch_size!r}.",
-                field="batch_size",
-            )
+    def key_value(self, value: Any) -> Any:
+        """A whole-number key (an integer column) is its text: request keys are strings."""
+        value = super().key_value(value)
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @cached_property
-    def db_hook(self) -> DbApiHook:
-        """The source connection's SQL hook."""
-        hook, _ = sql_hook(self.sql_conn_id, parameter="sql_conn_id", hook_params=self.sql_hook_params)
-        return hook
-
-    def _map_columns(self, description: Sequence[Sequence[Any]] | None) -> _Columns:
-        """Which result position feeds which API field and which ``context_columns`` key.
-
-        Raises before any request when the result cannot make rows: no id column, an unknown
-        context column, or two sources of ``contact_context``.
-        """
-        if not description:
-            raise HindsightValidationError(
-                "sql returned no result set: it must be a SELECT with an interview_request_id column.",
-                field="sql",
-            )
-        names = [str(column[0]) for column in description]
-        positions: dict[str, list[int]] = {}
-        for position, name in enumerate(names):
-            positions.setdefault(name.lower(), []).append(position)
-
-        def position_of(name: str, parameter: str) -> int | None:
-            found = positions.get(name.lower(), [])
-            if len(found) > 1:
-                raise HindsightValidationError(
-                    f"the result has {len(found)} columns named {name!r}; alias them so that each name appears once.",
-                    field=parameter,
-                )
-            return found[0] if found else None
-
-        fields = {name: position_of(name, "sql") for name in (ID_COLUMN, *UPDATE_FIELDS)}
-        columns = _Columns(fields=[(name, pos) for name, pos in fields.items() if pos is not None], context=[])
-        if fields[ID_COLUMN] is None:
-            raise HindsightValidationError(
-                f"the result has no interview_request_id column (columns: {', '.join(names)}). Select the id "
-                "returned by POST /interviews AS interview_request_id.",
-                field="sql",
-            )
-        if self.context_columns is not None:
-            if fields[CONTEXT_COLUMN] is not None:
-                raise HindsightValidationError(
-                    "the result has a contact_context column and context_columns is set: contact_context "
-                    "would come from two places. Drop the column from the query or drop context_columns.",
-                    field="context_columns",
-                )
-            context = [(name, position_of(name, "context_columns")) for name in self.context_columns]
-            missing = [name for name, pos in context if pos is None]
-            if missing:
-                raise HindsightValidationError(
-                    f"context_columns {missing} are not in the result (columns: {', '.join(names)}). "
-                    "Select them in sql or fix the names.",
-                    field="context_columns",
-                )
-            columns.context = [(name, pos) for name, pos in context if pos is not None]
-        used = {pos for _, pos in (*columns.fields, *columns.context)}
-        ignored = [name for position, name in enumerate(names) if position not in used]
-        if ignored:
-            self.log.info(
-                "Ignoring columns %s: only interview_request_id, %s and context_columns are sent.",
-                ", ".join(ignored),
-                ", ".join(UPDATE_FIELDS),
-            )
-        return columns
-
-    def _rows(self, cursor: Any, columns: _Columns) -> Iterator[dict[str, Any]]:
-        """Fetch ``batch_size`` rows at a time and turn each into a bulk row."""
-        while True:
-            batch = cursor.fetchmany(self.batch_size)
-            if not batch:
-                return
-            for record in batch:
-                row = {field: record[position] for field, position in columns.fields}
-                row[ID_COLUMN] = _id_value(row[ID_COLUMN])
-                if CONTEXT_COLUMN in row:
-                    row[CONTEXT_COLUMN] = _context_value(row[CONTEXT_COLUMN])
-                if columns.context:
-                    notes = {name: _json_value(record[pos]) for name, pos in columns.context if record[pos] is not None}
-                    row[CONTEXT_COLUMN] = notes or None
-                yield row
-
-
-@dataclass
-class _Columns:
-    """Result positions: ``fields`` are sent as API fields, ``context`` builds the ``contact_context`` object."""
-
-    fields: list[tuple[str, int]]
-    context: list[tuple[str, int]]
-
-
-def _id_value(value: Any) -> Any:
-    """Drivers return NUMBER/NUMERIC ids as ``Decimal``; a whole one is the int id."""
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return int(value)
-    return value
-
-
-def _context_value(value: Any) -> Any:
-    """A ``contact_context`` cell: text holding a JSON object is sent as that object, other text as prose."""
-    value = _text(value)
-    if isinstance(value, str) and value.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value
-        return parsed if isinstance(parsed, dict) else value
-    return value
-
-
-def _json_value(value: Any) -> Any:
-    """A ``context_columns`` cell as a JSON value: dates as ISO text, decimals as numbers, bytes as text."""
-    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
-    return _text(value)
-
-
-def _text(value: Any) -> Any:
-    """Bytes as UTF-8 text; bytes that are not UTF-8 stay as they are, so the row fails with a reason."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-    return value
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Stream the query's rows, create each key once, and return the summary."""
+        self.check_sql_arguments()
+        resend_unknown = self.check_create_arguments()
+        # The ledger opens before the query: it may share its database (SQLite WAL).
+        with self.open_ledger(resend_unknown) as create_once, self.stream_rows() as rows:
+            return self.push_creates(rows, context, create_once)

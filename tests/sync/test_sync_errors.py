@@ -9,7 +9,7 @@ from contextlib import closing
 import pytest
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
-from airflow_provider_hindsight.ledger import HindsightLedgerError
+from airflow_provider_hindsight.ledgers.sync import HindsightLedgerError
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.sync.helpers import TABLE, LedgerDatabase, Outcome, Source, bulk, run, transfer
 

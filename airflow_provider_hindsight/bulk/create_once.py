@@ -1,0 +1,258 @@
+"""Create-once: check create rows, sort them against the interview ledger, claim, POST, record.
+
+Sits between row validation and the bulk engine, as change-only sync does for updates:
+
+- :func:`check_create_rows` validates rows lazily (``request_key`` plus the API's create fields;
+  operator defaults for ``sequence_id``/``interview_type_id``) and refuses a key twice in one run.
+- :meth:`CreateOnce.sort` reads the checked rows a batch at a time, looks their keys up in the
+  ledger in one query per batch (memory stays flat) and passes on only the keys to send: new keys,
+  ``rejected`` ones, and ``unknown`` ones when the user said ``resend_unknown``. ``created`` keys end
+  ``existing``; ``unknown`` keys and another run's ``pending`` claims end as unknown from before.
+- :meth:`CreateOnce.send` runs in the engine's worker threads: it commits the claim (a ``pending``
+  row) **before** the POST, then records the answer for that row at once: ``created``, ``rejected``
+  (a 4xx), ``unknown`` (it may have arrived), or it deletes its own claim when the create cannot have
+  reached Hindsight (a 429 or a refused connection after the retries, a run stopped).
+:func:`outcome_of` names how each result counts in the summary.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
+from airflow_provider_hindsight.exceptions import (
+    HindsightError,
+    HindsightRunStoppedError,
+    HindsightUnknownOutcomeError,
+    HindsightValidationError,
+)
+from airflow_provider_hindsight.ledgers.interviews import (
+    CREATED,
+    REJECTED,
+    UNKNOWN,
+    InterviewLedger,
+    LedgerEntry,
+    validate_request_key,
+)
+from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH
+from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS, InterviewCreate, build_interview_create
+
+if TYPE_CHECKING:
+    from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+
+OUTCOMES = ("created", "existing", "failed", "unknown")
+EARLIER_UNKNOWN = "unknown before this run"
+"""The report's counter of keys found unknown (or pending under another run); folded into ``unknown``."""
+UNKNOWN_CODES = frozenset({"unknown_outcome", "ledger_write_failed"})
+"""Codes of this run's own POSTs whose outcome is unknown."""
+UNKNOWN_BEFORE = "unknown_before"
+PENDING_ELSEWHERE = "pending_elsewhere"
+ROW_KEYS = frozenset((*CREATE_FIELDS, "request_key"))
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """A checked create row: its ``request_key`` and the validated body."""
+
+    request_key: str
+    create: InterviewCreate
+
+    @property
+    def key(self) -> str:
+        return self.request_key
+
+
+@dataclass(frozen=True)
+class PlannedCreate:
+    """A create to send, with the ledger state it replaces (``None``: a key the ledger has no row of)."""
+
+    job: CreateJob
+    replacing: str | None
+
+    @property
+    def key(self) -> str:
+        return self.job.request_key
+
+
+def create_job_from_row(
+    row: object, *, sequence_id: str | None = None, interview_type_id: str | None = None
+) -> CreateJob:
+    """Validate one create row; rows naming neither ``sequence_id`` nor ``interview_type_id`` get the defaults."""
+    if not isinstance(row, Mapping):
+        raise HindsightValidationError(
+            f"each row must be a mapping with request_key, contact_email and the create fields, got "
+            f"{type(row).__name__}.",
+            field="interviews",
+        )
+    unknown = sorted(str(key) for key in row if key not in ROW_KEYS)
+    if unknown:
+        raise HindsightValidationError(
+            f"unknown keys {unknown}: a row takes request_key and any of {', '.join(CREATE_FIELDS)}. Rename or "
+            "drop the other keys (SqlToHindsightCreateInterviewsOperator's context_columns folds columns into "
+            "contact_context).",
+            field="interviews",
+        )
+    key = validate_request_key(row.get("request_key"))
+    sequence, interview_type = row.get("sequence_id"), row.get("interview_type_id")
+    if sequence is None and interview_type is None:
+        sequence, interview_type = sequence_id, interview_type_id
+    create = build_interview_create(
+        contact_email=row.get("contact_email"),
+        sequence_id=sequence,
+        interview_type_id=interview_type,
+        contact_name=row.get("contact_name"),
+        contact_context=row.get("contact_context"),
+        deal_id=row.get("deal_id"),
+        objective=row.get("objective"),
+    )
+    return CreateJob(key, create)
+
+
+def _create_duplicate(key: Any, first: int) -> tuple[str, str]:
+    return (
+        "duplicate_request_key",
+        f"request_key {key} already came in row {first}, which is the one created; this row was not sent. "
+        "Each key names one interview: deduplicate the rows or make the keys distinct.",
+    )
+
+
+def check_create_rows(
+    rows: Iterable[Any], *, sequence_id: str | None = None, interview_type_id: str | None = None
+) -> Iterator[CheckedRow]:
+    """Validate and de-duplicate create rows lazily: ``(position, CreateJob)`` or ``(position, failed RowResult)``."""
+    build = partial(create_job_from_row, sequence_id=sequence_id, interview_type_id=interview_type_id)
+    return check_rows(rows, build, key_field="request_key", duplicate=_create_duplicate)
+
+
+def outcome_of(result: RowResult) -> str:
+    """The summary counter of a create's result."""
+    if result.unchanged:
+        return EARLIER_UNKNOWN if result.code in (UNKNOWN_BEFORE, PENDING_ELSEWHERE) else "existing"
+    if result.succeeded:
+        return "created"
+    return "unknown" if result.code in UNKNOWN_CODES else "failed"
+
+
+def _earlier_unknown(position: int, key: str, code: str, message: str) -> RowResult:
+    return RowResult(position, key, False, None, code, message, unchanged=True)
+
+
+class CreateOnce:
+    """One run's use of the interview ledger: which keys to send, the claim, and the record of each answer.
+
+    :param ledger: a prepared ledger (``prepare(create=not dry_run)``).
+    :param hook: the hook whose ``send_create`` posts (unused in a dry run).
+    :param resend_unknown: send ``unknown`` keys again (the user checked they were not created).
+    :param dry_run: look up only; nothing is claimed or written.
+    """
+
+    def __init__(self, ledger: InterviewLedger, hook: HindsightHook | None, *, resend_unknown: bool, dry_run: bool):
+        self.ledger = ledger
+        self.hook = hook
+        self.resend_unknown = resend_unknown
+        self.dry_run = dry_run
+        self.abandoned = 0
+        """Stale ``pending`` claims this run turned into ``unknown``."""
+        self._lock = threading.Lock()
+
+    def sort(self, checked: Iterable[CheckedRow]) -> Iterator[CheckedRow]:
+        """Pass on rows to send (as :class:`PlannedCreate`) and finished rows; one ledger query per batch."""
+        rows = iter(checked)
+        while batch := list(islice(rows, LEDGER_BATCH)):
+            keys = [item.request_key for _, item in batch if isinstance(item, CreateJob)]
+            known = self.ledger.lookup(keys) if keys else {}
+            now = self.ledger.now()
+            for position, item in batch:
+                if not isinstance(item, CreateJob):
+                    yield position, item
+                    continue
+                yield position, self.plan(position, item, known.get(item.request_key), now)
+
+    def plan(self, position: int, job: CreateJob, entry: LedgerEntry | None, now: Any) -> PlannedCreate | RowResult:
+        """What to do with one checked row, given its ledger entry (``None``: not in the ledger)."""
+        key = job.request_key
+        if entry is None:
+            return PlannedCreate(job, None)
+        if entry.state == CREATED:
+            return RowResult.skipped(position, key)
+        if entry.state == REJECTED:
+            return PlannedCreate(job, REJECTED)
+        state = entry.state
+        if entry.is_stale(now):
+            if not self.dry_run and self.ledger.mark_abandoned(entry):
+                self.abandoned += 1
+            state = UNKNOWN
+        if state == UNKNOWN:
+            if self.resend_unknown:
+                return PlannedCreate(job, UNKNOWN)
+            return _earlier_unknown(
+                position,
+                key,
+                UNKNOWN_BEFORE,
+                "unknown from an earlier run: it may have been created. Not sent; check in Hindsight, then record "
+                "it or set resend_unknown.",
+            )
+        return _earlier_unknown(
+            position,
+            key,
+            PENDING_ELSEWHERE,
+            "claimed by another run that has not recorded its answer yet (or was killed). Not sent.",
+        )
+
+    def send(self, position: int, planned: PlannedCreate, stopped: threading.Event) -> dict[str, Any] | RowResult:
+        """Claim the key (committed), POST once, record the answer for this row at once (in a worker thread)."""
+        assert self.hook is not None
+        job = planned.job
+        key = job.request_key
+        body = job.create.body
+        try:
+            claim = self.ledger.claim(
+                key, contact_email=body["contact_email"], deal_id=body.get("deal_id"), replacing=planned.replacing
+            )
+        except Exception as error:
+            reason = self.ledger.describe(error)
+            return _ledger_failure(position, key, "ledger_error", f"not sent: the ledger claim failed: {reason}")
+        if claim is None:  # another run claimed (or created) it between the look-up and now
+            return RowResult.skipped(position, key)
+        try:
+            answer = self.hook.send_create(job.create, subject=f"request_key {key}", stopped=stopped)
+        except HindsightRunStoppedError:
+            self.ledger.release(claim)
+            raise
+        except HindsightUnknownOutcomeError as error:
+            self.ledger.record_failure(key, UNKNOWN, error.code, error.message)
+            raise
+        except HindsightError as error:
+            status = error.status_code
+            if status is not None and 400 <= status < 500 and status != 429:
+                self.ledger.record_failure(key, REJECTED, error.code, error.message)
+            else:  # a 429 or a connection never made, after the retries: nothing reached Hindsight
+                self.ledger.release(claim)
+            raise
+        except BaseException as error:  # not the hook's: whether it was sent is not known
+            self.ledger.record_failure(key, UNKNOWN, "unknown_outcome", f"{type(error).__name__} while sending")
+            raise HindsightUnknownOutcomeError(
+                f"the create of request_key {key} ended in {type(error).__name__}: it may have been created."
+            ) from error
+        try:
+            self.ledger.record_created(key, answer)
+        except Exception as error:
+            return _ledger_failure(
+                position,
+                key,
+                "ledger_write_failed",
+                f"created as interview {answer.get('interview_request_id')}, but the ledger could not record it "
+                f"({self.ledger.describe(error)}); its claim stays pending, so no run sends it again. Record it by "
+                "hand (see the docs).",
+                status_code=201,
+            )
+        return answer
+
+
+def _ledger_failure(position: int, key: str, code: str, message: str, status_code: int | None = None) -> RowResult:
+    return RowResult(position, key, False, status_code, code, message[:1000])

@@ -111,8 +111,7 @@ class ChangeOnlySync:
                     known = dict(self.ledger.lookup_with_times(ids))
                 else:
                     known = {key: (digest, None) for key, digest in self.ledger.lookup(ids).items()}
-                if self.lease is not None:
-                    self.lease.heartbeat()
+                self._beat()
             for position, item in batch:
                 if isinstance(item, RowResult):
                     yield position, item
@@ -193,17 +192,25 @@ class ChangeOnlySync:
                     len(delivered) + len(failed),
                 )
                 return False
-            if self.lease is not None:
-                self.lease.heartbeat()
             # Only now, and only what was written: rows that came in meanwhile (on_kill) stay.
             del self._delivered[: len(delivered)]
             del self._failed[: len(failed)]
             self.recorded += len(delivered)
             self._failed_writes = self._kept = 0
             self._last_checkpoint = time.monotonic()
+            self._beat()
             return True
         finally:
             self._ledger_busy.release()
+
+    def _beat(self) -> None:
+        """Refresh the lease's heartbeat when due; a failure is a WARNING (the lease goes stale, nothing else)."""
+        if self.lease is None:
+            return
+        try:
+            self.lease.heartbeat()
+        except Exception as error:
+            log.warning("Could not refresh the lease of the sync %r: %s", self.ledger.sync_id, error)
 
     def last_checkpoint(self) -> BaseException | None:
         """After an error: write what is still owed once more; the error when it fails too (not raised)."""
@@ -222,11 +229,23 @@ class ChangeOnlySync:
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         try:
             if exc_type is None and not self.dry_run:
-                self.checkpoint(final=True)
+                try:
+                    self.checkpoint(final=True)
+                except Exception as error:
+                    log.error(
+                        "Stopped by a database error at the last checkpoint: %d delivered, %d recorded in the ledger "
+                        "(the retry sends the other %d again). %s: %s",
+                        self.delivered,
+                        self.recorded,
+                        self.delivered - self.recorded,
+                        type(error).__name__,
+                        error,
+                    )
+                    raise
             elif exc_type is not None:
-                error = self.last_checkpoint()
-                if error is not None:
-                    log.warning("The last checkpoint could not be written either: %s: %s", type(error).__name__, error)
+                last = self.last_checkpoint()
+                if last is not None:
+                    log.warning("The last checkpoint could not be written either: %s: %s", type(last).__name__, last)
         finally:
             try:
                 if self.lease is not None:

@@ -250,7 +250,10 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         super().on_kill()
         if self._sync is not None:
             self._sync.urgent = True
-            self._sync.checkpoint(wait=False)
+            try:
+                self._sync.checkpoint(wait=False)
+            except Exception as error:  # a signal handler: never raise into the code it interrupted
+                self.log.warning("on_kill could not write the checkpoint (%s); the run writes it as it ends.", error)
 
     def push_rows(
         self, rows: Iterable[Any], context: Context, *, total: int | None = None, sync: ChangeOnlySync | None = None

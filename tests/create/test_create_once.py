@@ -137,7 +137,8 @@ def test_a_create_that_may_have_arrived_is_posted_once_and_left_unknown(
     assert second.summary["failures"] == []
     assert posts(emulator) == {email(2): 1}
     warning = [line for line in task_logs().splitlines() if "request keys were not sent" in line]
-    assert len(warning) == 1 and key(1) in warning[0] and "resend_unknown" in warning[0]
+    # One WARNING; Airflow 2 shows each task log line twice here (the task handler's stream and logging).
+    assert len(warning) in (1, 2) and key(1) in warning[0] and "resend_unknown" in warning[0]
 
     emulator.reset_requests()
     third = run(creator(rows([1, 2]), ledger_db, resend_unknown="true"))

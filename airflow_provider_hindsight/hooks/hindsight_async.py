@@ -65,6 +65,8 @@ class HindsightAsyncHook(HindsightHook):
     async def arequest(self, request: ApiRequest) -> dict[str, Any]:
         """:meth:`HindsightHook.request` for the event loop: the same rule, pace and errors, awaited."""
         await self.asettings()
+        if self._client is None:
+            await asyncio.to_thread(self._open_client)
         retrying = self.retry_policy.async_retrying(request.rule, before_sleep=self._log_retry, sleep=self.async_sleep)
         try:
             async for attempt in retrying:
@@ -94,9 +96,18 @@ class HindsightAsyncHook(HindsightHook):
         """``GET /interviews/{id}``, awaited."""
         return await self.arequest(get_request(validate_interview_request_id(interview_request_id)))
 
+    def _open_client(self) -> None:
+        """Make the client, in a thread: it loads the CA bundle from disk (30 to 150 ms), and the first request
+        of a process imports anyio's asyncio backend (about 150 ms, lazily, from httpcore). Neither may
+        happen on the triggerer's event loop."""
+        import anyio._backends._asyncio  # noqa: F401
+        import httpcore._backends.anyio  # noqa: F401
+
+        _ = self.client
+
     @property
     def client(self) -> httpx.AsyncClient:
-        """The keep-alive async client, with auth and JSON headers (made on first use, in the running loop)."""
+        """The keep-alive async client, with auth and JSON headers (:meth:`arequest` makes it in a thread)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 headers={

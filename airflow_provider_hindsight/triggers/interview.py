@@ -263,7 +263,6 @@ class HindsightInterviewTrigger(BaseTrigger):
             await hook.asettings()  # a missing or malformed connection ends the wait at once
         except HindsightError as error:
             return watch.event("error", watch.error(None, error, error.message))
-        await asyncio.to_thread(_prepare_client, hook)
         self.log.info(
             "Waiting for %d interviews to reach %r with connection %r: each polled every %.0fs at most, until %s.",
             len(watch.ids),
@@ -309,16 +308,6 @@ class HindsightInterviewTrigger(BaseTrigger):
             if now >= moment:
                 return True
             await self.sleep(min(moment, self.deadline) - now)
-
-
-def _prepare_client(hook: HindsightAsyncHook) -> None:
-    """Make the hook's HTTP client, in a thread: it loads the CA bundle from disk (30 to 150 ms), and the
-    first request of the process imports anyio's asyncio backend (about 150 ms, lazily, from httpcore).
-    Neither may happen on the triggerer's event loop."""
-    import anyio._backends._asyncio  # noqa: F401
-    import httpcore._backends.anyio  # noqa: F401
-
-    _ = hook.client
 
 
 def _iso(epoch: float) -> str:

@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.ledgers.sql import Column, HindsightLedgerError, SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
+from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.statements import Column
 
 __all__ = [
     "DEFAULT_INTERVIEW_TABLE",

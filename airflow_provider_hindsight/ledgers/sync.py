@@ -17,7 +17,7 @@ write-ahead logging and the batched statements are :class:`~.sql.SqlTable`'s:
   deadlock; the last write wins.
 
 A lock held on the table by another session past the bound, or a lost connection, raises a
-transient :class:`~.sql.HindsightLedgerUnavailableError` (Airflow retries the task; what was
+transient :class:`~.faults.HindsightLedgerUnavailableError` (Airflow retries the task; what was
 recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
 :attr:`~.sql.SqlTable.lock_wait_seconds` is how long this ledger's writes waited on locks.
 
@@ -39,15 +39,15 @@ from typing import Any
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.ledgers import sql
+from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 from airflow_provider_hindsight.ledgers.sql import (
     LEDGER_BATCH,
     SQLITE_BUSY_TIMEOUT_MS,
     WRITE_ATTEMPTS,
-    Column,
-    HindsightLedgerError,
     SqlTable,
     validate_table_name,
 )
+from airflow_provider_hindsight.ledgers.statements import Column
 
 __all__ = [
     "DEFAULT_LEDGER_TABLE",

@@ -30,7 +30,7 @@ from airflow_provider_hindsight.hooks.hindsight import (
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.hooks.request import key_check_request
 from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
-from airflow_provider_hindsight.ledgers.sql import HindsightLedgerUnavailableError
+from airflow_provider_hindsight.ledgers.faults import HindsightLedgerUnavailableError
 from airflow_provider_hindsight.ledgers.sync import (
     DEFAULT_LEDGER_TABLE,
     HindsightLedgerError,

@@ -238,7 +238,7 @@ def test_ledger_errors_fail_before_any_request(
     emulator: HindsightEmulator, ledger_db: LedgerDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_hindsight.exceptions import HindsightValidationError
-    from airflow_provider_hindsight.ledgers.sql import HindsightLedgerError
+    from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 
     missing = run(creator(rows([1]), None))
     assert isinstance(missing.error, HindsightValidationError) and "ledger_conn_id" in str(missing.error)

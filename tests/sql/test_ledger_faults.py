@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_hindsight.exceptions import HindsightTransientError
 from airflow_provider_hindsight.ledgers import sql as ledger_sql
-from airflow_provider_hindsight.ledgers.sql import (
+from airflow_provider_hindsight.ledgers.faults import (
     DatabaseFault,
     HindsightLedgerBusyError,
     HindsightLedgerConnectionLostError,

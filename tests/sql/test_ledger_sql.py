@@ -12,13 +12,15 @@ import pytest
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.ledgers import sql as ledger_sql
-from airflow_provider_hindsight.ledgers.sql import Column, SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.statements import Column
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
 CONN_ID = "claims_db"
 TABLE = "claims"
-LOGGER = "airflow_provider_hindsight.ledgers.sql"
+LOGGER = "airflow_provider_hindsight.ledgers"
+"""The ledgers' loggers: ledgers.sql, and ledgers.schema for creating the table and switching to WAL."""
 
 
 class ClaimLedger(SqlTable):
@@ -65,7 +67,7 @@ def new_ledger(backend: Backend) -> Iterator[Callable[..., ClaimLedger]]:
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.name == LOGGER]
+    return [record.getMessage() for record in caplog.records if record.name.startswith(f"{LOGGER}.")]
 
 
 def test_the_table_is_created_from_the_column_spec(

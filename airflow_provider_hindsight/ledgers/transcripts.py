@@ -15,7 +15,9 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow_provider_hindsight.ledgers.sql import Column, HindsightLedgerError, SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
+from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.statements import Column
 
 DEFAULT_TRANSCRIPTS_TABLE = "hindsight_transcripts"
 PROBE_ID = 0

@@ -32,7 +32,11 @@ from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
 from airflow_provider_hindsight.exceptions import HindsightUnknownOutcomeError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.inputs import parse_flag, reject_rendered_python_literal, rows_from
-from airflow_provider_hindsight.ledgers.interviews import DEFAULT_INTERVIEW_TABLE, InterviewLedger
+from airflow_provider_hindsight.ledgers.interviews import (
+    DEFAULT_INTERVIEW_TABLE,
+    InterviewLedger,
+    validate_interview_table,
+)
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
 from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator
 
@@ -68,7 +72,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.ledger_conn_id = ledger_conn_id
-        self.ledger_table = ledger_table
+        self.ledger_table = validate_interview_table(ledger_table)  # goes into SQL text: checked at parse time
         self.resend_unknown = resend_unknown
         self.sequence_id = sequence_id
         self.interview_type_id = interview_type_id
@@ -289,7 +293,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
         self.deal_id = deal_id
         self.objective = objective
         self.ledger_conn_id = ledger_conn_id
-        self.ledger_table = ledger_table
+        self.ledger_table = validate_interview_table(ledger_table)  # goes into SQL text: checked at parse time
         self.resend_unknown = resend_unknown
         self.hindsight_conn_id = hindsight_conn_id
         self.is_dry_run = dry_run

@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (free when asked: connections to it are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class FakeTaskInstance:
+    """Collects what an operator pushes to XCom, standing in for ``context["ti"]``."""
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
+        self.xcom[key] = value
+
+
+class Executed:
+    """The outcome of one ``execute()``: the return value (or the error) and the XComs pushed."""
+
+    def __init__(self, operator: Any, context: dict[str, Any] | None = None) -> None:
+        self.ti = FakeTaskInstance()
+        self.error: BaseException | None = None
+        self.result: Any = None
+        try:
+            self.result = operator.execute({"ti": self.ti, **(context or {})})
+        except Exception as error:
+            self.error = error
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.ti.xcom["summary"]
 
 
 def is_airflow_2() -> bool:

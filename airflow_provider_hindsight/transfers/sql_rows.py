@@ -94,6 +94,7 @@ class SqlRowsMixin:
         self.parameters = parameters
         self.context_columns = context_columns
         self.batch_size = batch_size
+        self._check_untemplated()
 
     @contextmanager
     def stream_rows(self) -> Iterator[Iterator[dict[str, Any]]]:
@@ -108,9 +109,21 @@ class SqlRowsMixin:
             yield self._rows(cursor, columns)
 
     def check_sql_arguments(self) -> None:
-        """Refuse bad arguments before connecting (templates are rendered by now)."""
+        """Refuse bad templated arguments before connecting (templates are rendered by now)."""
         if not isinstance(self.sql, str) or not self.sql.strip():
             raise HindsightValidationError(f"sql must be a non-empty query string, got {self.sql!r:.80}.", field="sql")
+        if self.parameters is not None and (
+            isinstance(self.parameters, (str, bytes)) or not isinstance(self.parameters, (Mapping, Sequence))
+        ):
+            raise HindsightValidationError(
+                f"parameters must be a mapping or a sequence of query parameters, got "
+                f"{type(self.parameters).__name__}. Pass a dict for named placeholders or a list for "
+                "positional ones.",
+                field="parameters",
+            )
+
+    def _check_untemplated(self) -> None:
+        """Refuse bad arguments that no template renders when the DAG is parsed, naming each."""
         if not isinstance(self.sql_conn_id, str) or not self.sql_conn_id:
             raise HindsightValidationError(
                 f"sql_conn_id must name an Airflow SQL connection, got {self.sql_conn_id!r}.", field="sql_conn_id"
@@ -120,15 +133,6 @@ class SqlRowsMixin:
                 f"sql_hook_params must be a dict of keyword arguments for the SQL hook, got "
                 f"{type(self.sql_hook_params).__name__}.",
                 field="sql_hook_params",
-            )
-        if self.parameters is not None and (
-            isinstance(self.parameters, (str, bytes)) or not isinstance(self.parameters, (Mapping, Sequence))
-        ):
-            raise HindsightValidationError(
-                f"parameters must be a mapping or a sequence of query parameters, got "
-                f"{type(self.parameters).__name__}. Pass a dict for named placeholders or a list for "
-                "positional ones.",
-                field="parameters",
             )
         columns = self.context_columns
         if columns is not None and (

@@ -6,34 +6,11 @@ import sqlite3
 import time
 from typing import Any
 
+from tests.helpers import Executed, FakeTaskInstance
+
+__all__ = ["Executed", "FakeTaskInstance"]
+
 WAREHOUSE_CONN_ID = "bulk_warehouse"
-
-
-class FakeTaskInstance:
-    """Collects what an operator pushes to XCom, standing in for ``context["ti"]``."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
-        self.xcom[key] = value
-
-
-class Executed:
-    """The outcome of one ``execute()``: the return value (or the error) and the XComs pushed."""
-
-    def __init__(self, operator: Any) -> None:
-        self.ti = FakeTaskInstance()
-        self.error: BaseException | None = None
-        self.result: Any = None
-        try:
-            self.result = operator.execute({"ti": self.ti})
-        except Exception as error:
-            self.error = error
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return self.ti.xcom["summary"]
 
 
 class SpyCursor:

@@ -160,10 +160,28 @@ def test_query_parameters_are_passed_to_the_driver(
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "field", "words"),
+    [
+        ({"batch_size": 0}, "batch_size", "positive int"),
+        ({"batch_size": True}, "batch_size", "positive int"),
+        ({"context_columns": "title"}, "context_columns", "['title']"),
+        ({"context_columns": ["title", "TITLE"]}, "context_columns", "twice"),
+        ({"sql_hook_params": "schema=x"}, "sql_hook_params", "dict of keyword arguments"),
+    ],
+)
+def test_untemplated_arguments_are_refused_when_the_dag_is_parsed(
+    kwargs: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(HindsightValidationError) as info:
+        transfer("SELECT * FROM contacts", **kwargs)
+
+    assert info.value.field == field
+    assert words in info.value.message
+
+
+@pytest.mark.parametrize(
     ("sql", "kwargs", "field", "words"),
     [
-        ("SELECT * FROM contacts", {"batch_size": 0}, "batch_size", "positive int"),
-        ("SELECT * FROM contacts", {"context_columns": "title"}, "context_columns", "['title']"),
         ("SELECT * FROM contacts", {"parameters": "emea"}, "parameters", "mapping or a sequence"),
         ("  ", {}, "sql", "non-empty"),
         ("SELECT title, notes FROM contacts", {}, "sql", "no interview_request_id column"),

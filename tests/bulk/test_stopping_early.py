@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
+from tests.helpers import free_port
 
 from .helpers import Executed
 
@@ -139,9 +139,7 @@ def test_failures_that_are_not_transient_do_not_stop_the_run(
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 # -- configuration errors are permanent and name the connection ------------------------------------

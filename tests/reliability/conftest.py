@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.testing.pytest_plugin import UNLIMITED_PACE
+from tests.helpers import free_port
 
 from .helpers import (
     CONNECTION_MAX_RETRIES,
@@ -66,10 +66,7 @@ def dag_emulator(
 @pytest.fixture
 def closed_port_url() -> str:
     """A loopback base URL on which nothing listens: connections to it are refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/api/v1"
+    return f"http://127.0.0.1:{free_port()}/api/v1"
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import datetime
 import hashlib
 import json
 import pickle
-import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from airflow_provider_hindsight.ledgers.sync import (
     validate_sync_id,
 )
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
+from tests.helpers import free_port
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
@@ -330,10 +330,13 @@ def test_unreachable_database(
     if backend.backend == "sqlite":
         connection = {"conn_type": "sqlite", "host": str(tmp_path / "no" / "such" / "dir" / "ledger.db")}
     else:
-        with closing(socket.socket()) as probe:  # a port nothing listens on
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        connection = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres", "schema": "x"}
+        connection = {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "login": "postgres",
+            "schema": "x",
+        }
     monkeypatch.setenv("AIRFLOW_CONN_DOWN_LEDGER", json.dumps(connection))
     error = ledger_error(new_ledger(ledger_conn_id="down_ledger"))
     assert "cannot connect to ledger_conn_id 'down_ledger'" in str(error)

@@ -17,6 +17,7 @@ import requests
 
 from airflow_provider_hindsight.testing.__main__ import build_parser, parse_ids, summary
 from airflow_provider_hindsight.testing.emulator import UNLIMITED_PACE
+from tests.helpers import free_port
 
 # --- command line --------------------------------------------------------------------------------
 
@@ -32,12 +33,6 @@ def test_parse_ids_refuses_nonsense(text: str) -> None:
 
     with pytest.raises(ArgumentTypeError):
         parse_ids(text)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:

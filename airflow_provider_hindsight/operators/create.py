@@ -98,14 +98,14 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
         """Check the Hindsight connection, then the ledger (created unless a dry run), before any request."""
         _ = self.hook.settings  # a missing Hindsight connection fails before the ledger is touched
         ledger = InterviewLedger(ledger_conn_id=str(self.ledger_conn_id), table=self.ledger_table)
-        ledger.prepare(create=not self.is_dry_run)
-        self.log.info(
-            "Create-once with the interview ledger %s on %r%s.",
-            self.ledger_table,
-            self.ledger_conn_id,
-            ": unknown keys are sent again (resend_unknown)" if resend_unknown else "",
-        )
         try:
+            ledger.prepare(create=not self.is_dry_run)
+            self.log.info(
+                "Create-once with the interview ledger %s on %r%s.",
+                self.ledger_table,
+                self.ledger_conn_id,
+                ": unknown keys are sent again (resend_unknown)" if resend_unknown else "",
+            )
             yield CreateOnce(ledger, self.hook, resend_unknown=resend_unknown, dry_run=self.is_dry_run)
         finally:
             ledger.close()

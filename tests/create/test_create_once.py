@@ -251,3 +251,27 @@ def test_ledger_errors_fail_before_any_request(
         creator(rows([1]), ledger_db, ledger_table="x; DROP TABLE y")  # refused when the DAG is parsed
 
     assert emulator.requests == []
+
+
+def test_a_wrong_key_stops_the_run_and_leaves_no_claim_behind(
+    hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, sqlite_db: LedgerDatabase
+) -> None:
+    import json
+
+    from airflow_provider_hindsight.exceptions import HindsightPermanentError
+
+    emulator = hindsight_emulator_factory()
+    wrong = {"conn_type": "hindsight", "host": emulator.base_url, "password": "wrong-key"}
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps({**wrong, "extra": {"requests_per_minute": 600}}))
+
+    stopped = run(creator(rows(range(1, 201)), sqlite_db, max_workers=2))
+
+    assert isinstance(stopped.error, HindsightPermanentError)
+    assert stopped.summary["stopped"]["code"]
+    assert counts(stopped.summary)[3] == 200
+    assert emulator.request_count < 10, "stopped at the first 401, not after 200 of them"
+    assert set(states(sqlite_db).values()) <= {"rejected"}, "no pending claim is left behind"
+
+    point_hindsight(monkeypatch, emulator)
+    again = run(creator(rows(range(1, 201)), sqlite_db))
+    assert counts(again.summary) == (200, 200, 0, 0, 0)

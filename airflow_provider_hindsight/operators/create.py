@@ -162,7 +162,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
                 self.log.info(
                     "Dry run: would POST /interviews for request_key %s with %s.",
                     job.key,
-                    ", ".join(job.job.create.body),
+                    ", ".join(job.create.body),
                 )
             yield RowResult.sent(position, job.key)
 
@@ -325,12 +325,13 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
             job = create_job_from_row({"request_key": self.request_key, **fields})
             key = job.request_key
         named = f"request_key {key}" if key is not None else "the interview"
+        create = job.build()
         if self.is_dry_run:
-            self.log.info("Dry run: would POST /interviews for %s with %s.", named, ", ".join(job.create.body))
-            return {"dry_run": True, "request_key": key, "fields": list(job.create.body)}
+            self.log.info("Dry run: would POST /interviews for %s with %s.", named, ", ".join(create.body))
+            return {"dry_run": True, "request_key": key, "fields": list(create.body)}
         if self.ledger_conn_id is None:
             self.log.info("Creating %s without a ledger: sent once in this try, never retried.", named)
-            answer = self.hook.send_create(job.create, subject=named)
+            answer = self.hook.send_create(create, subject=named)
             self.log.info("Created %s: interview %s.", named, answer.get("interview_request_id"))
             return answer
         return self._create_once(job, resend_unknown)

@@ -347,9 +347,9 @@ The machine is shared: its load average was {run["load_start"]} at the start and
   {LIMIT:,} a minute with {LATENCY * 1000:.0f} ms latency, {a["429"]} answered 429.
 - b) {b["runs"]} runs of {b["rows"]} creates ({MAX_WORKERS} workers, {KILL_PACE:,} a minute), each killed with SIGKILL
   at a random moment in its first 0.6 s, then rerun: {b["created_twice"]} keys created twice; keys the rerun
-  found `unknown` (the claims held when the run died): {distribution}. Of those {b["unknown_total"]} keys,
-  {b["unknown_created"]} had in fact been created (the 201 died with the process) and the others had not been sent
-  yet (claimed, waiting for their turn at the pace).
+  found `unknown` (claimed, their POST on its way when the run died): {distribution}. Of those
+  {b["unknown_total"]} keys, {b["unknown_created"]} had in fact been created (the 201 died with the process); the
+  others never reached the emulator.
 - c) a rerun over {c["rows"]:,} keys already created: {c["requests"]} requests, {c["seconds"]:.1f} s
   ({c["existing"]:,} counted `existing`).
 - d) peak memory (max RSS of the task process) of a dry run: {memory_lines}.

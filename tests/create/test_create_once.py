@@ -275,3 +275,28 @@ def test_a_wrong_key_stops_the_run_and_leaves_no_claim_behind(
     point_hindsight(monkeypatch, emulator)
     again = run(creator(rows(range(1, 201)), sqlite_db))
     assert counts(again.summary) == (200, 200, 0, 0, 0)
+
+
+def test_the_hook_runs_before_send_once_right_before_the_first_post(emulator: HindsightEmulator) -> None:
+    from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+    from airflow_provider_hindsight.resources.interviews import build_interview_create
+
+    hook = HindsightHook(max_retry_wait=1)
+    create = build_interview_create(contact_email=email(1), interview_type_id="type_x")
+    emulator.inject_status(429, method="POST", retry_after=0)
+    seen: list[int] = []
+
+    hook.send_create(create, subject="request_key k", before_send=lambda: seen.append(emulator.request_count))
+
+    assert seen == [0], "once, before anything was sent; not again for the retry after the 429"
+    assert emulator.request_count == 2
+
+    class Refused(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Refused
+
+    with pytest.raises(Refused):
+        hook.send_create(create, subject="request_key k", before_send=refuse)
+    assert emulator.request_count == 2, "what before_send raises ends the request unsent"

@@ -8,10 +8,13 @@ Sits between row validation and the bulk engine, as change-only sync does for up
   ledger in one query per batch (memory stays flat) and passes on only the keys to send: new keys,
   ``rejected`` ones, and ``unknown`` ones when the user said ``resend_unknown``. ``created`` keys end
   ``existing``; ``unknown`` keys and another run's ``pending`` claims end as unknown from before.
+  Only the rows to send have their fields validated and their body built.
 - :meth:`CreateOnce.send` runs in the engine's worker threads: it commits the claim (a ``pending``
-  row) **before** the POST, then records the answer for that row at once: ``created``, ``rejected``
-  (a 4xx), ``unknown`` (it may have arrived), or it deletes its own claim when the create cannot have
-  reached Hindsight (a 429 or a refused connection after the retries, a run stopped).
+  row) right before the POST leaves (after its turn at the pace), then records the answer for that
+  row at once: ``created``, ``rejected`` (a 4xx), ``unknown`` (it may have arrived), or it deletes
+  its own claim when the create cannot have reached Hindsight (a 429 or a refused connection after
+  the retries, a run stopped).
+
 :func:`outcome_of` names how each result counts in the summary.
 """
 

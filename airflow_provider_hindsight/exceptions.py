@@ -41,10 +41,16 @@ class HindsightError(AirflowException):
         self.retry_after = retry_after
 
     def __str__(self) -> str:
-        prefix = f"HTTP {self.status_code}" if self.status_code is not None else "Hindsight"
-        code = f" {self.code}" if self.code else ""
-        details = f" details={self.details}" if self.details else ""
-        return f"{prefix}{code}: {self.message}{details}"
+        """The readable message; for an API answer, its status and the API's details in words at the end.
+
+        ``"No interview request 4821 ... (HTTP 404 not_found)"``; an error of this provider's own (a
+        bad argument, a connection problem) is its message alone. Never a Python repr.
+        """
+        if self.status_code is None:
+            return self.message
+        words = [f"HTTP {self.status_code}" + (f" {self.code}" if self.code else "")]
+        words += [f"{key}: {_words(value)}" for key, value in self.details.items() if key != "field"]
+        return f"{self.message} ({'; '.join(words)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields must survive pickling: Airflow ships exceptions between processes.
@@ -55,6 +61,15 @@ class HindsightError(AirflowException):
             "retry_after": self.retry_after,
         }
         return (_rebuild_error, (type(self), self.message, fields))
+
+
+def _words(value: Any) -> str:
+    """A detail's value as text: lists joined by commas, anything else as it prints."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_words(item) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_words(item)}" for key, item in value.items())
+    return str(value)
 
 
 def _rebuild_error(cls: type[HindsightError], message: str, fields: dict[str, Any]) -> HindsightError:
@@ -157,17 +172,20 @@ _PERMANENT_BY_STATUS: dict[int, type[HindsightPermanentError]] = {
 
 _FIX_BY_STATUS: dict[int, str] = {
     400: "Check the values sent for this interview request.",
-    401: "Check the API key in the connection's password field.",
-    403: "The API key is not allowed to change this interview request.",
+    401: "Check the API key in the API key field of the connection{conn}.",
+    403: "The API key of the connection{conn} is not allowed to do this.",
     404: "Check interview_request_id: it must be an id returned by POST /interviews in your organisation.",
 }
 
 
-def error_from_response(status_code: int, body: Any, *, retry_after: float | None = None) -> HindsightError:
+def error_from_response(
+    status_code: int, body: Any, *, retry_after: float | None = None, conn_id: str | None = None
+) -> HindsightError:
     """Build the typed error for an error answer (4xx or 5xx) from its status code and parsed body.
 
     ``body`` is the parsed JSON (the API's ``{"error": {...}}`` envelope) or ``None`` when the
-    answer was not JSON, such as a proxy's HTML error page.
+    answer was not JSON, such as a proxy's HTML error page. ``conn_id`` (the hook's connection) is
+    named in the fix of a 401 or 403.
     """
     envelope = body.get("error") if isinstance(body, dict) else None
     envelope = envelope if isinstance(envelope, dict) else {}
@@ -178,7 +196,7 @@ def error_from_response(status_code: int, body: Any, *, retry_after: float | Non
         message = "the API answered without its JSON error envelope"
     fix = _FIX_BY_STATUS.get(status_code)
     if fix:
-        message = f"{message}. {fix}"
+        message = f"{message.rstrip('.')}. {fix.format(conn=f' {conn_id!r}' if conn_id else '')}"
     fields: dict[str, Any] = {
         "status_code": status_code,
         "code": code,

@@ -9,7 +9,8 @@ process (``emulator_process.py``) so that it shares no GIL with the load:
 1. at the limit: the connection paces at 1,000 a minute (Enterprise) and the emulator allows 50
    requests in any 3 seconds (1,000 a minute, strictly). Target: at least 0.95 of the limit, no 429.
 2. a limit lower than the pace: the connection still says 1,000 a minute, the emulator allows 600
-   (30 in any 3 seconds). The pacer pauses for ``Retry-After``, drops its pace, and creeps back up.
+   (30 in any 3 seconds). The pacer pauses for ``Retry-After``, drops its pace, and wins back half
+   the gap to the configured pace per 10 s without a 429.
 
 Prints the numbers and draws both runs into ``docs/_static/pacing-timeline.png`` (needs matplotlib).
 The pace changes come from the pacer's own ``on_change`` reports.

@@ -257,9 +257,9 @@ def main_runs(
         f"{ENTERPRISE:,}/min ({resend_minutes:,.0f} min)",
     )
     results.verdict(
-        f"b) nothing changed, {rows:,} rows: under 10 s and 0 requests",
+        f"b) nothing changed, {rows:,} rows: under 10 s, no update, one request (the check of the key)",
         f"{seconds:.1f} s, {requests} requests",
-        seconds < 10 and requests == 0,
+        seconds < 10 and requests == 1,
     )
 
     changed = sorted(randomness.sample(range(1, rows + 1), rows // 100))

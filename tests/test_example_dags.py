@@ -94,13 +94,14 @@ def test_warehouse_refresh_pushes_every_deal(
             "objective": f"Understand the {stage.lower()} decision",
         }
 
-    again = run_dag("example_hindsight_warehouse_refresh")  # nothing changed: nothing is sent
+    again = run_dag("example_hindsight_warehouse_refresh")  # nothing changed: no update, one check of the key
     assert xcom_value(again, "push_contact_context")["unchanged"] == len(DEALS)
-    assert hindsight_emulator.request_count == len(DEALS)
+    assert hindsight_emulator.request_count == len(DEALS) + 1
+    assert hindsight_emulator.requests[-1].path == "/api/v1/interviews/0"
 
     forced = run_dag("example_hindsight_warehouse_refresh", full_refresh=True)
     assert xcom_value(forced, "push_contact_context")["succeeded"] == len(DEALS)
-    assert hindsight_emulator.request_count == 2 * len(DEALS)
+    assert hindsight_emulator.request_count == 2 * len(DEALS) + 1
 
 
 def test_create_example_invites_each_closed_deal_once_and_enriches_it(
@@ -127,5 +128,8 @@ def test_create_example_invites_each_closed_deal_once_and_enriches_it(
 
     assert set(task_states(second).values()) == {"success"}
     assert xcom_value(second, "create_interviews", key="summary")["existing"] == len(closed)
-    assert hindsight_emulator.requests == [], "a rerun creates nothing and sends nothing"
+    # a rerun creates nothing and updates nothing: the change-only enrich step, owing nothing, checks the key once
+    assert [(r.method, r.path, r.body) for r in hindsight_emulator.requests] == [
+        ("PATCH", "/api/v1/interviews/0", b"{}")
+    ]
     assert len(hindsight_emulator.created_interviews()) == len(closed)

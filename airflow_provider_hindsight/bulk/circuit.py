@@ -37,6 +37,7 @@ class CircuitBreaker:
       the start): the API is down or unreachable (transient).
 
     Thread-safe; :attr:`stopped` is an event the sending threads check before each attempt.
+    ``conn_id`` (the Hindsight connection) is named when the key is refused.
     """
 
     def __init__(
@@ -45,7 +46,9 @@ class CircuitBreaker:
         max_consecutive_transient: int = DEFAULT_MAX_CONSECUTIVE_TRANSIENT,
         max_outage_seconds: float = DEFAULT_MAX_OUTAGE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        conn_id: str | None = None,
     ) -> None:
+        self._connection = f" {conn_id!r}" if conn_id else ""
         self.max_consecutive_transient = max_consecutive_transient
         self.max_outage_seconds = max_outage_seconds
         self._clock = clock
@@ -54,6 +57,8 @@ class CircuitBreaker:
         self._last_success = clock()
         self.stopped = threading.Event()
         self.stop: RunStop | None = None
+        self.aborted = False
+        """Set by :meth:`abort`: the engine reads no further row, only collects the rows in flight."""
 
     def record(self, result: RowResult) -> None:
         """Count a sent row's result; trip when it shows the run cannot succeed."""
@@ -66,8 +71,8 @@ class CircuitBreaker:
             elif result.status_code in AUTH_STATUSES:
                 self._trip(
                     f"the API refused the key (HTTP {result.status_code}) for row {result.row} ({result.key}): "
-                    "every other row would be refused too. Check the API key in the connection's API key "
-                    "(Password) field",
+                    f"every other row would be refused too. Check the API key in the API key field of the "
+                    f"connection{self._connection}",
                     "stopped_auth",
                     transient=False,
                 )
@@ -89,6 +94,13 @@ class CircuitBreaker:
         with self._lock:
             if self.stop is None:
                 self._trip(reason, "stopped_killed", transient=True)
+
+    def abort(self, reason: str) -> None:
+        """Stop the run now and read no further row (the ledger failed): the rows in flight still end."""
+        with self._lock:
+            self.aborted = True
+            if self.stop is None:
+                self._trip(reason, "stopped_error", transient=True)
 
     def _trip(self, reason: str, code: str, *, transient: bool) -> None:
         self.stop = RunStop(reason, code, transient)

@@ -33,22 +33,35 @@ def run_rows(
 
     A :class:`RowResult` in ``checked`` is a row that ended before sending (invalid, a duplicate,
     unchanged): it is passed through as it is. Results come in completion order. After ``breaker``
-    trips, rows not yet sent end as ``not_sent``; read ``breaker.stop`` for why.
+    trips, rows not yet sent end as ``not_sent``; read ``breaker.stop`` for why. After
+    ``breaker.abort()`` no further row is read.
+
+    When reading ``checked`` fails (the source query, a ledger look-up), the rows in flight are still
+    collected and yielded, then the error is raised: every row that was sent is accounted for.
     """
     breaker = breaker or CircuitBreaker()
     in_flight: set[Future[RowResult]] = set()
+    reading_error: Exception | None = None
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="hindsight") as pool:
-        for position, job in checked:
-            if isinstance(job, RowResult):
-                yield job
-            elif breaker.stop is not None:
-                yield RowResult.not_sent(position, job.key, breaker.stop)
-            else:
-                in_flight.add(pool.submit(_send_row, position, job, send, breaker))
-                if len(in_flight) >= 2 * max_workers:
-                    yield from _collect(in_flight)
+        try:
+            for position, job in checked:
+                if breaker.aborted:
+                    break
+                if isinstance(job, RowResult):
+                    yield job
+                elif breaker.stop is not None:
+                    yield RowResult.not_sent(position, job.key, breaker.stop)
+                else:
+                    in_flight.add(pool.submit(_send_row, position, job, send, breaker))
+                    if len(in_flight) >= 2 * max_workers:
+                        yield from _collect(in_flight)
+        except Exception as error:  # reading the rows failed: stop sending, account for what was sent
+            reading_error = error
+            breaker.abort(f"reading the rows failed ({type(error).__name__})")
         while in_flight:
             yield from _collect(in_flight)
+    if reading_error is not None:
+        raise reading_error
 
 
 def _send_row(position: int, job: Any, send: Send, breaker: CircuitBreaker) -> RowResult:

@@ -111,7 +111,8 @@ def interview_update_from_row(row: object) -> InterviewUpdate:
     """Validate one bulk update row (``interview_request_id`` plus any of the update fields)."""
     if not isinstance(row, Mapping):
         raise HindsightValidationError(
-            f"each row must be a mapping with interview_request_id and update fields, got {type(row).__name__}.",
+            f"each row of updates must be a mapping with interview_request_id and update fields, got "
+            f"{type(row).__name__}.",
             field="updates",
         )
     unknown = sorted(str(key) for key in row if key not in UPDATE_FIELDS and key != "interview_request_id")

@@ -68,8 +68,7 @@ def parse_connection(
     """
     if not password:
         raise HindsightConfigurationError(
-            f"Connection {conn_id!r} has no API key: put the Hindsight API key in the connection's API key "
-            "(Password) field.",
+            f"Connection {conn_id!r} has no API key: put the Hindsight API key in its API key field.",
             code="invalid_connection",
         )
     pace, paced_by_default = _pace(conn_id, extra, requests_per_minute)

@@ -259,7 +259,9 @@ class HindsightHook(BaseHook):
         except requests.RequestException as error:
             raise network_error(network_cause(error), self.settings, request.subject) from None
         try:
-            return interpret_answer(request, response.status_code, response.headers, response.text)
+            return interpret_answer(
+                request, response.status_code, response.headers, response.text, conn_id=self.hindsight_conn_id
+            )
         except HindsightRateLimitError as error:
             self.on_rate_limited(error.retry_after)
             raise

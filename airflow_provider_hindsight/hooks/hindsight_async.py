@@ -83,7 +83,9 @@ class HindsightAsyncHook(HindsightHook):
         except httpx.TransportError as error:
             raise network_error(httpx_cause(error), self.settings, request.subject) from None
         try:
-            return interpret_answer(request, response.status_code, response.headers, response.text)
+            return interpret_answer(
+                request, response.status_code, response.headers, response.text, conn_id=self.hindsight_conn_id
+            )
         except HindsightRateLimitError as error:
             self.on_rate_limited(error.retry_after)
             raise

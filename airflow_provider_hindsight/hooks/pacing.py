@@ -20,8 +20,12 @@ SAFETY_MARGIN = 0.97
 plan's limit must never see a burst, and network jitter eats into the gap between requests."""
 
 SLOW_DOWN_FACTOR = 0.7
-RECOVERY_FACTOR = 1.1
-RECOVERY_AFTER_SECONDS = 20.0
+RECOVERY_SHARE = 0.5
+"""Share of the gap between the pace in force and the configured one won back per quiet period."""
+RECOVERY_AFTER_SECONDS = 10.0
+"""A quiet period: this long without a 429, counted from the first request after a slow-down or pause."""
+RECOVERY_SNAP = 0.02
+"""Within this share of the configured pace, recovery goes the rest of the way at once."""
 MIN_REQUESTS_PER_MINUTE = 1.0
 LATE_WAKE_SECONDS = 0.01
 """A caller that wakes later than this after its start time (or half a gap, if longer) takes a new one."""
@@ -47,8 +51,10 @@ class PaceSchedule:
     one every 61.9 ms: 16.2 a second, 970 a minute), never in bursts: a window of any length holds at
     most its share of ``SAFETY_MARGIN`` times the limit, rounded up to a whole request. A 429 pauses
     every caller for what the API asked and lowers the rate (the API's limit may be lower than the plan
-    configured); after ``RECOVERY_AFTER_SECONDS`` without a 429 the rate creeps back up to the
-    configured one.
+    configured). Each quiet period (``RECOVERY_AFTER_SECONDS`` without a 429) wins back half the gap
+    to the configured rate: fast after a deep drop (another task on the key finished), gentle close to
+    the limit. The quiet time counts from the first request started after the last slow-down or pause
+    ends, never while paused: a pace not yet tested by a request is not raised.
 
     A start time is a reservation ``(start, generation)``. It stops holding when a pause or slow-down
     voids the start times handed out before it, or when its caller comes back too late for it.
@@ -62,7 +68,8 @@ class PaceSchedule:
         self._floor = min(MIN_REQUESTS_PER_MINUTE, self.rate)
         self._next_start = 0.0
         self._paused_until = 0.0
-        self._last_change = now
+        self._quiet_since: float | None = now
+        """When the current quiet period began (a request's start); ``None`` until the first start after a 429."""
         self._last_slow_down = -math.inf
         self._generation = 0
 
@@ -75,6 +82,8 @@ class PaceSchedule:
         change = self._recover(now)
         start = max(now, self._next_start, self._paused_until)
         self._next_start = start + self.interval
+        if self._quiet_since is None:
+            self._quiet_since = start  # the first request after a 429 (after its pause, if any) starts the count
         return start, self._generation, change
 
     def holds(self, start: float, generation: int, now: float, *, waited: bool) -> bool:
@@ -88,6 +97,7 @@ class PaceSchedule:
             rate = self.effective_requests_per_minute
             change = PaceChange(rate, rate, seconds, "the API asked to wait (Retry-After)")
         self._paused_until = max(self._paused_until, now + seconds)
+        self._quiet_since = None
         self._void_start_times(now)
         return change
 
@@ -98,7 +108,7 @@ class PaceSchedule:
             self.rate = max(self._floor, self.rate * SLOW_DOWN_FACTOR)
             self._last_slow_down = now
             change = PaceChange(old, self.effective_requests_per_minute, 0.0, "the API answered 429")
-        self._last_change = now
+        self._quiet_since = None
         self._void_start_times(now)
         return change
 
@@ -112,11 +122,14 @@ class PaceSchedule:
         self._next_start = max(self._paused_until, now + self.interval)
 
     def _recover(self, now: float) -> PaceChange | None:
-        if self.rate >= self.configured_requests_per_minute or now - self._last_change < RECOVERY_AFTER_SECONDS:
+        configured = self.configured_requests_per_minute
+        quiet_since = self._quiet_since
+        if self.rate >= configured or quiet_since is None or now - quiet_since < RECOVERY_AFTER_SECONDS:
             return None
         old = self.effective_requests_per_minute
-        self.rate = min(self.configured_requests_per_minute, self.rate * RECOVERY_FACTOR)
-        self._last_change = now
+        rate = self.rate + (configured - self.rate) * RECOVERY_SHARE
+        self.rate = configured if configured - rate <= configured * RECOVERY_SNAP else rate
+        self._quiet_since = now
         return PaceChange(old, self.effective_requests_per_minute, 0.0, f"no 429 for {RECOVERY_AFTER_SECONDS:g}s")
 
 

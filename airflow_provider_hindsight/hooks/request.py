@@ -55,8 +55,13 @@ NETWORK_CAUSES: dict[str, tuple[str, str]] = {
 """Each network failure's words for messages and its phase: ``connect`` failures never sent the request."""
 
 
-def interpret_answer(request: ApiRequest, status_code: int, headers: Mapping[str, str], text: str) -> dict[str, Any]:
-    """The parsed 2xx body, or raise the typed error for this answer (``retry_after`` set from its headers)."""
+def interpret_answer(
+    request: ApiRequest, status_code: int, headers: Mapping[str, str], text: str, *, conn_id: str | None = None
+) -> dict[str, Any]:
+    """The parsed 2xx body, or raise the typed error for this answer (``retry_after`` set from its headers).
+
+    ``conn_id`` is the hook's connection, named in the fix of a 401 or 403.
+    """
     try:
         body = json.loads(text) if text else None
     except ValueError:
@@ -72,7 +77,7 @@ def interpret_answer(request: ApiRequest, status_code: int, headers: Mapping[str
             code="invalid_response",
         )
     wait_for = requested_wait(headers) if status_code in (429, 503) else None
-    raise error_from_response(status_code, body, retry_after=wait_for)
+    raise error_from_response(status_code, body, retry_after=wait_for, conn_id=conn_id)
 
 
 def network_error(cause: str, settings: ConnectionSettings, subject: str) -> HindsightError:
@@ -122,6 +127,12 @@ def get_request(interview_request_id: int) -> ApiRequest:
     """``GET /interviews/{id}``: safe to repeat."""
     subject = f"interview {interview_request_id}"
     return ApiRequest("GET", f"/interviews/{interview_request_id}", None, IDEMPOTENT, subject, INTERVIEW_KEYS)
+
+
+def key_check_request() -> ApiRequest:
+    """The connection test's request: an empty ``PATCH /interviews/0``. No interview 0 exists and ``{}``
+    changes nothing, so a 400 or 404 means the key was accepted, a 401 or 403 that it was not."""
+    return ApiRequest("PATCH", "/interviews/0", b"{}", IDEMPOTENT, "the API key check (interview 0)")
 
 
 CREATED_KEYS = ("interview_request_id", "survey_url", "status")

@@ -37,9 +37,11 @@ def sql_hook(
     try:
         hook = connection.get_hook(hook_params=dict(hook_params or {}))
     except Exception as error:
+        package = provider_package(connection.conn_type)
+        install = f"pip install {package}" if package else "install the provider package of that connection type"
         raise _error(
-            f"{parameter} {conn_id!r} (type {connection.conn_type!r}) gives no hook: {error}. Fix: install the "
-            "provider of that connection type, or use a SQL connection."
+            f"{parameter} {conn_id!r} (type {connection.conn_type!r}) gives no hook: {error}. Fix: {install} "
+            "where the tasks run (workers and the dag-processor), or use another SQL connection."
         ) from None
     if not isinstance(hook, DbApiHook):
         raise _error(
@@ -48,6 +50,40 @@ def sql_hook(
             f"...){purpose}."
         )
     return hook, connection
+
+
+_PROVIDER_BY_CONN_TYPE = {
+    "postgres": "postgres",
+    "mysql": "mysql",
+    "sqlite": "sqlite",
+    "snowflake": "snowflake",
+    "mssql": "microsoft-mssql",
+    "oracle": "oracle",
+    "trino": "trino",
+    "presto": "presto",
+    "databricks": "databricks",
+    "redshift": "amazon",
+    "aws": "amazon",
+    "google_cloud_platform": "google",
+    "gcpbigquery": "google",
+    "vertica": "vertica",
+    "exasol": "exasol",
+    "jdbc": "jdbc",
+    "odbc": "odbc",
+    "teradata": "teradata",
+    "hive_cli": "apache-hive",
+    "hiveserver2": "apache-hive",
+    "impala": "apache-impala",
+    "pinot_broker": "apache-pinot",
+    "drill": "apache-drill",
+}
+
+
+def provider_package(conn_type: str | None) -> str | None:
+    """The Airflow provider package that brings the hook of ``conn_type`` (``postgres`` ->
+    ``apache-airflow-providers-postgres``), or ``None`` for a type not known here."""
+    name = _PROVIDER_BY_CONN_TYPE.get(str(conn_type or "").lower())
+    return None if name is None else f"apache-airflow-providers-{name}"
 
 
 def _error(message: str) -> HindsightConfigurationError:

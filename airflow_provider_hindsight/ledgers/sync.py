@@ -21,14 +21,20 @@ transient :class:`~.sql.HindsightLedgerUnavailableError` (Airflow retries the ta
 recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
 :attr:`~.sql.SqlTable.lock_wait_seconds` is how long this ledger's writes waited on locks.
 
+A reserved row per ``sync_id`` with ``interview_request_id = -1`` is the sync's lease (one run at a
+time, see :mod:`airflow_provider_hindsight.bulk.lease`): :meth:`SyncLedger.take_lease`,
+:meth:`SyncLedger.refresh_lease`, :meth:`SyncLedger.release_lease`. Look-ups by id never meet it.
+
 A :class:`SyncLedger` holds one connection from :meth:`~SyncLedger.prepare` to
 :meth:`~SyncLedger.close`; use it from one thread at a time.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
@@ -45,6 +51,7 @@ from airflow_provider_hindsight.ledgers.sql import (
 
 __all__ = [
     "DEFAULT_LEDGER_TABLE",
+    "LEASE_ID",
     "LEDGER_BATCH",
     "LEDGER_COLUMNS",
     "LEDGER_KEY",
@@ -53,6 +60,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "WRITE_ATTEMPTS",
     "HindsightLedgerError",
+    "LeaseHolder",
     "SyncLedger",
     "body_sha256",
     "upsert_statement",
@@ -65,6 +73,9 @@ MAX_SYNC_ID_CHARS = 512
 """``sync_id`` column width; the default ``<dag_id>.<task_id>`` fits (Airflow ids are at most 250 each)."""
 PROBE_ID = 0
 """The ``interview_request_id`` of the write probe: ids are positive, so it never meets a real row."""
+LEASE_ID = -1
+"""The ``interview_request_id`` of a sync's lease row (``body_sha256`` the holder's token, ``synced_at`` its
+heartbeat): ids are positive, so it never meets a real row."""
 _COLUMNS = (
     Column("sync_id", f"VARCHAR({MAX_SYNC_ID_CHARS})"),
     Column("interview_request_id", "BIGINT"),
@@ -103,6 +114,13 @@ def validate_sync_id(sync_id: object) -> str:
     )
 
 
+def _as_datetime(value: Any) -> datetime.datetime:
+    """A ``synced_at`` as a naive UTC datetime: SQLite stores ISO text, other databases a timestamp."""
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    return datetime.datetime.fromisoformat(str(value))
+
+
 def upsert_statement(hook: Any, table: str) -> str | None:
     """The hook's dialect's upsert of one ledger row, or ``None`` when it has none (UPDATE, then INSERT)."""
     return sql.upsert_statement(hook, table, LEDGER_COLUMNS, LEDGER_KEY)
@@ -137,6 +155,19 @@ class SyncLedger(SqlTable):
         rows = self.select_by_keys(("interview_request_id", "body_sha256"), keys)
         return {int(request_id): str(digest) for request_id, digest in rows}
 
+    def lookup_with_times(self, interview_request_ids: Iterable[int]) -> dict[int, tuple[str, datetime.datetime]]:
+        """``{id: (body_sha256, synced_at)}`` of the given ids; ``synced_at`` naive UTC. One query per 500 ids.
+
+        Added for the retry of a full refresh (``bulk/changes.py``): rows recorded since the DAG run began,
+        with the same hash, were delivered by an earlier try and are not sent again.
+        """
+        self._require_prepared()
+        if not self.exists:
+            return {}
+        keys = ((self.sync_id, request_id) for request_id in interview_request_ids)
+        rows = self.select_by_keys(("interview_request_id", "body_sha256", "synced_at"), keys)
+        return {int(request_id): (str(digest), _as_datetime(at)) for request_id, digest, at in rows}
+
     def record(self, delivered: Iterable[tuple[int, str]]) -> int:
         """Upsert ``(id, body_sha256)`` pairs with ``synced_at`` now, committed per 500; returns how many.
 
@@ -150,3 +181,60 @@ class SyncLedger(SqlTable):
         """Delete the entries of these ids (sent and failed: the next run sends them again); returns how many ids."""
         self._require_writable("SyncLedger.record() and forget()")
         return self.delete_keys((self.sync_id, request_id) for request_id in interview_request_ids)
+
+    # -- the lease: one run of a sync_id at a time (added for bulk/lease.py) ------------------------------
+
+    def take_lease(self, token: str, *, take_over: Callable[[str, datetime.datetime], bool]) -> LeaseHolder | None:
+        """Take the lease of this ``sync_id`` (the reserved row ``interview_request_id = -1``); ``None`` when taken.
+
+        Inserted if absent (of two runs, exactly one gets it); when another token holds it, taken over
+        with a conditional update only if ``take_over(holder_token, heartbeat)`` says so (a stale
+        heartbeat, an earlier try of the same task). Otherwise returns the holder.
+        """
+        self._require_writable("SyncLedger leases")
+        if self.insert_if_absent((self.sync_id, LEASE_ID, token, self._now())):
+            return None
+        rows = list(self.select_by_keys(("body_sha256", "synced_at"), [(self.sync_id, LEASE_ID)]))
+        if not rows:  # released between the insert and the read: the caller tries again
+            return LeaseHolder("", None)
+        holder, at = str(rows[0][0]), _as_datetime(rows[0][1])
+        if take_over(holder, at) and self._update_lease(token, holder=holder):
+            return None
+        return LeaseHolder(holder, at)
+
+    def refresh_lease(self, token: str) -> bool:
+        """Move the lease's heartbeat to now; whether ``token`` still holds it."""
+        return self._update_lease(token, holder=token)
+
+    def release_lease(self, token: str) -> None:
+        """Delete the lease if ``token`` holds it."""
+        p = self._placeholder
+
+        def delete(cursor: Any) -> None:
+            cursor.execute(
+                f"DELETE FROM {self.table} WHERE sync_id = {p} AND interview_request_id = {p} AND body_sha256 = {p}",
+                (self.sync_id, LEASE_ID, token),
+            )
+
+        self._write(delete)
+
+    def _update_lease(self, token: str, *, holder: str) -> bool:
+        p = self._placeholder
+
+        def update(cursor: Any) -> bool:
+            cursor.execute(
+                f"UPDATE {self.table} SET body_sha256 = {p}, synced_at = {p} "
+                f"WHERE sync_id = {p} AND interview_request_id = {p} AND body_sha256 = {p}",
+                (token, self._now(), self.sync_id, LEASE_ID, holder),
+            )
+            return bool(cursor.rowcount == 1)
+
+        return self._write(update)
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a sync's lease: its token and its last heartbeat (naive UTC)."""
+
+    token: str
+    heartbeat: datetime.datetime | None

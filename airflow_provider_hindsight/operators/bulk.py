@@ -8,6 +8,7 @@ XCom, then the verdict). :class:`BaseHindsightUpdateOperator` adds change-only s
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -16,8 +17,10 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
+from airflow_provider_hindsight.bulk.lease import SyncLease, owner_of
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
+from airflow_provider_hindsight.exceptions import HindsightAuthError, HindsightError
 from airflow_provider_hindsight.hooks.hindsight import (
     DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_MAX_WORKERS,
@@ -25,9 +28,12 @@ from airflow_provider_hindsight.hooks.hindsight import (
     validate_max_workers,
 )
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.hooks.request import key_check_request
 from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
+from airflow_provider_hindsight.ledgers.sql import HindsightLedgerUnavailableError
 from airflow_provider_hindsight.ledgers.sync import (
     DEFAULT_LEDGER_TABLE,
+    HindsightLedgerError,
     SyncLedger,
     validate_ledger_table,
     validate_sync_id,
@@ -39,6 +45,31 @@ if TYPE_CHECKING:
 
 DRY_RUN_SAMPLE = 5
 """How many bodies a bulk dry run logs."""
+
+
+def dag_run_start(context: Context | None) -> datetime.datetime | None:
+    """When the task's DAG run began (naive UTC), from ``context["dag_run"].start_date``; ``None`` if unknown."""
+    dag_run = context.get("dag_run") if context is not None else None
+    start = getattr(dag_run, "start_date", None)
+    if not isinstance(start, datetime.datetime):
+        return None
+    return start.astimezone(datetime.timezone.utc).replace(tzinfo=None) if start.tzinfo else start
+
+
+def task_instance_owner(operator: BaseOperator, context: Context | None) -> str:
+    """The lease owner of this task instance (its DAG, task, DAG run and map index): shared by its tries."""
+    values: Any = context or {}
+    dag_run = values.get("dag_run")
+    run_id = values.get("run_id") or getattr(dag_run, "run_id", None)
+    map_index = getattr(values.get("ti"), "map_index", -1)
+    return owner_of(operator.dag_id, operator.task_id, run_id, map_index)
+
+
+def is_database_error(error: BaseException) -> bool:
+    """A DB-API driver's error (``DatabaseError`` in its classes) or the ledger's own."""
+    if isinstance(error, (HindsightLedgerError, HindsightLedgerUnavailableError)):
+        return True
+    return any(cls.__name__ == "DatabaseError" for cls in type(error).__mro__)
 
 
 class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
@@ -112,7 +143,7 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
 
     def start_engine(self, checked: Iterable[CheckedRow], send: Any) -> Iterator[RowResult]:
         """The engine's results for ``checked``, with a new circuit breaker that :meth:`on_kill` can halt."""
-        self._breaker = CircuitBreaker()
+        self._breaker = CircuitBreaker(conn_id=self.hindsight_conn_id)
         self.log.info(
             "Sending to %s at %s with %d workers.", self.hook.settings.base_url, self.pace_text(), self.max_workers
         )
@@ -167,10 +198,12 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         self.full_refresh = full_refresh
         self._sync: ChangeOnlySync | None = None
 
-    def open_sync(self) -> contextlib.AbstractContextManager[ChangeOnlySync | None]:
+    def open_sync(self, context: Context | None = None) -> contextlib.AbstractContextManager[ChangeOnlySync | None]:
         """With ``ledger_conn_id``, check the ledger (before any request or query) and start change-only sync.
 
         The one owner of the ledger's lifetime: enter it once; leaving it checkpoints and closes.
+        ``context`` (the task's) gives the DAG run's start: a full refresh retried in the same DAG run
+        skips the rows an earlier try delivered.
         """
         if self.ledger_conn_id is None:
             return contextlib.nullcontext()
@@ -179,21 +212,48 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         ledger = SyncLedger(ledger_conn_id=self.ledger_conn_id, table=self.ledger_table, sync_id=sync_id)
         base_url = self.hook.settings.base_url  # the Hindsight connection is checked before the ledger is touched
         ledger.prepare(create=not self.is_dry_run)
-        self._sync = ChangeOnlySync(ledger, base_url=base_url, full_refresh=full_refresh, dry_run=self.is_dry_run)
+        lease = None
+        if not self.is_dry_run:  # one run of a sync_id at a time: wait for another one in progress
+            lease = SyncLease(ledger, owner=task_instance_owner(self, context))
+            try:
+                lease.acquire()
+            except BaseException:
+                ledger.close()
+                raise
+        resume_since = dag_run_start(context) if full_refresh else None
+        self._sync = ChangeOnlySync(
+            ledger,
+            base_url=base_url,
+            full_refresh=full_refresh,
+            dry_run=self.is_dry_run,
+            resume_since=resume_since,
+            lease=lease,
+        )
+        if full_refresh and resume_since is not None:
+            refresh = (
+                f": full refresh, every row is sent but those this DAG run already delivered (recorded since "
+                f"{resume_since:%Y-%m-%d %H:%M:%S} UTC, when it began)"
+            )
+        else:
+            refresh = ": full refresh, every row is sent" if full_refresh else ""
         self.log.info(
-            "Change-only sync %r with the ledger %s on %r%s.",
-            sync_id,
-            self.ledger_table,
-            self.ledger_conn_id,
-            ": full refresh, every row is sent" if full_refresh else "",
+            "Change-only sync %r with the ledger %s on %r%s.", sync_id, self.ledger_table, self.ledger_conn_id, refresh
         )
         return self._sync
 
     def on_kill(self) -> None:
-        """Start no further request, then record what was delivered so that the retry does not send it again."""
+        """Start no further request, then record what was delivered so that the retry does not send it again.
+
+        Airflow 3 lets ``execute`` go on after ``on_kill`` (until its SIGKILL): the rows in flight end,
+        and each one delivered from now on is recorded at once, not at the next checkpoint.
+        """
         super().on_kill()
         if self._sync is not None:
-            self._sync.checkpoint(wait=False)
+            self._sync.urgent = True
+            try:
+                self._sync.checkpoint(wait=False)
+            except Exception as error:  # a signal handler: never raise into the code it interrupted
+                self.log.warning("on_kill could not write the checkpoint (%s); the run writes it as it ends.", error)
 
     def push_rows(
         self, rows: Iterable[Any], context: Context, *, total: int | None = None, sync: ChangeOnlySync | None = None
@@ -202,6 +262,9 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
 
         With ``sync`` (from :meth:`open_sync`), rows Hindsight already has are skipped as unchanged
         and delivered rows are recorded in the ledger as the run goes, even when the task then fails.
+        An error of the source or the ledger mid-run stops sending; the rows in flight are still
+        collected and recorded where the ledger allows, and one line says how many rows were
+        delivered and recorded before the error is raised.
         """
         outcomes = ("succeeded", "failed", "unchanged") if sync is not None else ("succeeded", "failed")
         report = self.new_report(outcomes=outcomes, total=total)
@@ -212,11 +275,82 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
             results: Iterable[RowResult] = self._dry_run_results(checked)
         else:
             results = self.start_engine(checked, self.hook.send_update_row)
-        for result in results:
-            if sync is not None:
-                sync.account(result)
-            report.record(result, "unchanged" if result.unchanged else "succeeded" if result.succeeded else "failed")
+        error: Exception | None = None
+        seen = sent = 0
+        try:
+            for result in results:
+                seen += 1
+                sent += result.was_sent
+                if sync is not None and error is None:
+                    try:
+                        sync.account(result)
+                    except Exception as caught:  # the ledger failed twice in a row: stop, collect what is in flight
+                        error = caught
+                        if self._breaker is not None:
+                            self._breaker.abort(f"the ledger could not be written ({type(caught).__name__})")
+                elif sync is not None:
+                    sync.account(result)
+                report.record(
+                    result, "unchanged" if result.unchanged else "succeeded" if result.succeeded else "failed"
+                )
+        except Exception as caught:  # reading the source or looking the ledger up failed; the engine collected
+            error = error or caught
+        if error is not None:
+            self._stopped_by(error, seen, sync)
+            raise error
+        if sync is not None and sync.resumed:
+            self.log.info(
+                "%d rows were skipped because an earlier try of this DAG run delivered them (full refresh retry).",
+                sync.resumed,
+            )
+        if sync is not None and sent == 0 and not self.is_dry_run:
+            self.check_key()  # nothing was sent: a wrong key would otherwise go unnoticed
         return self.finish(report, context)
+
+    def check_key(self) -> None:
+        """One cheap request that tells a wrong key, for a run that sent nothing (nothing had changed).
+
+        The connection test's empty PATCH to interview 0: a 400 or 404 means the key was accepted; a
+        401 or 403 fails the task permanently, naming the connection. A transient failure is a WARNING:
+        nothing was owed, so the run has not failed.
+        """
+        try:
+            self.hook.request(key_check_request())
+        except HindsightAuthError as error:
+            raise HindsightAuthError(
+                f"Nothing needed sending, but Hindsight refused the API key of the connection "
+                f"{self.hindsight_conn_id!r}: {error.message}",
+                status_code=error.status_code,
+                code=error.code,
+            ) from None
+        except HindsightError as error:
+            if error.transient:
+                self.log.warning("Nothing needed sending; the API key could not be checked: %s", error)
+                return
+            if error.status_code not in (400, 404):
+                raise
+        self.log.info("Nothing needed sending; the API key of %r was accepted.", self.hindsight_conn_id)
+
+    def _stopped_by(self, error: Exception, seen: int, sync: ChangeOnlySync | None) -> None:
+        """The one line that ends a run stopped by an error of the source or the ledger."""
+        what = "a database error" if is_database_error(error) else "an error"
+        if sync is None:
+            self.log.error("Stopped by %s after %d rows: %s: %s", what, seen, type(error).__name__, error)
+            return
+        last = sync.last_checkpoint()
+        owed = sync.delivered - sync.recorded
+        self.log.error(
+            "Stopped by %s after %d rows: %d delivered, %d recorded in the ledger%s. %s: %s",
+            what,
+            seen,
+            sync.delivered,
+            sync.recorded,
+            f" ({owed} delivered rows could not be recorded: the retry sends them again)" if owed else "",
+            type(error).__name__,
+            " ".join(str(error).split())[:500],
+        )
+        if last is not None:
+            self.log.warning("The last checkpoint failed too: %s: %s", type(last).__name__, last)
 
     def _dry_run_results(self, checked: Iterable[CheckedRow]) -> Iterator[RowResult]:
         """Rows as the engine would end them, sending nothing: a row to send counts as succeeded; log a sample."""

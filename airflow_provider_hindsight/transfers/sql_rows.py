@@ -26,7 +26,11 @@ from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureEx
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.hooks.sql import sql_hook
-from airflow_provider_hindsight.transfers.streaming import streaming_cursor, streaming_kind
+from airflow_provider_hindsight.transfers.streaming import (
+    idle_in_transaction_timeout,
+    streaming_cursor,
+    streaming_kind,
+)
 
 try:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -101,12 +105,43 @@ class SqlRowsMixin:
         """Run the query on a streaming cursor; yields the rows as bulk rows, read ``batch_size`` at a time."""
         with closing(self.db_hook.get_conn()) as connection, streaming_cursor(connection) as cursor:
             self.log.info("Reading rows with %s.", streaming_kind(connection))
+            self._warn_if_batches_outlast_the_idle_timeout(connection)
             if self.parameters is None:
                 cursor.execute(self.sql)
             else:
                 cursor.execute(self.sql, self.parameters)
             columns = self._map_columns(cursor.description)
             yield self._rows(cursor, columns)
+
+    def _warn_if_batches_outlast_the_idle_timeout(self, connection: Any) -> None:
+        """WARNING when sending one batch at the pace takes longer than the source's idle-in-transaction timeout.
+
+        The query's transaction stays open for the whole run and is idle while a batch is sent: a
+        PostgreSQL ``idle_in_transaction_session_timeout`` shorter than that ends the session mid-run.
+        """
+        operator: Any = self  # a bulk operator: its hook's pace, its dry run, its log
+        if operator.is_dry_run:
+            return
+        timeout = idle_in_transaction_timeout(connection)
+        if timeout is None:
+            return
+        rate = operator.hook.pacer.effective_requests_per_minute
+        seconds = self.batch_size * 60 / rate
+        if seconds < timeout:
+            return
+        fits = max(1, int(timeout * rate / 60 / 2))
+        operator.log.warning(
+            "batch_size=%d rows take up to %.0f s to send at %.0f requests a minute, longer than the source "
+            "connection %r's idle_in_transaction_session_timeout (%g s): the server may end the query's session "
+            "between two fetches. Fix: a smaller batch_size (%d fits in half the timeout), or raise the timeout for "
+            "the role (ALTER ROLE <user> SET idle_in_transaction_session_timeout = '30min').",
+            self.batch_size,
+            seconds,
+            rate,
+            self.sql_conn_id,
+            timeout,
+            fits,
+        )
 
     def check_sql_arguments(self) -> None:
         """Refuse bad templated arguments before connecting (templates are rendered by now)."""

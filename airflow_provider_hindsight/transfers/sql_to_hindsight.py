@@ -100,7 +100,7 @@ class SqlToHindsightOperator(SqlRowsMixin, SqlToHindsightLineageMixin, BaseHinds
         """Stream the query's rows to Hindsight and return the summary."""
         self.check_sql_arguments()
         # The ledger opens before the query: it may share its database (SQLite WAL).
-        with self.open_sync() as sync, self.stream_rows() as rows:
+        with self.open_sync(context) as sync, self.stream_rows() as rows:
             return self.push_rows(rows, context, sync=sync)
 
 

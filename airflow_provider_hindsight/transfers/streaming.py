@@ -122,3 +122,39 @@ class _Psycopg2NamedCursor:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._cursor)
+
+
+_PG_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def idle_in_transaction_timeout(connection: Any) -> float | None:
+    """PostgreSQL's ``idle_in_transaction_session_timeout`` for this session in seconds; ``None`` when it is
+    off (0), cannot be read, or the database is not PostgreSQL.
+
+    The source query holds one transaction for the whole run (a server-side cursor), idle between two
+    fetches while a batch is being sent: past this timeout the server ends the session.
+    """
+    if connection_driver(connection) not in _SERVER_SIDE_DRIVERS:
+        return None
+    cursor = connection.cursor()
+    try:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        row = cursor.fetchone()
+    except Exception:  # an old server, a proxy that hides settings: no warning, no harm
+        connection.rollback()
+        return None
+    finally:
+        cursor.close()
+    return postgres_duration(str(row[0])) if row else None
+
+
+def postgres_duration(text: str) -> float | None:
+    """``"30s"``, ``"2min"``, ``"500ms"``, ``"1h"`` or milliseconds (``"30000"``) in seconds; ``None`` for 0."""
+    text = text.strip().lower()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :].strip() or "ms"
+    try:
+        seconds = float(number) * _PG_UNITS[unit]
+    except (ValueError, KeyError):
+        return None
+    return seconds or None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import pytest
 
 from airflow_provider_hindsight.testing import HindsightEmulator
+from tests.helpers import free_port
 from tests.support.ledger_db import LedgerDatabase
 from tests.sync.helpers import run
 
@@ -137,7 +139,8 @@ def test_a_create_that_may_have_arrived_is_posted_once_and_left_unknown(
     assert second.summary["failures"] == []
     assert posts(emulator) == {email(2): 1}
     warning = [line for line in task_logs().splitlines() if "request keys were not sent" in line]
-    assert len(warning) == 1 and key(1) in warning[0] and "resend_unknown" in warning[0]
+    # One WARNING; Airflow 2 shows each task log line twice here (the task handler's stream and logging).
+    assert len(warning) in (1, 2) and key(1) in warning[0] and "resend_unknown" in warning[0]
 
     emulator.reset_requests()
     third = run(creator(rows([1, 2]), ledger_db, resend_unknown="true"))
@@ -167,14 +170,14 @@ def test_a_create_that_never_reached_hindsight_keeps_no_claim(
 
 
 def test_a_refused_connection_keeps_no_claim(monkeypatch: pytest.MonkeyPatch, sqlite_db: LedgerDatabase) -> None:
-    import socket
-
-    with socket.socket() as placeholder:
-        placeholder.bind(("127.0.0.1", 0))
-        port = placeholder.getsockname()[1]
-    connection = f'{{"conn_type": "hindsight", "host": "http://127.0.0.1:{port}/api/v1", "password": "k", '
-    connection += '"extra": {"requests_per_minute": 60000, "max_retries": 1}}'
-    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", connection)
+    # A key longer than a letter: Airflow 2 masks every secret it is shown in every later log line.
+    connection = {
+        "conn_type": "hindsight",
+        "host": f"http://127.0.0.1:{free_port()}/api/v1",
+        "password": "refused-connection-key",
+        "extra": {"requests_per_minute": 60000, "max_retries": 1},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps(connection))
 
     outcome = run(creator(rows([1]), sqlite_db, max_retry_wait=0.1))
 

@@ -142,7 +142,7 @@ def broken_base_urls(base_url: str) -> list[str]:
     ]
 
 
-NO_PASSWORD = pytest.param(lambda url: [(url, None)], ("has no API key", "API key (Password) field"), id="no-password")
+NO_PASSWORD = pytest.param(lambda url: [(url, None)], ("has no API key", "in its API key field"), id="no-password")
 CONNECTION_CASES: list[Any] = [
     NO_PASSWORD,
     pytest.param(

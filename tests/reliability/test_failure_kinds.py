@@ -37,8 +37,8 @@ def statuses(emulator: HindsightEmulator) -> list[int]:
     ("status", "emulator_arguments", "fix"),
     [
         pytest.param(400, {}, "Check the values sent", id="400"),
-        pytest.param(401, {"password": "not-the-key"}, "Check the API key in the connection's password", id="401"),
-        pytest.param(403, {}, "The API key is not allowed", id="403"),
+        pytest.param(401, {"password": "not-the-key"}, "API key field of the connection 'hindsight_default'", id="401"),
+        pytest.param(403, {}, "The API key of the connection 'hindsight_default' is not allowed", id="403"),
         pytest.param(404, {"interview_ids": []}, "Check interview_request_id", id="404"),
     ],
 )

@@ -118,6 +118,8 @@ def use_driver(monkeypatch: pytest.MonkeyPatch, driver: str) -> None:
     from airflow.providers.postgres.hooks import postgres
 
     pytest.importorskip(driver)
+    if driver == "psycopg" and not hasattr(postgres, "register_default_adapters"):
+        pytest.skip("this Postgres provider (Airflow 2.11's) connects with psycopg2 only")
     monkeypatch.setattr(postgres, "USE_PSYCOPG3", driver == "psycopg")
 
 

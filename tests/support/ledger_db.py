@@ -70,14 +70,16 @@ class LedgerDatabase:
     def hashes(self, sync_id: str | None = None, table: str = TABLE) -> dict[int, str]:
         """``{id: body_sha256}`` of one sync_id, checking there is one ledger row per id."""
         rows = self.query(
-            f"SELECT interview_request_id, body_sha256 FROM {table} WHERE sync_id = '{sync_id or self.sync_id}'"
+            f"SELECT interview_request_id, body_sha256 FROM {table} WHERE sync_id = '{sync_id or self.sync_id}' "
+            "AND interview_request_id > 0"  # not a run's lease (-1)
         )
         assert len({row[0] for row in rows}) == len(rows)
         return {int(interview_id): str(value) for interview_id, value in rows}
 
     def synced_at(self, sync_id: str | None = None) -> dict[int, datetime.datetime]:
         rows = self.query(
-            f"SELECT interview_request_id, synced_at FROM {TABLE} WHERE sync_id = '{sync_id or self.sync_id}'"
+            f"SELECT interview_request_id, synced_at FROM {TABLE} WHERE sync_id = '{sync_id or self.sync_id}' "
+            "AND interview_request_id > 0"
         )
         return {
             int(interview_id): datetime.datetime.fromisoformat(value) if isinstance(value, str) else value

@@ -58,9 +58,23 @@ def request_id(request: Any) -> int:
     return int(request.path.rsplit("/", 1)[1])
 
 
-def sent(emulator: HindsightEmulator) -> dict[int, Any]:
-    """``{interview id: recorded request}`` of every request, checking each is a PATCH of one interview, once."""
+KEY_CHECK = ("PATCH", "/api/v1/interviews/0", b"{}")
+"""The one request a change-only run that owes nothing sends: the connection test's check of the key."""
+
+
+def is_key_check(request: Any) -> bool:
+    return (request.method, request.path, request.body) == KEY_CHECK
+
+
+def assert_only_the_key_check(emulator: HindsightEmulator) -> None:
+    """A change-only run that owed nothing sent no update, only one check of the API key."""
     requests = emulator.requests
+    assert [is_key_check(request) for request in requests] == [True], [request.path for request in requests]
+
+
+def sent(emulator: HindsightEmulator) -> dict[int, Any]:
+    """``{interview id: recorded request}`` of every update (not the key check), checking each is sent once."""
+    requests = [request for request in emulator.requests if not is_key_check(request)]
     by_id = {request_id(request): request for request in requests}
     assert len(by_id) == len(requests), f"an interview was sent twice: {sorted(map(request_id, requests))}"
     for interview_id, request in by_id.items():
@@ -178,11 +192,19 @@ class Outcome:
     error: Exception | None
 
 
-def run(operator: Any) -> Outcome:
-    """Run ``operator.execute()`` with the part of a task context the bulk operators use."""
+class _DagRun:
+    def __init__(self, start_date: datetime.datetime | None) -> None:
+        self.start_date = start_date
+
+
+def run(operator: Any, *, dag_run_start: datetime.datetime | None = None) -> Outcome:
+    """Run ``operator.execute()`` with the part of a task context the bulk operators use.
+
+    ``dag_run_start`` is ``context["dag_run"].start_date`` (a retry of a full refresh in the same DAG run).
+    """
     ti = _TaskInstance()
     try:
-        operator.execute({"ti": ti})
+        operator.execute({"ti": ti, "dag_run": _DagRun(dag_run_start)})
     except Exception as error:
         return Outcome(ti.xcom.get("summary"), error)
     return Outcome(ti.xcom["summary"], None)

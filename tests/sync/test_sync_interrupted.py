@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import multiprocessing
 import os
@@ -42,6 +43,8 @@ KILL_AFTER = 280
 MAX_WORKERS = 4
 IN_FLIGHT = 2 * MAX_WORKERS
 """The engine has at most this many rows submitted and not yet accounted for."""
+REQUESTS_AT_THE_SIGNAL = 0
+"""What the emulator had answered when :func:`run_and_stop` sent its signal."""
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +73,14 @@ def run_and_stop(
     emulator: HindsightEmulator,
     stop_signal: int,
     log: Path,
+    **options: Any,
 ) -> int:
-    """Run the transfer in a child process, send it ``stop_signal`` at ``KILL_AFTER`` requests; its exit code."""
+    """Run the transfer in a child process, send it ``stop_signal`` at ``KILL_AFTER`` requests; its exit code.
+
+    ``options`` go to :func:`~tests.sync.killable.run_transfer` (``dag_run_start``, ``on_kill_returns``).
+    """
     connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
-    child = forkserver.Process(target=run_transfer, args=(arguments, connections, str(log)))
+    child = forkserver.Process(target=run_transfer, args=(arguments, connections, str(log)), kwargs=options)
     child.start()
     deadline = time.monotonic() + 60
     while emulator.request_count < KILL_AFTER:
@@ -85,6 +92,8 @@ def run_and_stop(
         time.sleep(0.005)
     assert child.pid is not None
     os.kill(child.pid, stop_signal)
+    global REQUESTS_AT_THE_SIGNAL
+    REQUESTS_AT_THE_SIGNAL = emulator.request_count
     child.join(timeout=30)
     time.sleep(0.2)  # requests the emulator was answering when the child died
     assert child.exitcode is not None
@@ -144,6 +153,94 @@ def test_a_killed_run_and_its_retry_resend_at_most_a_checkpoint_window_and_what_
     assert ledger_db.hashes() == {key: body_hash(emulator.base_url, payload(body)) for key, body in bodies.items()}
 
 
+def test_after_on_kill_only_the_requests_in_flight_go_and_the_retry_resends_at_most_those(
+    forkserver: multiprocessing.context.ForkServerContext,
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Airflow 3 calls on_kill on SIGTERM and lets execute go on until its SIGKILL: no new request starts."""
+    emulator = hindsight_emulator_factory(latency=0.02)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
+    source.fill(KILL_ROWS)
+    log = tmp_path / "child.log"
+
+    exit_code = run_and_stop(
+        forkserver, operator_arguments(source, ledger_db), emulator, signal.SIGTERM, log, on_kill_returns=True
+    )
+
+    assert exit_code == 1, "the run ended by itself, failed: it stopped early"
+    assert "the task was killed (on_kill)" in log.read_text()
+    first = {request_id(request): request for request in emulator.requests}
+    after_the_signal = len(first) - REQUESTS_AT_THE_SIGNAL
+    assert 0 <= after_the_signal <= MAX_WORKERS, f"{after_the_signal} requests after on_kill"
+    recorded = ledger_db.hashes()
+    assert set(recorded) == set(first), "every delivered row was recorded before the run ended"
+
+    emulator.reset_requests()
+    retry = run(transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS))
+
+    assert retry.error is None
+    resent = set(sent(emulator)) & set(first)
+    assert len(resent) <= MAX_WORKERS
+    assert set(sent(emulator)) == set(range(1, KILL_ROWS + 1)) - set(recorded)
+    print(f"on_kill: {after_the_signal} requests after SIGTERM, {len(resent)} resent by the retry")
+
+
+@pytest.mark.parametrize("ledger_db", ["sqlite", "postgres"], indirect=True)
+def test_the_retry_of_a_killed_full_refresh_resends_only_what_this_dag_run_has_not_delivered(
+    forkserver: multiprocessing.context.ForkServerContext,
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    emulator = hindsight_emulator_factory(latency=0.02)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
+    source.fill(KILL_ROWS)
+    assert run(transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS)).error is None
+    before = ledger_db.synced_at()
+    emulator.reset_requests()
+    dag_run_start = datetime.datetime.now(datetime.timezone.utc)
+    arguments = {**operator_arguments(source, ledger_db), "full_refresh": True}
+
+    exit_code = run_and_stop(
+        forkserver, arguments, emulator, signal.SIGKILL, tmp_path / "child.log", dag_run_start=dag_run_start.isoformat()
+    )
+
+    assert exit_code == -signal.SIGKILL
+    first = set(sent(emulator))
+    rewritten = {key for key, at in ledger_db.synced_at().items() if at != before[key]}
+    assert rewritten <= first and len(rewritten) >= len(first) - (CHECKPOINT_ROWS + IN_FLIGHT)
+    emulator.reset_requests()
+
+    retry = run(
+        transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS, full_refresh=True),
+        dag_run_start=dag_run_start,
+    )
+
+    assert retry.error is None
+    second = set(sent(emulator))
+    assert second == set(range(1, KILL_ROWS + 1)) - rewritten, "the retry resends what this DAG run has not delivered"
+    assert_summary(retry.summary, succeeded=len(second), unchanged=len(rewritten))
+    resent = first & second
+    assert len(resent) <= CHECKPOINT_ROWS + IN_FLIGHT
+    total = len(first) + len(second)
+    print(f"full refresh killed at {len(first)} requests: the retry sent {len(second)} ({len(resent)} resent)")
+    assert total <= KILL_ROWS + CHECKPOINT_ROWS + IN_FLIGHT
+
+    emulator.reset_requests()
+    fresh = run(
+        transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS, full_refresh=True),
+        dag_run_start=datetime.datetime.now(datetime.timezone.utc),
+    )
+    assert fresh.error is None
+    assert set(sent(emulator)) == set(range(1, KILL_ROWS + 1)), "a fresh DAG run's full refresh resends everything"
+
+
 def test_two_runs_of_one_sync_id_at_once_both_finish_and_lose_nothing(
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
@@ -178,12 +275,57 @@ def test_two_runs_of_one_sync_id_at_once_both_finish_and_lose_nothing(
         assert summary["succeeded"] + summary["unchanged"] == 400
     received = [request_id(request) for request in emulator.requests]
     assert set(received) == set(range(1, 601))
-    assert len(received) <= 800
+    assert len(received) == 600, "the lease: the run that waited sent only the rows the other had not delivered"
     bodies = source.bodies()
     assert ledger_db.query(f"SELECT COUNT(*) FROM {TABLE}") == [(600,)]
     assert ledger_db.hashes() == {key: body_hash(emulator.base_url, payload(body)) for key, body in bodies.items()}
     emulator.reset_requests()
     assert_summary(run(transfer(source, ledger_db)).summary, succeeded=0, unchanged=600)
+
+
+@pytest.mark.parametrize("ledger_db", ["sqlite", "postgres"], indirect=True)
+def test_two_runs_of_one_sync_id_on_the_same_rows_send_each_row_once(
+    forkserver: multiprocessing.context.ForkServerContext,
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Two task processes (two DAGs, or a manual run beside a scheduled one) of one sync_id over 2,000 rows."""
+    rows = 2000
+    emulator = hindsight_emulator_factory(latency=0.002)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=120_000)
+    source.fill(rows)
+    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    children = {}
+    for name in ("first", "second"):
+        arguments = {**operator_arguments(source, ledger_db), "task_id": f"push_{name}"}
+        files = (str(tmp_path / f"{name}.log"), str(tmp_path / f"{name}.json"))
+        children[name] = forkserver.Process(target=run_transfer, args=(arguments, connections, *files))
+    for child in children.values():
+        child.start()
+    for child in children.values():
+        child.join(timeout=180)
+
+    summaries = {}
+    for name, child in children.items():
+        assert child.exitcode == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        summaries[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    updates = sent(emulator)  # each interview once
+    assert len(updates) == rows, f"{len(updates)} updates for {rows} rows"
+    assert sorted((summary["succeeded"], summary["unchanged"]) for summary in summaries.values()) == [
+        (0, rows),
+        (rows, 0),
+    ]
+    waited = [name for name in children if "Another run of the sync" in (tmp_path / f"{name}.log").read_text()]
+    assert len(waited) == 1, "the run that waited said so"
+    text = (tmp_path / f"{waited[0]}.log").read_text()
+    assert f"Another run of the sync {DEFAULT_SYNC_ID!r} is in progress (since " in text
+    key_checks = emulator.request_count - len(updates)
+    assert key_checks == 1, "the run that waited owed nothing and checked the key once"
+    print(f"two runs at once on {rows} rows: {len(updates)} updates and {key_checks} key check")
+    assert ledger_db.query(f"SELECT COUNT(*) FROM {TABLE}") == [(rows,)], "both leases released"
 
 
 def test_a_dag_run_twice_sends_nothing_the_second_time_and_full_refresh_resends(

@@ -54,7 +54,9 @@ def test_error_from_response_reads_the_envelope(status: int, code: str, error_cl
     assert type(error) is error_class
     assert (error.status_code, error.code, error.details, error.retry_after) == (status, code, details, 4.0)
     assert error.message.startswith(message)
-    assert f"HTTP {status} {code}: {message}" in str(error)
+    assert str(error).startswith(message), "the readable message comes first"
+    assert str(error).endswith(f"(HTTP {status} {code}; missing_fields: objective)"), "no Python repr"
+    assert "{" not in str(error) and "details=" not in str(error)
     assert isinstance(error, AirflowException)
     assert isinstance(error, AirflowFailException) is (status not in TRANSIENT_STATUSES)
 
@@ -66,7 +68,7 @@ def test_error_from_response_without_json(status: int, code: str, error_class: t
     assert type(error) is error_class
     assert (error.status_code, error.code, error.details, error.retry_after) == (status, None, {}, None)
     assert error.message
-    assert f"HTTP {status}" in str(error)
+    assert str(error) == f"{error.message} (HTTP {status})"
 
 
 @pytest.mark.parametrize("body", ["Bad Gateway", ["error"], {"error": "oops"}, {"error": {"code": 5, "details": "x"}}])
@@ -141,3 +143,18 @@ def test_validation_error_survives_pickling() -> None:
     assert (copy.field, copy.code, copy.details, str(copy)) == (error.field, error.code, error.details, str(error))
     assert isinstance(copy, ValueError)
     assert isinstance(copy, AirflowFailException)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_names_the_connection_and_its_api_key_field(status: int) -> None:
+    error = error_from_response(status, envelope("unauthorized", "Invalid API key"), conn_id="hindsight_prod")
+
+    assert "'hindsight_prod'" in error.message
+    assert "API key" in error.message and "assword" not in error.message
+    assert str(error).endswith(f"(HTTP {status} unauthorized)")
+
+
+def test_an_error_of_the_provider_s_own_is_its_message_alone() -> None:
+    error = HindsightValidationError("objective must be a string, got 5.", field="objective")
+
+    assert str(error) == "objective must be a string, got 5."

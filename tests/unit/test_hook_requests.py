@@ -192,7 +192,7 @@ def test_missing_key_is_refused_naming_the_password_field(
 ) -> None:
     set_connection(password=password)
 
-    with pytest.raises(HindsightConfigurationError, match="Password"):
+    with pytest.raises(HindsightConfigurationError, match="API key field"):
         make_hook().update_interview(1, objective="x")
 
     assert requests_mock.call_count == 0
@@ -466,5 +466,5 @@ def test_test_connection_without_a_key(set_connection: SetConnection, make_hook:
     succeeded, message = make_hook().test_connection()
 
     assert succeeded is False
-    assert "Password" in message
+    assert "API key field" in message
     assert requests_mock.call_count == 0

@@ -13,10 +13,12 @@ import pytest
 from airflow_provider_hindsight.hooks.pacing import (
     MIN_REQUESTS_PER_MINUTE,
     RECOVERY_AFTER_SECONDS,
-    RECOVERY_FACTOR,
+    RECOVERY_SHARE,
+    RECOVERY_SNAP,
     SAFETY_MARGIN,
     SLOW_DOWN_FACTOR,
     PaceChange,
+    PaceSchedule,
     RatePacer,
 )
 
@@ -302,6 +304,7 @@ def test_pace_recovers_after_a_quiet_spell() -> None:
     pacer = RatePacer(pace, clock=fake.clock, sleep=fake.sleep)
     pacer.slow_down()
     lowered = pacer.requests_per_minute
+    pacer.acquire()  # the first request after the 429 starts the quiet period
 
     fake.advance(RECOVERY_AFTER_SECONDS - 0.5)
     pacer.acquire()
@@ -309,16 +312,61 @@ def test_pace_recovers_after_a_quiet_spell() -> None:
 
     fake.advance(0.5)
     pacer.acquire()
-    assert pacer.requests_per_minute == pytest.approx(lowered * RECOVERY_FACTOR)
+    assert pacer.requests_per_minute == pytest.approx(lowered + (pace - lowered) * RECOVERY_SHARE)
 
-    steps = math.ceil(math.log(pace / lowered) / math.log(RECOVERY_FACTOR))
-    paces = []
-    for _ in range(steps):
+    paces = [pacer.requests_per_minute]
+    while pacer.requests_per_minute < pace:
         fake.advance(RECOVERY_AFTER_SECONDS)
         pacer.acquire()
         paces.append(pacer.requests_per_minute)
     assert paces == sorted(paces)
     assert paces[-1] == pace
+    assert len(paces) <= 5, "a 30 % drop is won back within a minute of quiet"
+
+
+def test_a_deep_drop_recovers_within_a_minute_of_quiet() -> None:
+    """Another task on the key finished: the survivor's pace, far below the limit, comes back fast."""
+    schedule, now, pace = PaceSchedule(1000, now=0.0), 0.0, 1000
+    for _ in range(4):  # four bursts of 429s: 24 % of the configured pace
+        now += 1.0
+        schedule.slow_down(now)
+    assert schedule.rate == pytest.approx(pace * SLOW_DOWN_FACTOR**4)
+    gap = 60 / (schedule.rate * SAFETY_MARGIN)
+    seconds_at = {}
+    while schedule.rate < pace and now < 600:
+        schedule.reserve(now)
+        now += gap
+        for share in (0.9, 1.0 - RECOVERY_SNAP):
+            if schedule.rate >= pace * share:
+                seconds_at.setdefault(share, now)
+    assert seconds_at[0.9] < 4 * RECOVERY_AFTER_SECONDS + 5
+    assert seconds_at[1.0 - RECOVERY_SNAP] < 7 * RECOVERY_AFTER_SECONDS + 5
+
+
+def test_quiet_time_counts_from_the_first_request_after_a_pause() -> None:
+    """A long Retry-After pause is not quiet time: the pace is raised only after requests have tested it."""
+    schedule = PaceSchedule(1000, now=0.0)
+    schedule.pause(3 * RECOVERY_AFTER_SECONDS, now=1.0)
+    schedule.slow_down(now=1.0)
+    lowered = schedule.rate
+
+    start, _, change = schedule.reserve(now=2.0)  # its start time is the end of the pause
+    assert start == pytest.approx(1.0 + 3 * RECOVERY_AFTER_SECONDS)
+    assert change is None
+    _, _, change = schedule.reserve(now=start + RECOVERY_AFTER_SECONDS - 0.1)
+    assert change is None and schedule.rate == lowered, "no recovery before a quiet period of requests"
+    _, _, change = schedule.reserve(now=start + RECOVERY_AFTER_SECONDS)
+    assert change is not None and schedule.rate > lowered
+
+
+def test_a_pause_without_a_request_after_it_never_raises_the_pace() -> None:
+    schedule = PaceSchedule(1000, now=0.0)
+    schedule.slow_down(now=0.0)
+    schedule.pause(5.0, now=0.0)
+    lowered = schedule.rate
+
+    _, _, change = schedule.reserve(now=100.0)  # 100 s idle after the pause: no request tested the pace
+    assert change is None and schedule.rate == lowered
 
 
 @pytest.mark.parametrize("pace", [0, -60])
@@ -374,12 +422,12 @@ def test_a_pause_is_told_when_it_starts_with_its_length() -> None:
 def test_a_recovery_is_told_with_the_old_and_new_pace() -> None:
     pacer, fake, changes = recording(1000)
     pacer.slow_down()
+    pacer.acquire()
 
     fake.advance(RECOVERY_AFTER_SECONDS)
     pacer.acquire()
-    pacer.acquire()
 
-    assert changes[1:] == [PaceChange(pytest.approx(679), pytest.approx(746.9), 0.0, "no 429 for 20s")]
+    assert changes[1:] == [PaceChange(pytest.approx(679), pytest.approx(824.5), 0.0, "no 429 for 10s")]
 
 
 def test_nothing_is_told_at_the_floor_or_without_a_change() -> None:

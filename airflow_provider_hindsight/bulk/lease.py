@@ -1,0 +1,135 @@
+"""One run of a ``sync_id`` at a time: a lease in the ledger, so that two runs at once do not send every row twice.
+
+Two runs of one change-only sync started together (a manual run beside a scheduled one, two DAGs with
+one ``sync_id``) each read the ledger before the other had recorded anything, and sent every row.
+Now a run takes the sync's lease (a reserved ledger row, see
+:meth:`~airflow_provider_hindsight.ledgers.sync.SyncLedger.take_lease`) before it reads the ledger. A
+run that finds the lease held waits for it, with a WARNING naming the ``sync_id`` and since when the
+other run holds it, and then reads the ledger: rows the other run delivered are unchanged.
+
+The holder refreshes the lease's heartbeat at every checkpoint and ledger look-up (at most every
+:data:`HEARTBEAT_SECONDS`) and deletes it at the end. A lease whose heartbeat is older than
+:data:`STALE_AFTER_SECONDS` belongs to a run that was killed: it is taken over, so a killed run does not
+block its sync for ever; a retry of the same task instance (same DAG, task, DAG run and map index) takes
+its own earlier try's lease over at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from airflow_provider_hindsight.ledgers.sync import SyncLedger
+
+STALE_AFTER_SECONDS = 180.0
+"""A lease whose heartbeat is older than this belongs to a run that was killed (allows for some clock skew)."""
+HEARTBEAT_SECONDS = 30.0
+"""The holder refreshes the heartbeat at most this often."""
+POLL_SECONDS = 2.0
+"""How often a waiting run looks at the lease again."""
+STILL_WAITING_SECONDS = 300.0
+"""How often a waiting run repeats its WARNING."""
+
+log = logging.getLogger(__name__)
+
+
+def owner_of(dag_id: object, task_id: object, run_id: object, map_index: object) -> str:
+    """The first 16 hex digits of a hash of the task instance: every try of one task instance shares it."""
+    identity = "\n".join(str(part) for part in (dag_id, task_id, run_id, map_index))
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+class SyncLease:
+    """This run's lease on its ``sync_id``: :meth:`acquire` (waits), :meth:`heartbeat`, :meth:`release`.
+
+    The token (at most 64 characters, in the ledger's ``body_sha256`` column) is
+    ``<owner>:<start, UTC>:<random>``: the owner says which task instance holds it, the start since
+    when, for the waiting run's WARNING.
+    """
+
+    def __init__(
+        self,
+        ledger: SyncLedger,
+        *,
+        owner: str,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ledger = ledger
+        self.owner = owner
+        self._clock = clock
+        self._sleep = sleep
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.token = f"{owner}:{now:%Y-%m-%dT%H:%M:%S}:{secrets.token_hex(6)}"
+        self.held = False
+        self.waited_seconds = 0.0
+        self._last_beat = 0.0
+
+    def acquire(self) -> None:
+        """Take the lease, waiting while another run of the sync holds it."""
+        started = self._clock()
+        warned_at: float | None = None
+        while True:
+            holder = self.ledger.take_lease(self.token, take_over=self._may_take_over)
+            if holder is None:
+                break
+            if holder.token and (warned_at is None or self._clock() - warned_at >= STILL_WAITING_SECONDS):
+                warned_at = self._clock()
+                log.warning(
+                    "Another run of the sync %r is in progress (since %s UTC, last heartbeat %s UTC): waiting for it "
+                    "to finish (waited %.0f s so far), then reading the ledger, so that the rows it delivered are "
+                    "not sent again.",
+                    self.ledger.sync_id,
+                    _since(holder.token),
+                    f"{holder.heartbeat:%Y-%m-%d %H:%M:%S}" if holder.heartbeat else "unknown",
+                    self._clock() - started,
+                )
+            self._sleep(POLL_SECONDS)
+        self.held = True
+        self.waited_seconds = self._clock() - started
+        self._last_beat = self._clock()
+        if warned_at is not None:
+            log.warning(
+                "The other run of the sync %r ended after %.0f s of waiting: reading the ledger now.",
+                self.ledger.sync_id,
+                self.waited_seconds,
+            )
+
+    def _may_take_over(self, holder: str, heartbeat: datetime.datetime) -> bool:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        if holder.startswith(f"{self.owner}:"):
+            log.info("Taking over the lease of the sync %r from an earlier try of this task.", self.ledger.sync_id)
+            return True
+        if (now - heartbeat).total_seconds() > STALE_AFTER_SECONDS:
+            log.warning(
+                "Taking over the lease of the sync %r: its holder's last heartbeat was at %s UTC, more than %.0f s "
+                "ago (that run was killed).",
+                self.ledger.sync_id,
+                f"{heartbeat:%Y-%m-%d %H:%M:%S}",
+                STALE_AFTER_SECONDS,
+            )
+            return True
+        return False
+
+    def heartbeat(self, *, force: bool = False) -> None:
+        """Refresh the heartbeat when one is due (or ``force``); the caller holds the ledger's connection."""
+        if not self.held or (not force and self._clock() - self._last_beat < HEARTBEAT_SECONDS):
+            return
+        self._last_beat = self._clock()
+        if not self.ledger.refresh_lease(self.token):
+            log.warning("The lease of the sync %r was taken over by another run.", self.ledger.sync_id)
+
+    def release(self) -> None:
+        """Give the lease back: a waiting run may start."""
+        if self.held:
+            self.held = False
+            self.ledger.release_lease(self.token)
+
+
+def _since(token: str) -> str:
+    parts = token.split(":", 1)
+    return parts[1].rsplit(":", 1)[0].replace("T", " ") if len(parts) == 2 else "unknown"

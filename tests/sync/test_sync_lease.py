@@ -1,0 +1,106 @@
+"""The lease of a sync_id: a run waits for another run in progress, and takes over the lease of a killed one."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from airflow_provider_hindsight.bulk import lease
+from airflow_provider_hindsight.ledgers.sync import LEASE_ID, SyncLedger
+from airflow_provider_hindsight.testing import HindsightEmulator
+from tests.sync.helpers import TABLE, LedgerDatabase, Source, assert_summary, point_hindsight, run, transfer
+
+
+def hold_lease(ledger_db: LedgerDatabase, *, minutes_ago: float) -> None:
+    """Another task instance's lease on the suite's sync_id, with a heartbeat ``minutes_ago``."""
+    at = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=minutes_ago)
+    value = at.isoformat(sep=" ") if ledger_db.backend == "sqlite" else at
+    mark = "?" if ledger_db.backend == "sqlite" else "%s"
+    token = f"{'f' * 16}:{at:%Y-%m-%dT%H:%M:%S}:abcdef123456"
+    with closing(ledger_db.connect()) as connection:
+        connection.cursor().execute(
+            f"INSERT INTO {TABLE} VALUES ({mark}, {mark}, {mark}, {mark})", (ledger_db.sync_id, LEASE_ID, token, value)
+        )
+        connection.commit()
+
+
+def lease_rows(ledger_db: LedgerDatabase) -> list[tuple[Any, ...]]:
+    return ledger_db.query(f"SELECT body_sha256 FROM {TABLE} WHERE interview_request_id = {LEASE_ID}")
+
+
+def test_a_run_waits_for_another_run_of_its_sync_and_then_sends_only_what_is_owed(
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator: HindsightEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    task_logs: Callable[[], str],
+) -> None:
+    point_hindsight(monkeypatch, hindsight_emulator)
+    source.fill(20)
+    assert run(transfer(source, ledger_db)).error is None  # the ledger exists
+    source.change([3, 4])
+    hold_lease(ledger_db, minutes_ago=0)
+    monkeypatch.setattr(lease, "POLL_SECONDS", 0.05)
+    found_held = threading.Event()
+    take = SyncLedger.take_lease
+
+    def observed(self: SyncLedger, token: str, **kwargs: Any) -> Any:
+        holder = take(self, token, **kwargs)
+        if holder is not None:
+            found_held.set()
+        return holder
+
+    monkeypatch.setattr(SyncLedger, "take_lease", observed)
+
+    def the_other_run_ends() -> None:
+        found_held.wait(30)
+        ledger_db.run(f"DELETE FROM {TABLE} WHERE interview_request_id = {LEASE_ID}")
+
+    ender = threading.Thread(target=the_other_run_ends)
+    ender.start()
+    hindsight_emulator.reset_requests()
+    waited = run(transfer(source, ledger_db))
+    ender.join()
+
+    assert waited.error is None
+    assert_summary(waited.summary, succeeded=2, unchanged=18)
+    logs = task_logs()
+    assert "Another run of the sync 'warehouse_sync.push_changes' is in progress (since " in logs
+    assert "then reading the ledger, so that the rows it delivered are not sent again" in logs
+    assert lease_rows(ledger_db) == [], "the lease was released"
+
+
+def test_the_lease_of_a_killed_run_is_taken_over_once_stale(
+    source: Source,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator: HindsightEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    task_logs: Callable[[], str],
+) -> None:
+    point_hindsight(monkeypatch, hindsight_emulator)
+    source.fill(5)
+    assert run(transfer(source, ledger_db)).error is None
+    hold_lease(ledger_db, minutes_ago=lease.STALE_AFTER_SECONDS / 60 + 1)
+
+    outcome = run(transfer(source, ledger_db))
+
+    assert outcome.error is None
+    assert "Taking over the lease of the sync 'warehouse_sync.push_changes'" in task_logs()
+    assert lease_rows(ledger_db) == []
+
+
+def test_a_dry_run_takes_no_lease(
+    source: Source, ledger_db: LedgerDatabase, hindsight_emulator: HindsightEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point_hindsight(monkeypatch, hindsight_emulator)
+    source.fill(5)
+    assert run(transfer(source, ledger_db)).error is None
+    hold_lease(ledger_db, minutes_ago=0)
+
+    assert run(transfer(source, ledger_db, dry_run=True)).error is None  # does not wait: it writes nothing
+    assert len(lease_rows(ledger_db)) == 1

@@ -8,10 +8,13 @@ Sits between row validation and the bulk engine, as change-only sync does for up
   ledger in one query per batch (memory stays flat) and passes on only the keys to send: new keys,
   ``rejected`` ones, and ``unknown`` ones when the user said ``resend_unknown``. ``created`` keys end
   ``existing``; ``unknown`` keys and another run's ``pending`` claims end as unknown from before.
+  Only the rows to send have their fields validated and their body built.
 - :meth:`CreateOnce.send` runs in the engine's worker threads: it commits the claim (a ``pending``
-  row) **before** the POST, then records the answer for that row at once: ``created``, ``rejected``
-  (a 4xx), ``unknown`` (it may have arrived), or it deletes its own claim when the create cannot have
-  reached Hindsight (a 429 or a refused connection after the retries, a run stopped).
+  row) right before the POST leaves (after its turn at the pace), then records the answer for that
+  row at once: ``created``, ``rejected`` (a 4xx), ``unknown`` (it may have arrived), or it deletes
+  its own claim when the create cannot have reached Hindsight (a 429 or a refused connection after
+  the retries, a run stopped).
+
 :func:`outcome_of` names how each result counts in the summary.
 """
 
@@ -35,6 +38,7 @@ from airflow_provider_hindsight.ledgers.interviews import (
     CREATED,
     REJECTED,
     UNKNOWN,
+    Claim,
     InterviewLedger,
     LedgerEntry,
     validate_request_key,
@@ -57,22 +61,45 @@ ROW_KEYS = frozenset((*CREATE_FIELDS, "request_key"))
 
 @dataclass(frozen=True)
 class CreateJob:
-    """A checked create row: its ``request_key`` and the validated body."""
+    """A create row whose ``request_key`` and keys were checked; :meth:`build` validates its fields.
+
+    The body is built only for a key that will be sent: a rerun over 100,000 created keys does not
+    encode 100,000 bodies it will never send.
+    """
 
     request_key: str
-    create: InterviewCreate
+    row: Mapping[str, Any]
+    sequence_id: str | None = None
+    interview_type_id: str | None = None
 
     @property
     def key(self) -> str:
         return self.request_key
 
+    def build(self) -> InterviewCreate:
+        """The validated body; raises :class:`HindsightValidationError` naming the field."""
+        row = self.row
+        sequence, interview_type = row.get("sequence_id"), row.get("interview_type_id")
+        if sequence is None and interview_type is None:
+            sequence, interview_type = self.sequence_id, self.interview_type_id
+        return build_interview_create(
+            contact_email=row.get("contact_email"),
+            sequence_id=sequence,
+            interview_type_id=interview_type,
+            contact_name=row.get("contact_name"),
+            contact_context=row.get("contact_context"),
+            deal_id=row.get("deal_id"),
+            objective=row.get("objective"),
+        )
+
 
 @dataclass(frozen=True)
 class PlannedCreate:
-    """A create to send, with the ledger state it replaces (``None``: a key the ledger has no row of)."""
+    """A create to send: its body, and the ledger state it replaces (``None``: a key the ledger has no row of)."""
 
     job: CreateJob
     replacing: str | None
+    create: InterviewCreate
 
     @property
     def key(self) -> str:
@@ -82,7 +109,10 @@ class PlannedCreate:
 def create_job_from_row(
     row: object, *, sequence_id: str | None = None, interview_type_id: str | None = None
 ) -> CreateJob:
-    """Validate one create row; rows naming neither ``sequence_id`` nor ``interview_type_id`` get the defaults."""
+    """Check one create row's keys and ``request_key``; its fields are validated by :meth:`CreateJob.build`.
+
+    Rows naming neither ``sequence_id`` nor ``interview_type_id`` get the defaults.
+    """
     if not isinstance(row, Mapping):
         raise HindsightValidationError(
             f"each row must be a mapping with request_key, contact_email and the create fields, got "
@@ -98,19 +128,7 @@ def create_job_from_row(
             field="interviews",
         )
     key = validate_request_key(row.get("request_key"))
-    sequence, interview_type = row.get("sequence_id"), row.get("interview_type_id")
-    if sequence is None and interview_type is None:
-        sequence, interview_type = sequence_id, interview_type_id
-    create = build_interview_create(
-        contact_email=row.get("contact_email"),
-        sequence_id=sequence,
-        interview_type_id=interview_type,
-        contact_name=row.get("contact_name"),
-        contact_context=row.get("contact_context"),
-        deal_id=row.get("deal_id"),
-        objective=row.get("objective"),
-    )
-    return CreateJob(key, create)
+    return CreateJob(key, row, sequence_id, interview_type_id)
 
 
 def _create_duplicate(key: Any, first: int) -> tuple[str, str]:
@@ -177,11 +195,11 @@ class CreateOnce:
         """What to do with one checked row, given its ledger entry (``None``: not in the ledger)."""
         key = job.request_key
         if entry is None:
-            return PlannedCreate(job, None)
+            return self._to_send(position, job, None)
         if entry.state == CREATED:
             return RowResult.skipped(position, key)
         if entry.state == REJECTED:
-            return PlannedCreate(job, REJECTED)
+            return self._to_send(position, job, REJECTED)
         state = entry.state
         if entry.is_stale(now):
             if not self.dry_run and self.ledger.mark_abandoned(entry):
@@ -189,7 +207,7 @@ class CreateOnce:
             state = UNKNOWN
         if state == UNKNOWN:
             if self.resend_unknown:
-                return PlannedCreate(job, UNKNOWN)
+                return self._to_send(position, job, UNKNOWN)
             return _earlier_unknown(
                 position,
                 key,
@@ -204,25 +222,46 @@ class CreateOnce:
             "claimed by another run that has not recorded its answer yet (or was killed). Not sent.",
         )
 
+    @staticmethod
+    def _to_send(position: int, job: CreateJob, replacing: str | None) -> PlannedCreate | RowResult:
+        try:
+            return PlannedCreate(job, replacing, job.build())
+        except HindsightValidationError as error:
+            return RowResult.failed(position, job.request_key, error)
+
     def send(self, position: int, planned: PlannedCreate, stopped: threading.Event) -> dict[str, Any] | RowResult:
-        """Claim the key (committed), POST once, record the answer for this row at once (in a worker thread)."""
+        """Claim the key (committed), POST once, record the answer for this row at once (in a worker thread).
+
+        The claim is made after the row's turn at the pace, right before the POST leaves (the hook's
+        ``before_send``), so a run killed while waiting for its turn leaves no claim of that row.
+        """
         assert self.hook is not None
-        job = planned.job
-        key = job.request_key
-        body = job.create.body
+        key = planned.key
+        body = planned.create.body
+        claims: list[Claim] = []
+
+        def claim() -> None:
+            try:
+                made = self.ledger.claim(
+                    key, contact_email=body["contact_email"], deal_id=body.get("deal_id"), replacing=planned.replacing
+                )
+            except Exception as error:
+                raise _ClaimFailed(self.ledger.describe(error)) from None
+            if made is None:
+                raise _ClaimLost
+            claims.append(made)
+
         try:
-            claim = self.ledger.claim(
-                key, contact_email=body["contact_email"], deal_id=body.get("deal_id"), replacing=planned.replacing
+            answer = self.hook.send_create(
+                planned.create, subject=f"request_key {key}", stopped=stopped, before_send=claim
             )
-        except Exception as error:
-            reason = self.ledger.describe(error)
-            return _ledger_failure(position, key, "ledger_error", f"not sent: the ledger claim failed: {reason}")
-        if claim is None:  # another run claimed (or created) it between the look-up and now
+        except _ClaimLost:  # another run claimed (or created) it between the look-up and now
             return RowResult.skipped(position, key)
-        try:
-            answer = self.hook.send_create(job.create, subject=f"request_key {key}", stopped=stopped)
+        except _ClaimFailed as error:
+            return _ledger_failure(position, key, "ledger_error", f"not sent: the ledger claim failed: {error}")
         except HindsightRunStoppedError:
-            self.ledger.release(claim)
+            if claims:
+                self.ledger.release(claims[0])
             raise
         except HindsightUnknownOutcomeError as error:
             self.ledger.record_failure(key, UNKNOWN, error.code, error.message)
@@ -231,11 +270,12 @@ class CreateOnce:
             status = error.status_code
             if status is not None and 400 <= status < 500 and status != 429:
                 self.ledger.record_failure(key, REJECTED, error.code, error.message)
-            else:  # a 429 or a connection never made, after the retries: nothing reached Hindsight
-                self.ledger.release(claim)
+            elif claims:  # a 429 or a connection never made, after the retries: nothing reached Hindsight
+                self.ledger.release(claims[0])
             raise
         except BaseException as error:  # not the hook's: whether it was sent is not known
-            self.ledger.record_failure(key, UNKNOWN, "unknown_outcome", f"{type(error).__name__} while sending")
+            if claims:
+                self.ledger.record_failure(key, UNKNOWN, "unknown_outcome", f"{type(error).__name__} while sending")
             raise HindsightUnknownOutcomeError(
                 f"the create of request_key {key} ended in {type(error).__name__}: it may have been created."
             ) from error
@@ -252,6 +292,14 @@ class CreateOnce:
                 status_code=201,
             )
         return answer
+
+
+class _ClaimLost(Exception):
+    """Another run's row holds the key: not sent."""
+
+
+class _ClaimFailed(Exception):
+    """The ledger could not write the claim: not sent."""
 
 
 def _ledger_failure(position: int, key: str, code: str, message: str, status_code: int | None = None) -> RowResult:

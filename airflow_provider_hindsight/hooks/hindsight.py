@@ -208,12 +208,20 @@ class HindsightHook(BaseHook):
 
     # -- the request core ---------------------------------------------------------------------
 
-    def request(self, request: ApiRequest, *, stopped: threading.Event | None = None) -> dict[str, Any]:
+    def request(
+        self,
+        request: ApiRequest,
+        *,
+        stopped: threading.Event | None = None,
+        before_send: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         """Send ``request`` paced and under its retry rule; return the parsed answer or raise the typed error.
 
         ``stopped`` (a bulk run's circuit breaker) ends the attempts: a request not yet sent when it
         is set raises :class:`~airflow_provider_hindsight.exceptions.HindsightRunStoppedError`; one
-        being retried raises its last error.
+        being retried raises its last error. ``before_send`` runs once, after the first attempt's
+        turn at the pace and right before it is sent (the create-once ledger commits its claim
+        there); what it raises ends the request unsent.
         """
         retrying = self.retry_policy.retrying(
             request.rule, before_sleep=self._log_retry, sleep=self.sleep, stopped=stopped
@@ -221,18 +229,26 @@ class HindsightHook(BaseHook):
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._send_once(request, stopped, first_attempt=attempt.retry_state.attempt_number == 1)
+                    first = attempt.retry_state.attempt_number == 1
+                    return self._send_once(request, stopped, first_attempt=first, before_send=before_send)
         except HindsightError as error:
             final = request.rule.final_error(error, request.subject)
             raise final.with_traceback(None) from None  # a traceback of the cause, not of the retry loop
         raise AssertionError("the retry loop ended without an outcome")  # pragma: no cover
 
     def _send_once(
-        self, request: ApiRequest, stopped: threading.Event | None, *, first_attempt: bool
+        self,
+        request: ApiRequest,
+        stopped: threading.Event | None,
+        *,
+        first_attempt: bool,
+        before_send: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         self.pacer.acquire()
         if first_attempt and stopped is not None and stopped.is_set():
             raise HindsightRunStoppedError(request.subject)
+        if first_attempt and before_send is not None:
+            before_send()
         try:
             response = self.session.request(
                 request.method,
@@ -332,10 +348,18 @@ class HindsightHook(BaseHook):
         return self.send_create(create, subject="the create")
 
     def send_create(
-        self, create: InterviewCreate, *, subject: str, stopped: threading.Event | None = None
+        self,
+        create: InterviewCreate,
+        *,
+        subject: str,
+        stopped: threading.Event | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Send a validated create under the create rule; ``subject`` names it in messages (a request key)."""
-        return self.request(create_request(create, subject), stopped=stopped)
+        """Send a validated create under the create rule; ``subject`` names it in messages (a request key).
+
+        ``before_send`` runs right before the POST leaves, after its turn at the pace (see :meth:`request`).
+        """
+        return self.request(create_request(create, subject), stopped=stopped, before_send=before_send)
 
     def get_interview(
         self, interview_request_id: int | str, *, stopped: threading.Event | None = None

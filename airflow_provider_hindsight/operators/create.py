@@ -32,7 +32,11 @@ from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
 from airflow_provider_hindsight.exceptions import HindsightUnknownOutcomeError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.inputs import parse_flag, reject_rendered_python_literal, rows_from
-from airflow_provider_hindsight.ledgers.interviews import DEFAULT_INTERVIEW_TABLE, InterviewLedger
+from airflow_provider_hindsight.ledgers.interviews import (
+    DEFAULT_INTERVIEW_TABLE,
+    InterviewLedger,
+    validate_interview_table,
+)
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
 from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator
 
@@ -68,7 +72,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.ledger_conn_id = ledger_conn_id
-        self.ledger_table = ledger_table
+        self.ledger_table = validate_interview_table(ledger_table)  # goes into SQL text: checked at parse time
         self.resend_unknown = resend_unknown
         self.sequence_id = sequence_id
         self.interview_type_id = interview_type_id
@@ -94,14 +98,14 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
         """Check the Hindsight connection, then the ledger (created unless a dry run), before any request."""
         _ = self.hook.settings  # a missing Hindsight connection fails before the ledger is touched
         ledger = InterviewLedger(ledger_conn_id=str(self.ledger_conn_id), table=self.ledger_table)
-        ledger.prepare(create=not self.is_dry_run)
-        self.log.info(
-            "Create-once with the interview ledger %s on %r%s.",
-            self.ledger_table,
-            self.ledger_conn_id,
-            ": unknown keys are sent again (resend_unknown)" if resend_unknown else "",
-        )
         try:
+            ledger.prepare(create=not self.is_dry_run)
+            self.log.info(
+                "Create-once with the interview ledger %s on %r%s.",
+                self.ledger_table,
+                self.ledger_conn_id,
+                ": unknown keys are sent again (resend_unknown)" if resend_unknown else "",
+            )
             yield CreateOnce(ledger, self.hook, resend_unknown=resend_unknown, dry_run=self.is_dry_run)
         finally:
             ledger.close()
@@ -158,7 +162,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
                 self.log.info(
                     "Dry run: would POST /interviews for request_key %s with %s.",
                     job.key,
-                    ", ".join(job.job.create.body),
+                    ", ".join(job.create.body),
                 )
             yield RowResult.sent(position, job.key)
 
@@ -289,7 +293,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
         self.deal_id = deal_id
         self.objective = objective
         self.ledger_conn_id = ledger_conn_id
-        self.ledger_table = ledger_table
+        self.ledger_table = validate_interview_table(ledger_table)  # goes into SQL text: checked at parse time
         self.resend_unknown = resend_unknown
         self.hindsight_conn_id = hindsight_conn_id
         self.is_dry_run = dry_run
@@ -321,12 +325,13 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
             job = create_job_from_row({"request_key": self.request_key, **fields})
             key = job.request_key
         named = f"request_key {key}" if key is not None else "the interview"
+        create = job.build()
         if self.is_dry_run:
-            self.log.info("Dry run: would POST /interviews for %s with %s.", named, ", ".join(job.create.body))
-            return {"dry_run": True, "request_key": key, "fields": list(job.create.body)}
+            self.log.info("Dry run: would POST /interviews for %s with %s.", named, ", ".join(create.body))
+            return {"dry_run": True, "request_key": key, "fields": list(create.body)}
         if self.ledger_conn_id is None:
             self.log.info("Creating %s without a ledger: sent once in this try, never retried.", named)
-            answer = self.hook.send_create(job.create, subject=named)
+            answer = self.hook.send_create(create, subject=named)
             self.log.info("Created %s: interview %s.", named, answer.get("interview_request_id"))
             return answer
         return self._create_once(job, resend_unknown)

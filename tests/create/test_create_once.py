@@ -250,7 +250,56 @@ def test_ledger_errors_fail_before_any_request(
     other_table = run(creator(rows([1]), ledger_db))
     assert isinstance(other_table.error, HindsightLedgerError) and TABLE in str(other_table.error)
 
-    bad_name = run(creator(rows([1]), ledger_db, ledger_table="x; DROP TABLE y"))
-    assert isinstance(bad_name.error, HindsightValidationError) and "ledger_table" in str(bad_name.error)
+    with pytest.raises(HindsightValidationError, match="ledger_table"):
+        creator(rows([1]), ledger_db, ledger_table="x; DROP TABLE y")  # refused when the DAG is parsed
 
     assert emulator.requests == []
+
+
+def test_a_wrong_key_stops_the_run_and_leaves_no_claim_behind(
+    hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, sqlite_db: LedgerDatabase
+) -> None:
+    import json
+
+    from airflow_provider_hindsight.exceptions import HindsightPermanentError
+
+    emulator = hindsight_emulator_factory()
+    wrong = {"conn_type": "hindsight", "host": emulator.base_url, "password": "wrong-key"}
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps({**wrong, "extra": {"requests_per_minute": 600}}))
+
+    stopped = run(creator(rows(range(1, 201)), sqlite_db, max_workers=2))
+
+    assert isinstance(stopped.error, HindsightPermanentError)
+    assert stopped.summary["stopped"]["code"]
+    assert counts(stopped.summary)[3] == 200
+    assert emulator.request_count < 10, "stopped at the first 401, not after 200 of them"
+    assert set(states(sqlite_db).values()) <= {"rejected"}, "no pending claim is left behind"
+
+    point_hindsight(monkeypatch, emulator)
+    again = run(creator(rows(range(1, 201)), sqlite_db))
+    assert counts(again.summary) == (200, 200, 0, 0, 0)
+
+
+def test_the_hook_runs_before_send_once_right_before_the_first_post(emulator: HindsightEmulator) -> None:
+    from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+    from airflow_provider_hindsight.resources.interviews import build_interview_create
+
+    hook = HindsightHook(max_retry_wait=1)
+    create = build_interview_create(contact_email=email(1), interview_type_id="type_x")
+    emulator.inject_status(429, method="POST", retry_after=0)
+    seen: list[int] = []
+
+    hook.send_create(create, subject="request_key k", before_send=lambda: seen.append(emulator.request_count))
+
+    assert seen == [0], "once, before anything was sent; not again for the retry after the 429"
+    assert emulator.request_count == 2
+
+    class Refused(Exception):
+        pass
+
+    def refuse() -> None:
+        raise Refused
+
+    with pytest.raises(Refused):
+        hook.send_create(create, subject="request_key k", before_send=refuse)
+    assert emulator.request_count == 2, "what before_send raises ends the request unsent"

@@ -54,7 +54,7 @@ def test_every_body_field_of_the_single_operator_is_templated() -> None:
 def test_without_a_ledger_the_single_operator_sends_once_and_an_unknown_outcome_fails_for_good(
     emulator: HindsightEmulator,
 ) -> None:
-    from airflow.exceptions import AirflowFailException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
     answer = execute(single(request_key=None))
     assert answer["interview_request_id"] and answer["survey_url"] and answer["status"] == "created"

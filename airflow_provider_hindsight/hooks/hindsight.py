@@ -39,6 +39,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     form_widgets,
     ui_field_behaviour,
 )
+from airflow_provider_hindsight.hooks.network import network_cause
 from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer
 from airflow_provider_hindsight.hooks.request import (
     ApiRequest,
@@ -440,34 +441,3 @@ def validate_max_workers(value: object) -> int:
             field="max_workers",
         )
     return value
-
-
-def network_cause(error: requests.RequestException) -> str:
-    """Which :data:`~airflow_provider_hindsight.hooks.request.NETWORK_CAUSES` a ``requests`` failure is."""
-    text = str(error).lower()
-    if isinstance(error, requests.exceptions.SSLError):
-        return "tls"
-    if isinstance(error, requests.exceptions.ConnectTimeout):
-        return "connect_timeout"
-    if isinstance(error, requests.Timeout):
-        return "read_timeout"
-    if isinstance(error, requests.exceptions.ChunkedEncodingError):
-        return "broken_read"
-    if _caused_by(error, ConnectionRefusedError) or "refused" in text:
-        return "refused"
-    if "resolve" in text or "name or service not known" in text:
-        return "dns"
-    return "dropped"
-
-
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
-    """Whether ``kind`` is anywhere in ``error``'s chain of causes (urllib3 wraps the socket error)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        nested = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
-        current = current.__cause__ or current.__context__ or nested or getattr(current, "reason", None)
-    return False

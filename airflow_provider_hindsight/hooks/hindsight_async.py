@@ -27,6 +27,7 @@ from airflow_provider_hindsight import __version__
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightRateLimitError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+from airflow_provider_hindsight.hooks.network import httpx_cause
 from airflow_provider_hindsight.hooks.pacing import RatePacer, shared_pacer
 from airflow_provider_hindsight.hooks.request import ApiRequest, get_request, interpret_answer, network_error
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
@@ -150,19 +151,3 @@ def _verify() -> ssl.SSLContext | bool:
     """TLS verification: a CA bundle from ``REQUESTS_CA_BUNDLE`` (as requests does), else httpx's default."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE")
     return ssl.create_default_context(cafile=bundle) if bundle else True
-
-
-def httpx_cause(error: httpx.TransportError) -> str:
-    """Which :data:`~airflow_provider_hindsight.hooks.request.NETWORK_CAUSES` an ``httpx`` failure is."""
-    text = str(error).lower()
-    if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return "connect_timeout"
-    if isinstance(error, httpx.TimeoutException):
-        return "read_timeout"
-    if isinstance(error, httpx.ConnectError):
-        if "ssl" in text or "certificate" in text or "tls" in text:
-            return "tls"
-        if "name or service" in text or "nodename" in text or "resolve" in text or "getaddrinfo" in text:
-            return "dns"
-        return "refused"
-    return "dropped"  # the request may have been read: a read error, the server hanging up

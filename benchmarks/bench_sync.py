@@ -290,7 +290,7 @@ def sweep_runs(
         ids = sorted(randomness.sample(range(1, rows + 1), round(rows * fraction)))
         change_rows(warehouse, ids, refresh)
         answer, requests, _ = measured_run(worker, fast, options)
-        if requests != len(ids):
+        if requests != max(len(ids), 1):  # a run with nothing owed checks the key once
             raise RuntimeError(f"f) {len(ids)} rows changed but {requests} requests were sent")
         results.sweep.append(
             {

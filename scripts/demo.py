@@ -72,9 +72,8 @@ def main() -> int:
         return 1
 
     with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000, complete_after=COMPLETE_AFTER) as emulator:
-        env["AIRFLOW_CONN_HINDSIGHT_DEFAULT"] = json.dumps(
-            {"conn_type": "hindsight", "host": emulator.base_url, "password": DEMO_KEY, "extra": {"plan": "enterprise"}}
-        )
+        name, value = emulator.connection_env()  # paced at the emulator's limit: the Enterprise plan's
+        env[name] = value
         print(f"Hindsight emulator on {emulator.base_url} (Enterprise plan: 1,000 requests a minute)\n", flush=True)
         failed = []
         for dag_id in DAG_IDS:

@@ -18,13 +18,9 @@ from typing import Any
 
 from airflow_provider_hindsight.ledgers.interviews import InterviewLedger
 from airflow_provider_hindsight.operators.create import HindsightCreateInterviewsOperator
+from tests.helpers import FakeTaskInstance
 
 POINTS = ("before_claim", "after_claim", "after_201")
-
-
-class _TaskInstance:
-    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
-        pass
 
 
 def _pause(marker: str) -> None:
@@ -77,6 +73,6 @@ def run_create(
     os.environ.update(connections)
     if pause_at:
         _pause_at(pause_at, pause_after, marker)
-    summary = HindsightCreateInterviewsOperator(**arguments).execute({"ti": _TaskInstance()})  # type: ignore[arg-type]
+    summary = HindsightCreateInterviewsOperator(**arguments).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
     if summary_file:
         Path(summary_file).write_text(json.dumps(summary))

@@ -10,11 +10,7 @@ import sys
 from typing import Any
 
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
-
-
-class _TaskInstance:
-    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
-        pass
+from tests.helpers import FakeTaskInstance
 
 
 def run_landing(arguments: dict[str, Any], connections: dict[str, str], log: str) -> None:
@@ -25,4 +21,4 @@ def run_landing(arguments: dict[str, Any], connections: dict[str, str], log: str
     for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
         del os.environ[name]
     os.environ.update(connections)
-    HindsightInterviewsToSqlOperator(**arguments).execute({"ti": _TaskInstance()})  # type: ignore[arg-type]
+    HindsightInterviewsToSqlOperator(**arguments).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight.testing import HindsightEmulator
+from tests.helpers import FakeTaskInstance
 from tests.support import ledger_db
 from tests.support.ledger_db import LedgerDatabase
 from tests.support.postgres import PostgresDatabase
@@ -166,21 +167,10 @@ def point_hindsight(
     monkeypatch: pytest.MonkeyPatch, emulator: HindsightEmulator, *, requests_per_minute: float = 60_000, **extra: Any
 ) -> None:
     """Point ``hindsight_default`` at ``emulator`` with connection extras (``max_retries``, ``timeout``, ...)."""
-    connection = {
-        "conn_type": "hindsight",
-        "host": emulator.base_url,
-        "password": emulator.api_key,
-        "extra": {"requests_per_minute": requests_per_minute, **extra},
-    }
+    connection = emulator.connection(requests_per_minute=requests_per_minute)
+    del connection["conn_id"]  # not inside an AIRFLOW_CONN_* value
+    connection["extra"].update(extra)
     monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps(connection))
-
-
-class _TaskInstance:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
-        self.xcom[key] = value
 
 
 @dataclass
@@ -202,7 +192,7 @@ def run(operator: Any, *, dag_run_start: datetime.datetime | None = None) -> Out
 
     ``dag_run_start`` is ``context["dag_run"].start_date`` (a retry of a full refresh in the same DAG run).
     """
-    ti = _TaskInstance()
+    ti = FakeTaskInstance()
     try:
         operator.execute({"ti": ti, "dag_run": _DagRun(dag_run_start)})
     except Exception as error:

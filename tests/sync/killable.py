@@ -17,12 +17,8 @@ from typing import Any
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
+from tests.helpers import FakeTaskInstance
 from tests.sync.helpers import DAG_ID
-
-
-class _TaskInstance:
-    def xcom_push(self, key: str, value: Any, **kwargs: Any) -> None:
-        pass
 
 
 class _DagRun:
@@ -62,7 +58,7 @@ def run_transfer(
 
     signal.signal(signal.SIGTERM, on_sigterm)
     start = datetime.datetime.fromisoformat(dag_run_start) if dag_run_start else None
-    context: Any = {"ti": _TaskInstance(), "dag_run": _DagRun(start)}
+    context: Any = {"ti": FakeTaskInstance(), "dag_run": _DagRun(start)}
     summary = operator.execute(context)
     if summary_file:
         with open(summary_file, "w") as summary_output:

@@ -95,7 +95,9 @@ def run_and_stop(
     global REQUESTS_AT_THE_SIGNAL
     REQUESTS_AT_THE_SIGNAL = emulator.request_count
     child.join(timeout=30)
-    time.sleep(0.2)  # requests the emulator was answering when the child died
+    deadline = time.monotonic() + 10
+    while emulator.open_connections and time.monotonic() < deadline:  # requests it was answering when the child died
+        time.sleep(0.005)
     assert child.exitcode is not None
     return child.exitcode
 

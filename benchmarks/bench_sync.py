@@ -173,8 +173,11 @@ def change_rows(path: Path, ids: list[int], round_number: int) -> None:
 
 
 def ledger_rows(path: Path, sync_id: str) -> int:
+    """Interviews recorded for ``sync_id`` (not the run's lease, a row of its own with a negative id)."""
     with closing(sqlite3.connect(path)) as database:
-        (count,) = database.execute(f"SELECT COUNT(*) FROM {LEDGER_TABLE} WHERE sync_id = ?", (sync_id,)).fetchone()
+        (count,) = database.execute(
+            f"SELECT COUNT(*) FROM {LEDGER_TABLE} WHERE sync_id = ? AND interview_request_id > 0", (sync_id,)
+        ).fetchone()
         return int(count)
 
 

@@ -55,23 +55,33 @@ def check_max_failures(value: object) -> int | float:
     return value
 
 
+def rendered_list(name: str, value: Any, *, of: str, example: str) -> Any:
+    """A list argument as a template left it: a string must be a JSON list (or it is the non-native Jinja trap).
+
+    Anything that is not a string is returned as it is, for the caller's own check.
+    """
+    if not isinstance(value, str):
+        return value
+    reject_rendered_python_literal(name, value)
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list):
+        raise HindsightValidationError(
+            f"{name} rendered to text that is not a JSON list of {of}. Pass a list, the upstream task's output "
+            f"(an XComArg), or a template rendering a JSON list such as {example}.",
+            field=name,
+        )
+    return parsed
+
+
 def rows_from(name: str, value: Any, *, single: str) -> Iterable[Any]:
-    """The rows of a list argument; a string is a JSON list, or the non-native Jinja trap.
+    """The rows of a list argument (see :func:`rendered_list`).
 
     ``single`` names the operator to use for one row, for the message when a mapping is passed.
     """
-    if isinstance(value, str):
-        reject_rendered_python_literal(name, value)
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = None
-        if not isinstance(value, list):
-            raise HindsightValidationError(
-                f"{name} rendered to a string that is not a JSON list of rows. Pass the upstream task's "
-                "output (an XComArg) or a list of dicts.",
-                field=name,
-            )
+    value = rendered_list(name, value, of="rows", example='[{"interview_request_id": 4821, ...}]')
     if isinstance(value, Mapping) or not isinstance(value, Iterable):
         raise HindsightValidationError(
             f"{name} must be an iterable of rows (dicts), got {type(value).__name__}. Wrap a single "

@@ -39,6 +39,7 @@ from airflow_provider_hindsight.ledgers.interviews import (
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
 from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator
+from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -251,17 +252,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
     :param dry_run: validate and log which fields would be sent; send and write nothing.
     """
 
-    template_fields: Sequence[str] = (
-        "request_key",
-        "contact_email",
-        "sequence_id",
-        "interview_type_id",
-        "contact_name",
-        "contact_context",
-        "deal_id",
-        "objective",
-        "resend_unknown",
-    )
+    template_fields: Sequence[str] = ("request_key", *CREATE_FIELDS, "resend_unknown")
     template_fields_renderers = {"contact_context": "json"}
     ui_color = "#d9ead3"
 

@@ -10,7 +10,6 @@ at most once per ``poke_interval``, at the connection's pace, and the task retur
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -32,7 +31,7 @@ from airflow_provider_hindsight.exceptions import (
     HindsightValidationError,
 )
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.inputs import reject_rendered_python_literal
+from airflow_provider_hindsight.inputs import rendered_list
 from airflow_provider_hindsight.resources.interviews import status_reached
 from airflow_provider_hindsight.triggers.interview import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
@@ -105,19 +104,7 @@ class HindsightInterviewSensor(BaseSensorOperator):
 
     def ids(self) -> list[int]:
         """The rendered ``interview_request_ids``, validated (templates render after ``__init__``)."""
-        value = self.interview_request_ids
-        if isinstance(value, str):
-            reject_rendered_python_literal("interview_request_ids", value)
-            try:
-                value = json.loads(value)
-            except ValueError:
-                value = None
-            if not isinstance(value, list):
-                raise HindsightValidationError(
-                    "interview_request_ids rendered to text that is not a JSON list of ids. Pass a list, the "
-                    "upstream task's output (an XComArg), or a template rendering a JSON list such as [4821, 4822].",
-                    field="interview_request_ids",
-                )
+        value = rendered_list("interview_request_ids", self.interview_request_ids, of="ids", example="[4821, 4822]")
         if isinstance(value, (int, bytes, dict)) or not hasattr(value, "__iter__"):
             raise HindsightValidationError(
                 f"interview_request_ids must be a list of up to {MAX_WAIT_IDS} ids, got {type(value).__name__}. "

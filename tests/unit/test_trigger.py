@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import itertools
 import json
@@ -382,7 +383,14 @@ def test_the_event_loop_never_stalls(connection: Callable[..., str]) -> None:
         await tick
         return event, longest, busiest
 
-    event, longest, busiest = asyncio.run(measured())
+    # A full garbage collection of Airflow's heap stalls any event loop (the landing benchmark measures
+    # it, and the docs suggest gc.freeze() in a triggerer); this test is about the trigger's own code.
+    gc.collect()
+    gc.disable()
+    try:
+        event, longest, busiest = asyncio.run(measured())
+    finally:
+        gc.enable()
     assert event["status"] == "success" and len(event["statuses"]) == 500
     assert busiest < 0.05
     assert longest < 0.5  # no blocking wait either (a sleep or blocking I/O costs wall time, not CPU)

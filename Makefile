@@ -1,24 +1,36 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   runs the example DAGs on a real Airflow against the local Hindsight emulator
 #   make test   runs the test suite
-# Each creates its own virtualenv (.venv, Airflow 3.x by default) on first use.
+# Each creates its own virtualenv (.venv, Airflow 3.x by default) on first use, installed from the
+# committed constraints file of its Airflow line (constraints/airflow-<line>.txt): a release elsewhere
+# cannot change what a fresh machine installs. `make constraints` refreshes them on purpose.
 
 PYTHON ?= python3
 AIRFLOW_VERSION ?= 3.3.*
+AIRFLOW_LINE := $(shell echo '$(AIRFLOW_VERSION)' | cut -d. -f1,2)
+CONSTRAINTS := constraints/airflow-$(AIRFLOW_LINE).txt
 VENV ?= .venv
 TOOLS := .venv-tools
+UV_VERSION := 0.13.9
 UV := $(TOOLS)/bin/uv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint docs benchmark package clean
+.PHONY: demo test lint docs benchmark package constraints clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-$(VENV)/.installed: pyproject.toml | $(UV)
+constraints/airflow-%.txt:
+	@echo "No constraints for Airflow $*: the tested lines are $(patsubst constraints/airflow-%.in,%,$(wildcard constraints/airflow-*.in))." >&2
+	@echo "A new line: add constraints/airflow-$*.in (as the others), then make constraints." >&2
+	@exit 1
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	$(UV) pip install --quiet --python $(PY) -e ".[sql,test,lint,docs,release]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(UV) pip install --quiet --python $(PY) -c $(CONSTRAINTS) \
+		-e ".[sql,openlineage,test,lint,docs,release]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(PY) scripts/constraints.py check $(CONSTRAINTS)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -47,7 +59,12 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_create.py
 
 package: $(VENV)/.installed
-	bash scripts/check_package.sh $(PY) $(UV)
+	bash scripts/check_package.sh $(PY) $(UV) $(CONSTRAINTS)
+
+# Recompile every constraints/airflow-<line>.txt from the package index (its .in file, pyproject.toml's
+# dependencies and every extra) and print what changed; then test each line and commit with the reason.
+constraints: | $(UV)
+	$(PYTHON) scripts/constraints.py refresh --uv $(UV)
 
 clean:
 	rm -rf .venv .venv-* .demo build dist docs/_build *.egg-info

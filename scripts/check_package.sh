@@ -2,10 +2,11 @@
 # Build the wheel and sdist, check their metadata, then install the wheel into a fresh virtualenv
 # with Airflow and check what a user would: the provider is listed with its version, the
 # connection type is registered with its hook, and the example DAGs import.
-# Usage: scripts/check_package.sh PYTHON UV   (the Makefile's `make package` passes both)
+# Usage: scripts/check_package.sh PYTHON UV CONSTRAINTS   (the Makefile's `make package` passes all three)
 set -euo pipefail
 python=$1
 uv=$2
+constraints=$(cd "$(dirname "$3")" && pwd)/$(basename "$3")
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 rm -rf dist
@@ -30,7 +31,7 @@ PY
 smoke=$(mktemp -d)
 trap 'rm -rf "$smoke"' EXIT
 "$uv" venv --quiet --python "$(command -v python3)" "$smoke/venv"
-"$uv" pip install --quiet --python "$smoke/venv/bin/python" "${wheel}[sql]" "apache-airflow==${AIRFLOW_VERSION:-3.3.*}" \
+"$uv" pip install --quiet --python "$smoke/venv/bin/python" -c "$constraints" "${wheel}[sql]" "apache-airflow==${AIRFLOW_VERSION:-3.3.*}" \
     apache-airflow-providers-sqlite
 export AIRFLOW_HOME="$smoke/home" AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER="$root/dags"
 cd "$smoke"  # import the installed wheel, not the source tree

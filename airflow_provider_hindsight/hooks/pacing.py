@@ -44,6 +44,17 @@ class PaceChange:
     reason: str
 
 
+@dataclass(frozen=True)
+class PaceState:
+    """A :class:`PaceSchedule`'s state without its configured rate: what a shared budget stores per key."""
+
+    rate: float
+    next_start: float
+    paused_until: float
+    quiet_since: float | None
+    last_slow_down: float
+
+
 class PaceSchedule:
     """Evenly spaced start times, pauses and slow-downs as pure arithmetic: no lock, no clock, no sleep.
 
@@ -115,6 +126,21 @@ class PaceSchedule:
     @property
     def interval(self) -> float:
         return 60.0 / (self.rate * SAFETY_MARGIN)
+
+    def state(self) -> PaceState:
+        """What a store shared by processes keeps of this schedule (its times on their common clock)."""
+        return PaceState(self.rate, self._next_start, self._paused_until, self._quiet_since, self._last_slow_down)
+
+    @classmethod
+    def restore(cls, requests_per_minute: float, state: PaceState) -> PaceSchedule:
+        """The schedule a store kept, at the configured ``requests_per_minute`` (the rate in force stays below it)."""
+        schedule = cls(requests_per_minute, now=0.0)
+        schedule.rate = min(max(state.rate, schedule._floor), schedule.configured_requests_per_minute)
+        schedule._next_start = state.next_start
+        schedule._paused_until = state.paused_until
+        schedule._quiet_since = state.quiet_since
+        schedule._last_slow_down = state.last_slow_down
+        return schedule
 
     def _void_start_times(self, now: float) -> None:
         """Start times already handed out no longer hold; the next one is one interval from now."""

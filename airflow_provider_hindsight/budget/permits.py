@@ -1,0 +1,249 @@
+"""The permit source a hook's pacer asks before each request when its connection has ``budget_conn_id``.
+
+:class:`SharedBudget` hands out the start times of this process's current lease, one per request,
+and takes the next lease from the store when the last one is near (one thread at a time; the event
+loop's callers take it in a thread, so the loop never waits on the database). A 429 seen here is
+written to the store at once, from a thread of its own, so every process of the key slows down
+and holds back. The store failing costs one WARNING per budget (per task), then this process paces
+alone, as it would without a budget, and tries the store again every :data:`STORE_RETRY_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from airflow_provider_hindsight.budget.share import LEASE_SECONDS
+from airflow_provider_hindsight.budget.store import BudgetStore, BudgetStoreError
+from airflow_provider_hindsight.hooks.pacing import PaceChange
+
+STORE_RETRY_SECONDS = 30.0
+"""After the store failed, this process paces alone this long before it tries the store again."""
+FETCH_AHEAD_SECONDS = 0.1
+"""The next lease is taken this long before the current lease's last start time, so none is missed."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What a caller does next: start at ``start``, wait until ``until``, or take a lease (neither set).
+
+    ``take_next``: the start was the lease's last and is near: take the next lease before waiting for it.
+    """
+
+    start: float | None = None
+    until: float | None = None
+    take_next: bool = False
+
+
+class SharedBudget:
+    """This process's share of one budget (one API key and base URL), for any number of threads and coroutines.
+
+    :meth:`acquire` blocks a worker thread until its start time, :meth:`acquire_async` awaits it;
+    :meth:`pause` and :meth:`slow_down` pass a 429 on to every process of the key. ``cap`` is this
+    task's own pace (its ``requests_per_minute``): a lease never holds more than a second of it.
+    """
+
+    def __init__(
+        self,
+        store: BudgetStore,
+        *,
+        name: str,
+        requests_per_minute: float,
+        cap_requests_per_minute: float,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_change: Callable[[PaceChange], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.member = uuid.uuid4().hex
+        self.requests_per_minute = requests_per_minute
+        self.cap_requests_per_minute = min(cap_requests_per_minute, requests_per_minute)
+        self.store_failures = 0
+        self._clock = clock
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        """Guards the local lease and counters; held only for arithmetic."""
+        self._store_lock = threading.Lock()
+        """One call to the store at a time."""
+        self._starts: deque[float] = deque()
+        self._lease_end = 0.0
+        self._alone_until = 0.0
+        self._waiting = 0
+        self._taken: deque[float] = deque()
+        self._pause_until = 0.0
+        self._slow_down = False
+        self._failed = False
+        """Whether the last call to the store failed (the next success says so at INFO)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the store is in use now (``False`` while pacing alone after a failure)."""
+        return self._clock() >= self._alone_until
+
+    def acquire(self) -> float:
+        """Block until this process's next start time; return how long it waited."""
+        waited = 0.0
+        with self._lock:
+            self._waiting += 1
+        try:
+            while True:
+                step = self._step()
+                if step.start is None and step.until is None:
+                    self._take_lease()
+                    continue
+                if step.take_next:
+                    self._take_lease()
+                wait = (step.start if step.start is not None else step.until or 0.0) - self._clock()
+                if wait > 0:
+                    self._sleep(wait)
+                    waited += wait
+                if step.start is not None:
+                    return waited
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    async def acquire_async(self) -> float:
+        """:meth:`acquire` for the event loop: the store is asked in a thread, waits are awaited."""
+        waited = 0.0
+        with self._lock:
+            self._waiting += 1
+        try:
+            while True:
+                step = self._step()
+                if step.start is None and step.until is None:
+                    await asyncio.to_thread(self._take_lease)
+                    continue
+                if step.take_next:
+                    await asyncio.to_thread(self._take_lease)
+                wait = (step.start if step.start is not None else step.until or 0.0) - self._clock()
+                if wait > 0:
+                    await self._async_sleep(wait)
+                    waited += wait
+                if step.start is not None:
+                    return waited
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def pause(self, seconds: float) -> None:
+        """Hold every process of the key back ``seconds`` (a ``Retry-After``); returns at once."""
+        with self._lock:
+            self._pause_until = max(self._pause_until, self._clock() + seconds)
+            self._void_lease()
+        self._report()
+
+    def slow_down(self) -> None:
+        """Lower the key's shared pace (a 429); returns at once."""
+        with self._lock:
+            self._slow_down = True
+            self._void_lease()
+        self._report()
+
+    # -- the local lease ---------------------------------------------------------------------------
+
+    def _step(self) -> _Step:
+        with self._lock:
+            now = self._clock()
+            if now < self._alone_until:
+                return _Step(start=now)  # pacing alone: the hook's own pacer spaces the requests
+            while self._starts and self._starts[0] < now - LEASE_SECONDS:
+                self._starts.popleft()  # a stalled process does not burst its stale start times
+            if self._starts:
+                self._taken.append(now)
+                start = self._starts.popleft()
+                return _Step(start=start, take_next=not self._starts and now >= start - FETCH_AHEAD_SECONDS)
+            if now < self._lease_end - FETCH_AHEAD_SECONDS:
+                return _Step(until=self._lease_end - FETCH_AHEAD_SECONDS)
+            return _Step()
+
+    def _void_lease(self) -> None:
+        """Start times taken before a 429 no longer hold: the next lease carries the pause."""
+        self._starts.clear()
+        self._lease_end = 0.0
+
+    def _demand(self, now: float) -> int:
+        """Requests waiting now plus those started in the last lease period: a lease's size at most."""
+        while self._taken and self._taken[0] < now - LEASE_SECONDS:
+            self._taken.popleft()
+        return self._waiting + len(self._taken)
+
+    # -- the store ---------------------------------------------------------------------------------
+
+    def _take_lease(self, *, report_only: bool = False) -> None:
+        """Take the next lease, passing on a 429 seen here; ``report_only``: pass it on, take no start time.
+
+        On failure, this process paces alone for :data:`STORE_RETRY_SECONDS`.
+        """
+        with self._store_lock:
+            with self._lock:
+                now = self._clock()
+                current = bool(self._starts) or now < self._lease_end - FETCH_AHEAD_SECONDS
+                pending = self._slow_down or self._pause_until > now
+                if now < self._alone_until or ((current or report_only) and not pending):
+                    return  # pacing alone, or another thread took the lease (or passed the 429 on) meanwhile
+                demand = 0 if current or report_only else self._demand(now)
+                pause_until, slow_down = self._pause_until, self._slow_down
+            try:
+                lease = self.store.lease(
+                    self.name,
+                    self.member,
+                    configured_requests_per_minute=self.requests_per_minute,
+                    cap_requests_per_minute=self.cap_requests_per_minute,
+                    demand=demand,
+                    pause_until=pause_until,
+                    slow_down=slow_down,
+                )
+            except BudgetStoreError as error:
+                self._pace_alone(error)
+                return
+            with self._lock:
+                if self._pause_until <= pause_until:
+                    self._pause_until = 0.0
+                self._slow_down = self._slow_down and not slow_down
+                if lease.starts:
+                    self._starts.extend(lease.starts)
+                    self._lease_end = lease.starts[-1]
+                back, self._failed = self._failed, False
+        if back:
+            log.info("The shared rate budget on %r is in use again.", self.store.budget_conn_id)
+        for change in lease.changes:
+            if self._on_change is not None:
+                self._on_change(change)
+
+    def _report(self) -> None:
+        """Pass a 429 on to the store from a thread of its own: the caller may be the event loop."""
+        if self.shared:
+            thread = threading.Thread(
+                target=self._take_lease, kwargs={"report_only": True}, name="hindsight-budget-report", daemon=True
+            )
+            thread.start()
+
+    def _pace_alone(self, error: BudgetStoreError) -> None:
+        with self._lock:
+            self._alone_until = self._clock() + STORE_RETRY_SECONDS
+            self._void_lease()
+        self.store_failures += 1
+        self._failed = True
+        message = (
+            "The shared rate budget on budget_conn_id %r cannot be used (%s): this task paces alone at its own "
+            "%s requests a minute and tries the budget again in %.0f s. Tasks on the same API key may then be "
+            "answered 429 (and retried). Fix: check that the connection's database is up and writable."
+        )
+        arguments = (self.store.budget_conn_id, error, f"{self.cap_requests_per_minute:g}", STORE_RETRY_SECONDS)
+        if self.store_failures == 1:
+            log.warning(message, *arguments)
+        else:
+            log.debug(message, *arguments)

@@ -1,0 +1,84 @@
+"""The shared budget's arithmetic, pure: every function is told the time and touches no store.
+
+The key's shared schedule is a :class:`~airflow_provider_hindsight.hooks.pacing.PaceSchedule` kept in
+the store (:class:`~airflow_provider_hindsight.hooks.pacing.PaceState`): the same even spacing,
+pauses, slow-downs and recovery as one process's pacer, on the wall clock every process shares. A
+process takes a *lease*, a few consecutive start times of that schedule, at most about
+:data:`LEASE_SECONDS` of its fair share: the pace divided by the processes that want requests.
+Leases are handed out in the order they are asked for, and a process asks for its next one only
+when its last start time is near, so busy processes take turns with equal leases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, PaceChange, PaceSchedule, PaceState
+
+LEASE_SECONDS = 1.0
+"""A lease holds at most this many seconds of a process's share: what a killed process strands."""
+ACTIVE_SECONDS = 3.0
+"""A process that took a lease this recently still wants requests, and counts in the fair share."""
+FORGET_SECONDS = 600.0
+"""A process's row is deleted this long after its last lease."""
+
+
+def budget_name(api_key: str, base_url: str) -> str:
+    """The budget's name: a SHA-256 of the base URL and the key (64 hex digits), never the key itself."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()
+
+
+def lease_size(requests_per_minute: float, *, members: int, demand: int, cap_requests_per_minute: float) -> int:
+    """How many start times one lease holds: the fair share of :data:`LEASE_SECONDS`, at most the demand.
+
+    ``requests_per_minute`` is the shared pace in force, ``members`` the processes wanting requests
+    (this one included), ``demand`` the requests this process waits to start or started in the last
+    lease period, ``cap_requests_per_minute`` its own task's pace. Never less than one.
+    """
+    per_lease = requests_per_minute * SAFETY_MARGIN / 60.0 * LEASE_SECONDS
+    share = per_lease / max(1, members)
+    cap = cap_requests_per_minute * SAFETY_MARGIN / 60.0 * LEASE_SECONDS
+    return max(1, min(math.floor(share), math.floor(cap), demand))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Start times on the wall clock, one request each, and what changed the shared pace while taking them."""
+
+    starts: tuple[float, ...]
+    state: PaceState
+    changes: tuple[PaceChange, ...]
+
+
+def take_lease(
+    configured_requests_per_minute: float,
+    state: PaceState | None,
+    now: float,
+    *,
+    size: int,
+    pause_until: float = 0.0,
+    slow_down: bool = False,
+) -> Lease:
+    """``size`` start times from the key's schedule (none for ``size=0``), after a pause or slow-down
+    this process saw.
+
+    ``state`` is ``None`` for a key seen for the first time. ``pause_until`` holds every process
+    until then (a ``Retry-After``); ``slow_down`` lowers the shared pace once (a 429).
+    """
+    if state is None:
+        schedule = PaceSchedule(configured_requests_per_minute, now=now)
+    else:
+        schedule = PaceSchedule.restore(configured_requests_per_minute, state)
+    changes: list[PaceChange | None] = []
+    if pause_until > now:
+        changes.append(schedule.pause(pause_until - now, now))
+    if slow_down:
+        changes.append(schedule.slow_down(now))
+    starts = []
+    for _ in range(size):
+        start, _generation, change = schedule.reserve(now)
+        starts.append(start)
+        changes.append(change)
+    return Lease(tuple(starts), schedule.state(), tuple(change for change in changes if change is not None))

@@ -61,7 +61,9 @@ assert hook is not None and hook.hook_class_name.endswith("HindsightHook"), hook
 assert hook.connection_type == "hindsight"
 info = manager.providers["airflow-provider-hindsight"].data
 fields = set(info["connection-types"][0]["conn-fields"])
-assert fields == {"plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http"}, fields
+assert fields == {
+    "plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http", "budget_conn_id", "budget_table"
+}, fields
 assert importlib.resources.files("airflow_provider_hindsight").joinpath("py.typed").is_file()
 print(f"connection type hindsight -> {hook.hook_class_name}; fields: {', '.join(sorted(fields))}")
 PY

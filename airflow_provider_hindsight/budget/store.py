@@ -28,7 +28,6 @@ from airflow_provider_hindsight.hooks.sql import sql_hook
 from airflow_provider_hindsight.ledgers.faults import DatabaseFault, classify_database_error
 from airflow_provider_hindsight.ledgers.statements import Column, SqlStatements, upsert_statement
 
-DEFAULT_BUDGET_TABLE = "hindsight_rate_budget"
 BUDGET_ROW = "*"
 """``member`` of a budget's own row; a process's row has its member id (32 hex digits)."""
 LOCK_WAIT_MS = 2_000

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_BASE_URL,
+    DEFAULT_BUDGET_TABLE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_REQUESTS_PER_MINUTE,
     DEFAULT_TIMEOUT,
@@ -40,6 +41,13 @@ class ConnectionSettings:
     max_retries: int
     host_without_scheme: bool
     """True when the host was given as a bare name, which the hook turns into ``https://``."""
+    connection_requests_per_minute: float = 0.0
+    """The connection's own pace (``requests_per_minute`` or ``plan``), before any hook argument: a
+    shared budget's pace. 0 means the same as ``requests_per_minute``."""
+    budget_conn_id: str | None = None
+    """The SQL connection of the rate budget shared by every process using this key, if any."""
+    budget_table: Any = DEFAULT_BUDGET_TABLE
+    """Its table there, as the extra gives it: the budget validates it before the first request."""
 
     @property
     def host(self) -> str:
@@ -72,6 +80,15 @@ def parse_connection(
             code="invalid_connection",
         )
     pace, paced_by_default = _pace(conn_id, extra, requests_per_minute)
+    connection_pace = pace if requests_per_minute is None else _pace(conn_id, extra, None)[0]
+    budget_conn_id = extra.get("budget_conn_id")
+    if budget_conn_id is not None and not isinstance(budget_conn_id, str):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: budget_conn_id must be the id of an Airflow SQL connection, got "
+            f"{budget_conn_id!r}. Fix: set it to a connection id such as 'airflow_db', or leave it empty.",
+            code="invalid_connection",
+        )
+    budget_table = extra.get("budget_table") or DEFAULT_BUDGET_TABLE
     retries = max_retries if max_retries is not None else non_negative_int("max_retries", extra.get("max_retries"))
     return ConnectionSettings(
         conn_id=conn_id,
@@ -82,6 +99,9 @@ def parse_connection(
         timeout=timeout or positive_number("timeout", extra.get("timeout")) or DEFAULT_TIMEOUT,
         max_retries=DEFAULT_MAX_RETRIES if retries is None else retries,
         host_without_scheme=bool(host and host.strip() and "://" not in host),
+        connection_requests_per_minute=connection_pace,
+        budget_conn_id=(budget_conn_id.strip() or None) if budget_conn_id else None,
+        budget_table=budget_table,
     )
 
 

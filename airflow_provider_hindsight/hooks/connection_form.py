@@ -16,6 +16,7 @@ PLAN_REQUESTS_PER_MINUTE: dict[str, int] = {"essentials": 60, "growth": 300, "en
 DEFAULT_REQUESTS_PER_MINUTE = 60
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
+DEFAULT_BUDGET_TABLE = "hindsight_rate_budget"
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ConnectionField:
 
     name: str
     label: str
-    kind: Literal["choice", "integer", "number", "boolean"]
+    kind: Literal["choice", "integer", "number", "boolean", "text"]
     description: str
     minimum: float | None = None
     exclusive_minimum: bool = False
@@ -72,12 +73,28 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         "boolean",
         "Sends the API key unencrypted: trusted networks only. Loopback (127.0.0.1, localhost) needs no flag.",
     ),
+    ConnectionField(
+        "budget_conn_id",
+        "Shared budget connection",
+        "text",
+        "Optional. An Airflow SQL connection (PostgreSQL, MySQL; SQLite on one machine) that every worker and "
+        "the triggerer reach: every task and trigger using this API key then shares one rate budget there, "
+        "instead of each pacing as if it had the key alone.",
+    ),
+    ConnectionField(
+        "budget_table",
+        "Shared budget table",
+        "text",
+        "Optional. The shared budget's table on that connection, created on first use. "
+        f"Default {DEFAULT_BUDGET_TABLE}.",
+        placeholder=DEFAULT_BUDGET_TABLE,
+    ),
 )
 
 
 def conn_fields() -> dict[str, Any]:
     """The ``conn-fields`` of the provider info: the Airflow 3 connection form."""
-    types = {"choice": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
+    types = {"choice": "string", "integer": "integer", "number": "number", "boolean": "boolean", "text": "string"}
     fields: dict[str, Any] = {}
     for spec in CONNECTION_FIELDS:
         schema: dict[str, Any] = {"type": [types[spec.kind], "null"]}

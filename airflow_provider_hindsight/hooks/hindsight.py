@@ -18,6 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.budget.permits import connection_budget
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
 from airflow_provider_hindsight.bulk.engine import Send, run_rows
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
@@ -178,12 +179,13 @@ class HindsightHook(BaseHook):
 
     @cached_property
     def pacer(self) -> RatePacer:
-        """The pace shared by every thread using this hook."""
+        """The pace shared by every thread using this hook, taking permits from the key's shared budget if any."""
         return RatePacer(
             self.settings.requests_per_minute,
             clock=lambda: self.clock(),
             sleep=lambda seconds: self.sleep(seconds),
             on_change=self.log_pace_change,
+            permits=connection_budget(self.settings, on_change=self.log_pace_change),
         )
 
     def log_pace_change(self, change: PaceChange) -> None:

@@ -24,6 +24,7 @@ import httpx
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.budget.permits import connection_budget
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightRateLimitError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
@@ -61,7 +62,12 @@ class HindsightAsyncHook(HindsightHook):
     def pacer(self) -> RatePacer:
         """One pacer per connection and base URL in this process, shared by every trigger using it."""
         key = f"{self.hindsight_conn_id}|{self.settings.base_url}"
-        return shared_pacer(key, self.settings.requests_per_minute, on_change=self.log_pace_change)
+        return shared_pacer(
+            key,
+            self.settings.requests_per_minute,
+            on_change=self.log_pace_change,
+            permits=lambda: connection_budget(self.settings, on_change=self.log_pace_change),
+        )
 
     async def arequest(self, request: ApiRequest) -> dict[str, Any]:
         """:meth:`HindsightHook.request` for the event loop: the same rule, pace and errors, awaited."""

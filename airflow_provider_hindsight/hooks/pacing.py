@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 SAFETY_MARGIN = 0.97
 """Fraction of the configured rate actually used: a strict sliding-window limiter set to exactly the
@@ -159,6 +160,19 @@ class PaceSchedule:
         return PaceChange(old, self.effective_requests_per_minute, 0.0, f"no 429 for {RECOVERY_AFTER_SECONDS:g}s")
 
 
+class PermitSource(Protocol):
+    """Where a pacer takes a permit after its own spacing: a budget shared with other processes
+    (:class:`~airflow_provider_hindsight.budget.permits.SharedBudget`). 429s are passed on to it."""
+
+    def acquire(self) -> float: ...
+
+    async def acquire_async(self) -> float: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def slow_down(self) -> None: ...
+
+
 class RatePacer:
     """A :class:`PaceSchedule` shared by any number of threads and coroutines.
 
@@ -169,6 +183,9 @@ class RatePacer:
 
     A caller that wakes late (a busy machine, a stalled process) does not go at once: it takes a new
     start time, so the requests held up by a stall do not leave together as a burst.
+
+    With ``permits`` (a connection's shared budget), a caller then also takes a permit from it: the
+    pacer's own pace becomes a cap of this hook's, and the budget shares the key's among processes.
     """
 
     def __init__(
@@ -179,7 +196,9 @@ class RatePacer:
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_change: Callable[[PaceChange], None] | None = None,
+        permits: PermitSource | None = None,
     ) -> None:
+        self.permits = permits
         self._clock = clock
         self._sleep = sleep
         self._async_sleep = async_sleep
@@ -215,7 +234,7 @@ class RatePacer:
                 self._sleep(wait)
                 waited += wait
             if self._holds(start, generation, waited=wait > 0):
-                return waited
+                return waited + (self.permits.acquire() if self.permits is not None else 0.0)
 
     async def acquire_async(self) -> float:
         """:meth:`acquire` for the event loop: awaits instead of blocking."""
@@ -226,7 +245,7 @@ class RatePacer:
                 await self._async_sleep(wait)
                 waited += wait
             if self._holds(start, generation, waited=wait > 0):
-                return waited
+                return waited + (await self.permits.acquire_async() if self.permits is not None else 0.0)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller back for ``seconds`` (the API's ``Retry-After``).
@@ -236,6 +255,8 @@ class RatePacer:
         with self._lock:
             change = self._schedule.pause(seconds, self._clock())
         self._tell(change)
+        if self.permits is not None:
+            self.permits.pause(seconds)
 
     def slow_down(self) -> None:
         """Lower the pace after a 429: the API's limit is lower than the pace in force.
@@ -246,6 +267,8 @@ class RatePacer:
         with self._lock:
             change = self._schedule.slow_down(self._clock())
         self._tell(change)
+        if self.permits is not None:
+            self.permits.slow_down()
 
     def _reserve(self) -> tuple[float, int, float]:
         with self._lock:
@@ -268,15 +291,19 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_pacer(
-    key: str, requests_per_minute: float, on_change: Callable[[PaceChange], None] | None = None
+    key: str,
+    requests_per_minute: float,
+    on_change: Callable[[PaceChange], None] | None = None,
+    permits: Callable[[], PermitSource | None] | None = None,
 ) -> RatePacer:
     """The one pacer of ``key`` (a connection) in this process, made at the first caller's pace.
 
     Every trigger of one connection in one triggerer shares it, so together they stay within the
-    connection's limit, however many sensors wait.
+    connection's limit, however many sensors wait. ``permits`` makes its permit source, if any.
     """
     with _SHARED_LOCK:
         pacer = _SHARED.get(key)
         if pacer is None:
-            pacer = _SHARED[key] = RatePacer(requests_per_minute, on_change=on_change)
+            source = permits() if permits is not None else None
+            pacer = _SHARED[key] = RatePacer(requests_per_minute, on_change=on_change, permits=source)
         return pacer

@@ -13,7 +13,15 @@ from airflow_provider_hindsight.get_provider_info import get_provider_info
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 
 PACKAGE = "airflow-provider-hindsight"
-EXTRAS = ("plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http")
+EXTRAS = (
+    "plan",
+    "requests_per_minute",
+    "timeout",
+    "max_retries",
+    "allow_insecure_http",
+    "budget_conn_id",
+    "budget_table",
+)
 PLANS = ["essentials", "growth", "enterprise"]
 
 
@@ -52,6 +60,15 @@ def test_plan_is_a_dropdown_of_the_plans(connection_type: dict[str, Any]) -> Non
 
     assert schema["enum"] == PLANS
     assert None not in schema["enum"]
+
+
+def test_budget_extras_are_described_text_fields(connection_type: dict[str, Any]) -> None:
+    fields = connection_type["conn-fields"]
+
+    for name in ("budget_conn_id", "budget_table"):
+        assert fields[name]["schema"] == {"type": ["string", "null"]}
+        assert "budget" in fields[name]["description"]
+    assert connection_type["ui-field-behaviour"]["placeholders"]["budget_table"] == "hindsight_rate_budget"
 
 
 def test_ui_field_behaviour(connection_type: dict[str, Any]) -> None:

@@ -1,11 +1,12 @@
 """The permit source a hook's pacer asks before each request when its connection has ``budget_conn_id``.
 
 :class:`SharedBudget` hands out the start times of this process's current lease, one per request,
-and takes the next lease from the store when the last one is near (one thread at a time; the event
-loop's callers take it in a thread, so the loop never waits on the database). A 429 seen here is
-written to the store at once, from a thread of its own, so every process of the key slows down
-and holds back. The store failing costs one WARNING per budget (per task), then this process paces
-alone, as it would without a budget, and tries the store again every :data:`STORE_RETRY_SECONDS`.
+and takes the next lease from the store when the last one is near, in the one thread of the budget
+that talks to the store (the event loop's callers await it, so the loop never waits on the
+database). A 429 seen here is written to the store at once, without waiting for it, so every
+process of the key slows down and holds back. The store failing costs one WARNING per budget (per
+task), then this process paces alone, as it would without a budget, and tries the store again every
+:data:`STORE_RETRY_SECONDS`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from airflow_provider_hindsight.budget.share import LEASE_SECONDS, budget_name
@@ -79,8 +81,9 @@ class SharedBudget:
         self._on_change = on_change
         self._lock = threading.Lock()
         """Guards the local lease and counters; held only for arithmetic."""
-        self._store_lock = threading.Lock()
-        """One call to the store at a time."""
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="hindsight-budget")
+        """The one thread that talks to the store: a driver's connection may belong to the thread that made
+        it (SQLite's does), and the event loop never waits on the database."""
         self._starts: deque[float] = deque()
         self._lease_end = 0.0
         self._alone_until = 0.0
@@ -105,10 +108,10 @@ class SharedBudget:
             while True:
                 step = self._step()
                 if step.start is None and step.until is None:
-                    self._take_lease()
+                    self._store_thread.submit(self._take_lease).result()
                     continue
                 if step.take_next:
-                    self._take_lease()
+                    self._store_thread.submit(self._take_lease).result()
                 wait = (step.start if step.start is not None else step.until or 0.0) - self._clock()
                 if wait > 0:
                     self._sleep(wait)
@@ -128,10 +131,10 @@ class SharedBudget:
             while True:
                 step = self._step()
                 if step.start is None and step.until is None:
-                    await asyncio.to_thread(self._take_lease)
+                    await asyncio.wrap_future(self._store_thread.submit(self._take_lease))
                     continue
                 if step.take_next:
-                    await asyncio.to_thread(self._take_lease)
+                    await asyncio.wrap_future(self._store_thread.submit(self._take_lease))
                 wait = (step.start if step.start is not None else step.until or 0.0) - self._clock()
                 if wait > 0:
                     await self._async_sleep(wait)
@@ -179,10 +182,14 @@ class SharedBudget:
         self._lease_end = 0.0
 
     def _demand(self, now: float) -> int:
-        """Requests waiting now plus those started in the last lease period: a lease's size at most."""
+        """A lease's size at most: twice the requests waiting now and started in the last lease period.
+
+        A busy process reaches its fair share in a few leases; one that sends now and then (a triggerer
+        of a few sensors) takes a few start times, not a share it would leave unused.
+        """
         while self._taken and self._taken[0] < now - LEASE_SECONDS:
             self._taken.popleft()
-        return self._waiting + len(self._taken)
+        return 2 * (self._waiting + len(self._taken))
 
     # -- the store ---------------------------------------------------------------------------------
 
@@ -191,36 +198,35 @@ class SharedBudget:
 
         On failure, this process paces alone for :data:`STORE_RETRY_SECONDS`.
         """
-        with self._store_lock:
-            with self._lock:
-                now = self._clock()
-                current = bool(self._starts) or now < self._lease_end - FETCH_AHEAD_SECONDS
-                pending = self._slow_down or self._pause_until > now
-                if now < self._alone_until or ((current or report_only) and not pending):
-                    return  # pacing alone, or another thread took the lease (or passed the 429 on) meanwhile
-                demand = 0 if current or report_only else self._demand(now)
-                pause_until, slow_down = self._pause_until, self._slow_down
-            try:
-                lease = self.store.lease(
-                    self.name,
-                    self.member,
-                    configured_requests_per_minute=self.requests_per_minute,
-                    cap_requests_per_minute=self.cap_requests_per_minute,
-                    demand=demand,
-                    pause_until=pause_until,
-                    slow_down=slow_down,
-                )
-            except BudgetStoreError as error:
-                self._pace_alone(error)
-                return
-            with self._lock:
-                if self._pause_until <= pause_until:
-                    self._pause_until = 0.0
-                self._slow_down = self._slow_down and not slow_down
-                if lease.starts:
-                    self._starts.extend(lease.starts)
-                    self._lease_end = lease.starts[-1]
-                back, self._failed = self._failed, False
+        with self._lock:
+            now = self._clock()
+            current = bool(self._starts) or now < self._lease_end - FETCH_AHEAD_SECONDS
+            pending = self._slow_down or self._pause_until > now
+            if now < self._alone_until or ((current or report_only) and not pending):
+                return  # pacing alone, or another caller took the lease (or passed the 429 on) just before
+            demand = 0 if current or report_only else self._demand(now)
+            pause_until, slow_down = self._pause_until, self._slow_down
+        try:
+            lease = self.store.lease(
+                self.name,
+                self.member,
+                configured_requests_per_minute=self.requests_per_minute,
+                cap_requests_per_minute=self.cap_requests_per_minute,
+                demand=demand,
+                pause_until=pause_until,
+                slow_down=slow_down,
+            )
+        except BudgetStoreError as error:
+            self._pace_alone(error)
+            return
+        with self._lock:
+            if self._pause_until <= pause_until:
+                self._pause_until = 0.0
+            self._slow_down = self._slow_down and not slow_down
+            if lease.starts:
+                self._starts.extend(lease.starts)
+                self._lease_end = lease.starts[-1]
+            back, self._failed = self._failed, False
         if back:
             log.info("The shared rate budget on %r is in use again.", self.store.budget_conn_id)
         for change in lease.changes:
@@ -228,12 +234,9 @@ class SharedBudget:
                 self._on_change(change)
 
     def _report(self) -> None:
-        """Pass a 429 on to the store from a thread of its own: the caller may be the event loop."""
+        """Pass a 429 on to the store without waiting for it: the caller may be the event loop."""
         if self.shared:
-            thread = threading.Thread(
-                target=self._take_lease, kwargs={"report_only": True}, name="hindsight-budget-report", daemon=True
-            )
-            thread.start()
+            self._store_thread.submit(self._take_lease, report_only=True)
 
     def _pace_alone(self, error: BudgetStoreError) -> None:
         with self._lock:

@@ -1,0 +1,139 @@
+"""What a child process of the shared-budget tests and benchmark runs: one hook's requests on one key.
+
+The child comes from a ``forkserver`` that imported this module (and so Airflow) once. It sees
+exactly the ``AIRFLOW_CONN_*`` variables it is given, logs to its own file (the tests count the
+budget's WARNING lines there) and writes what it did to a JSON file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from airflow_provider_hindsight.exceptions import HindsightError
+from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
+
+CONN_ID = "hindsight_shared"
+TICK_SECONDS = 0.005
+
+
+def _enter(connections: dict[str, str], log: str) -> None:
+    with open(log, "ab") as log_file:
+        os.dup2(log_file.fileno(), sys.stdout.fileno())
+        os.dup2(log_file.fileno(), sys.stderr.fileno())
+    for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
+        del os.environ[name]
+    os.environ.update(connections)
+
+
+def _start_together(result: str) -> tuple[float, float]:
+    """Say this child is ready (``<result>.ready``), wait for the parent's ``<result>.go`` (``[start_at, stop_at]``,
+    wall clock) and for its start time; return both."""
+    with open(f"{result}.ready", "w"):
+        pass
+    while not os.path.exists(f"{result}.go"):
+        time.sleep(0.005)
+    with open(f"{result}.go") as go:
+        start_at, stop_at = json.load(go)
+    if start_at > time.time():
+        time.sleep(start_at - time.time())
+    return float(start_at), float(stop_at)
+
+
+def send_updates(
+    connections: dict[str, str],
+    ids: list[int],
+    *,
+    log: str,
+    result: str,
+    threads: int = 4,
+    requests_per_minute: float | None = None,
+) -> None:
+    """PATCH ``ids`` in order from ``threads`` threads (a bulk run's workers) until they or the time run out."""
+    _enter(connections, log)
+    hook = HindsightHook(CONN_ID, requests_per_minute=requests_per_minute, max_retry_wait=5)
+    _ = (hook.session, hook.pacer)
+    pending = iter(ids)
+    outcomes: list[str] = []
+    stop_at = 0.0
+
+    def work() -> None:
+        for interview_id in pending:
+            if time.time() >= stop_at:
+                return
+            try:
+                hook.update_interview(interview_id, contact_name="Shared budget")
+                outcomes.append("ok")
+            except HindsightError as error:
+                outcomes.append(type(error).__name__)
+
+    _, stop_at = _start_together(result)
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(work) for _ in range(threads)]:
+            future.result()
+    permits = hook.pacer.permits
+    _write(result, outcomes, hook.rate_limited_count, permits, longest_tick=0.0)
+
+
+def poll_interviews(
+    connections: dict[str, str],
+    ids: list[int],
+    *,
+    log: str,
+    result: str,
+    triggers: int = 20,
+) -> None:
+    """``triggers`` triggers on one event loop (a triggerer), each polling one of ``ids`` until the time runs
+    out, with a ticker beside them that measures the longest gap between its ticks."""
+    _enter(connections, log)
+    outcomes: list[str] = []
+    longest = 0.0
+    stop_at = 0.0
+
+    async def trigger(hook: HindsightAsyncHook, interview_id: int) -> None:
+        while time.time() < stop_at:
+            try:
+                await hook.aget_interview(interview_id)
+                outcomes.append("ok")
+            except HindsightError as error:
+                outcomes.append(type(error).__name__)
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while time.time() < stop_at:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last - TICK_SECONDS), now
+
+    async def triggerer() -> HindsightAsyncHook:
+        nonlocal stop_at
+        hook = HindsightAsyncHook(CONN_ID, max_retry_wait=5)
+        await hook.asettings()
+        _ = hook.pacer
+        _, stop_at = await asyncio.to_thread(_start_together, result)
+        await asyncio.gather(ticker(), *(trigger(hook, interview_id) for interview_id in ids[:triggers]))
+        await hook.aclose()
+        return hook
+
+    hook = asyncio.run(triggerer())
+    _write(result, outcomes, hook.rate_limited_count, hook.pacer.permits, longest_tick=longest)
+
+
+def _write(result: str, outcomes: list[str], rate_limited: int, permits: Any, *, longest_tick: float) -> None:
+    store = getattr(permits, "store", None)
+    summary = {
+        "outcomes": {name: outcomes.count(name) for name in set(outcomes)},
+        "rate_limited": rate_limited,
+        "round_trips": getattr(store, "round_trips", 0),
+        "store_failures": getattr(permits, "store_failures", 0),
+        "longest_tick": longest_tick,
+    }
+    with open(result, "w") as output:
+        json.dump(summary, output)

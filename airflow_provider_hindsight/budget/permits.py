@@ -33,6 +33,9 @@ STORE_RETRY_SECONDS = 30.0
 """After the store failed, this process paces alone this long before it tries the store again."""
 FETCH_AHEAD_SECONDS = 0.1
 """The next lease is taken this long before the current lease's last start time, so none is missed."""
+LATE_SECONDS = 0.25
+"""A start time this far in the past is dropped, not used: requests held up by a stall (a busy machine)
+do not go out together, crowding the start times of the other processes."""
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +169,8 @@ class SharedBudget:
             now = self._clock()
             if now < self._alone_until:
                 return _Step(start=now)  # pacing alone: the hook's own pacer spaces the requests
-            while self._starts and self._starts[0] < now - LEASE_SECONDS:
-                self._starts.popleft()  # a stalled process does not burst its stale start times
+            while self._starts and self._starts[0] < now - LATE_SECONDS:
+                self._starts.popleft()
             if self._starts:
                 self._taken.append(now)
                 start = self._starts.popleft()

@@ -120,8 +120,9 @@ def run_children(
                 time.sleep(0.01)
         run.start_at = time.time() + lead
         run.stop_at = run.start_at + seconds
-        for child in run.children:
-            Path(f"{child.result_file}.go").write_text(json.dumps([run.start_at, run.stop_at]))
+        for child in run.children:  # written, then renamed: a child never reads half of it
+            Path(f"{child.result_file}.tmp").write_text(json.dumps([run.start_at, run.stop_at]))
+            Path(f"{child.result_file}.tmp").rename(f"{child.result_file}.go")
         yield run
     finally:
         for child in run.children:

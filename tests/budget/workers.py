@@ -15,6 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import airflow.providers.postgres.hooks.postgres  # imported once in the forkserver, not in each child
+import airflow.providers.sqlite.hooks.sqlite  # noqa: F401
+
 from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook

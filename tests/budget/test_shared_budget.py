@@ -115,11 +115,15 @@ def test_three_processes_share_one_key_fairly_without_429(
 ) -> None:
     with emulator(3, IDS_EACH, requests_per_minute=PACE, rate_window=WINDOW) as server:
         variables = connections(server, PACE, store.connection)
-        with run_children(context, tmp_path, variables, [("sync", {"threads": 4})] * 3, seconds=7, ids_each=IDS_EACH):
+        with run_children(
+            context, tmp_path, variables, [("sync", {"threads": 4})] * 3, seconds=7, ids_each=IDS_EACH
+        ) as run:
             pass
         starts = starts_by_process(server)
         statuses = server.status_counts
 
+    # the three made the budget's table on first use at the same moment, and none failed to
+    assert [child.result["store_failures"] for child in run.children] == [0, 0, 0]
     assert statuses == {200: sum(len(times) for times in starts.values())}, statuses
     # all three busy, after their first few leases (each grows to its share in a few)
     first, last = max(times[0] for times in starts.values()) + 1.0, min(times[-1] for times in starts.values())

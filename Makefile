@@ -57,6 +57,7 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_postgres_stream.py
 	$(PY) benchmarks/bench_land.py
 	$(PY) benchmarks/bench_create.py
+	$(PY) benchmarks/bench_budget.py
 
 package: $(VENV)/.installed
 	bash scripts/check_package.sh $(PY) $(UV) $(CONSTRAINTS)

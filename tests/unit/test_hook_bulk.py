@@ -1,4 +1,4 @@
-"""``HindsightHook.update_interviews`` (requests-mock): every row accounted for, lazily, and the circuit breaker."""
+"""``bulk.engine.update_interviews`` over a hook (requests-mock): every row accounted for, lazily, the breaker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_hindsight.bulk.engine import update_interviews
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 
@@ -40,7 +41,7 @@ def test_update_interviews_accounts_for_every_row(hook: HindsightHook, requests_
         ({"interview_request_id": 5}, {"code": "invalid_input", "names": "contact_context"}),
     ]
 
-    results = {result.row: result for result in hook.update_interviews(row for row, _ in cases)}
+    results = {result.row: result for result in update_interviews(hook, (row for row, _ in cases))}
 
     assert sorted(results) == list(range(1, len(cases) + 1))
     for position, (row, expected) in enumerate(cases, start=1):
@@ -73,7 +74,7 @@ def test_update_interviews_pulls_rows_lazily(
 
     consumed = []
     hook = make_hook(requests_per_minute=FAST_RPM, max_workers=max_workers)
-    for result in hook.update_interviews(rows()):
+    for result in update_interviews(hook, rows()):
         consumed.append(result)
         assert pulled <= len(consumed) + 2 * max_workers
 
@@ -112,7 +113,7 @@ def test_a_row_that_cannot_be_encoded_is_reported_not_fatal(
     requests_mock.patch(ANY_INTERVIEW, json=echo_id)
     rows = [{"interview_request_id": 1, "objective": "ok"}, bad_row, {"interview_request_id": 3, "objective": "ok"}]
 
-    results = sorted(hook.update_interviews(rows), key=lambda result: result.row)
+    results = sorted(update_interviews(hook, rows), key=lambda result: result.row)
 
     assert [result.succeeded for result in results] == [True, False, True]
     assert results[1].code == "invalid_input"

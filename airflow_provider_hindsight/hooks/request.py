@@ -96,16 +96,17 @@ def redirect_error(
     ``GET /interviews/{id}`` answers 200 with an ``interview_request_id``: an update that changed
     nothing would count as delivered. Both transports refuse redirects and end here.
     """
-    where = repr(location[:MAX_LOCATION_CHARS]) if location else "nowhere (no Location header)"
+    location = location[:MAX_LOCATION_CHARS] if location else None
+    where = repr(location) if location else "nowhere (no Location header)"
+    why = "" if request.method == "GET" else f" (a {request.method} would arrive as a GET and change nothing)"
     connection = f" {conn_id!r}" if conn_id else ""
     return HindsightConfigurationError(
         f"The API answered HTTP {status_code} for {request.subject}, a redirect to {where}; redirects are never "
-        f"followed (a {request.method} would arrive as a GET and change nothing), so nothing was delivered. Set "
-        f"the host of the connection{connection} to the API's base URL itself, such as "
-        f"{DEFAULT_BASE_URL}.",
+        f"followed{why}, so nothing was delivered. Set the host of the connection{connection} to the API's base "
+        f"URL itself, such as {DEFAULT_BASE_URL}.",
         status_code=status_code,
         code="redirect",
-        details={"location": location[:MAX_LOCATION_CHARS] if location else None},
+        details={"location": location} if location else None,
     )
 
 

@@ -43,7 +43,8 @@ def assert_redirect_error(error: HindsightConfigurationError, status: int, metho
     assert (error.status_code, error.code, error.details) == (status, "redirect", {"location": ELSEWHERE})
     assert f"HTTP {status}" in error.message
     assert repr(ELSEWHERE) in error.message
-    assert f"a {method} would arrive as a GET" in error.message
+    if method != "GET":
+        assert f"(a {method} would arrive as a GET and change nothing)" in error.message
     assert "connection 'hindsight_default'" in error.message
     assert API_KEY not in str(error)
 
@@ -119,7 +120,8 @@ def test_a_redirect_without_location_says_so(hook: HindsightHook, requests_mock:
         hook.update_interview(1, objective="x")
 
     assert "a redirect to nowhere (no Location header)" in info.value.message
-    assert info.value.details == {"location": None}
+    assert info.value.details == {}
+    assert "location" not in str(info.value)
 
 
 def test_a_long_location_is_cut_in_the_message(hook: HindsightHook, requests_mock: Any) -> None:

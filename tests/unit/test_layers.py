@@ -27,9 +27,7 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted((PACKAGE / "hooks").glob("*.py")), ids=lambda path: path.name)
 def test_the_hooks_import_no_bulk_run_operator_or_ledger(path: Path) -> None:
     above = ("bulk", "ledgers", "operators", "transfers", "sensors", "triggers")
-    wrong = {
-        module for module in imported_modules(path) if module.split(".")[1:2] and module.split(".")[1] in above
-    }
+    wrong = {module for module in imported_modules(path) if module.split(".")[1:2] and module.split(".")[1] in above}
     assert wrong == set()
 
 

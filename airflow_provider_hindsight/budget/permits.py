@@ -55,7 +55,8 @@ class _Step:
 class SharedBudget:
     """This process's share of one budget (one API key and base URL), for any number of threads and coroutines.
 
-    :meth:`acquire` blocks a worker thread until its start time, :meth:`acquire_async` awaits it;
+    :meth:`take` (from a worker thread) and :meth:`atake` (from the event loop) say how long until the
+    caller's start time;
     :meth:`pause` and :meth:`slow_down` pass a 429 on to every process of the key. ``cap`` is this
     task's own pace (its ``requests_per_minute``): a lease never holds more than a second of it.
     """
@@ -102,9 +103,12 @@ class SharedBudget:
         """Whether the store is in use now (``False`` while pacing alone after a failure)."""
         return self._clock() >= self._alone_until
 
-    def acquire(self) -> float:
-        """Block until this process's next start time; return how long it waited."""
-        waited = 0.0
+    def take(self) -> float:
+        """Take this process's next start time; return the seconds until it (the pacer waits them).
+
+        Waits here only while every start time of the current lease is taken and the next lease is
+        not due yet.
+        """
         with self._lock:
             self._waiting += 1
         try:
@@ -115,19 +119,15 @@ class SharedBudget:
                     continue
                 if step.take_next:
                     self._store_thread.submit(self._take_lease).result()
-                wait = (step.start if step.start is not None else step.until or 0.0) - self._clock()
-                if wait > 0:
-                    self._sleep(wait)
-                    waited += wait
                 if step.start is not None:
-                    return waited
+                    return max(0.0, step.start - self._clock())
+                self._sleep(max(0.0, (step.until or 0.0) - self._clock()))
         finally:
             with self._lock:
                 self._waiting -= 1
 
-    async def acquire_async(self) -> float:
-        """:meth:`acquire` for the event loop: the store is asked in a thread, waits are awaited."""
-        waited = 0.0
+    async def atake(self) -> float:
+        """:meth:`take` for the event loop: the store is asked in the budget's thread, waits are awaited."""
         with self._lock:
             self._waiting += 1
         try:
@@ -138,12 +138,9 @@ class SharedBudget:
                     continue
                 if step.take_next:
                     await asyncio.wrap_future(self._store_thread.submit(self._take_lease))
-                wait = (step.start if step.start is not None else step.until or 0.0) - self._clock()
-                if wait > 0:
-                    await self._async_sleep(wait)
-                    waited += wait
                 if step.start is not None:
-                    return waited
+                    return max(0.0, step.start - self._clock())
+                await self._async_sleep(max(0.0, (step.until or 0.0) - self._clock()))
         finally:
             with self._lock:
                 self._waiting -= 1

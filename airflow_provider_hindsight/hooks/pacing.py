@@ -2,8 +2,9 @@
 
 :class:`PaceSchedule` is the arithmetic, pure (every method is told the time); :class:`RatePacer`
 puts a lock and a clock around it and offers a blocking waiter (worker threads) and an awaiting one
-(the triggerer's event loop). :func:`shared_pacer` gives every trigger of one connection in one
-process the same pacer, so they share one budget.
+(the triggerer's event loop). :class:`SharedPacers` gives every trigger of one connection and pace
+in one process the same pacer, so they share one budget. A :class:`PermitSource` is the seam for a
+budget shared beyond the process: the pacer asks it for leave after its own start time came.
 """
 
 from __future__ import annotations
@@ -161,16 +162,32 @@ class PaceSchedule:
 
 
 class PermitSource(Protocol):
-    """Where a pacer takes a permit after its own spacing: a budget shared with other processes
-    (:class:`~airflow_provider_hindsight.budget.permits.SharedBudget`). 429s are passed on to it."""
+    """Leave to start one request, beyond the pacer's own schedule: a rate budget shared with other processes.
 
-    def acquire(self) -> float: ...
+    The pacer asks once per request, when its own start time has come, and waits what the answer
+    says before the request leaves. :meth:`atake` serves the event loop and must not block it. The
+    pacer passes on every pause and slow-down it makes, so that the other processes feel a 429 too.
+    """
 
-    async def acquire_async(self) -> float: ...
+    def take(self) -> float:
+        """Take one permit; return the seconds to wait before using it (0: now)."""
+        ...
 
-    def pause(self, seconds: float) -> None: ...
+    async def atake(self) -> float:
+        """:meth:`take` for the event loop."""
+        ...
 
-    def slow_down(self) -> None: ...
+    def pause(self, seconds: float) -> None:
+        """Hold every process back ``seconds`` (a ``Retry-After`` this process saw); must not block."""
+        ...
+
+    def slow_down(self) -> None:
+        """Lower the shared pace (a 429 this process saw); must not block."""
+        ...
+
+
+PaceListener = Callable[[PaceChange], None]
+"""Hears of a change of pace: a hook's log line."""
 
 
 class RatePacer:
@@ -178,14 +195,14 @@ class RatePacer:
 
     :meth:`acquire` blocks a worker thread, :meth:`acquire_async` awaits on an event loop; both take
     start times from the same schedule, so a process's threads and triggers share one pace.
-    ``on_change`` hears of every drop, recovery and pause, outside the lock. The lock is only ever
-    held for arithmetic, never across a wait, so taking it on the event loop does not stall it.
+    ``on_change`` hears of every drop, recovery and pause, outside the lock; so does the listener a
+    caller passes to a call (a pacer shared by several hooks tells the hook whose request met the
+    change, in that hook's log). The lock is only ever held for arithmetic, never across a wait, so
+    taking it on the event loop does not stall it. ``permits``, when given, is asked for leave once
+    per request after the pacer's own start time (see :class:`PermitSource`).
 
     A caller that wakes late (a busy machine, a stalled process) does not go at once: it takes a new
     start time, so the requests held up by a stall do not leave together as a burst.
-
-    With ``permits`` (a connection's shared budget), a caller then also takes a permit from it: the
-    pacer's own pace becomes a cap of this hook's, and the budget shares the key's among processes.
     """
 
     def __init__(
@@ -195,16 +212,21 @@ class RatePacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        on_change: Callable[[PaceChange], None] | None = None,
+        on_change: PaceListener | None = None,
         permits: PermitSource | None = None,
     ) -> None:
-        self.permits = permits
         self._clock = clock
         self._sleep = sleep
         self._async_sleep = async_sleep
         self._on_change = on_change
+        self._permits = permits
         self._lock = threading.Lock()
         self._schedule = PaceSchedule(requests_per_minute, now=clock())
+
+    @property
+    def permits(self) -> PermitSource | None:
+        """Where this pacer takes its permits beyond its own schedule (a shared budget), if anywhere."""
+        return self._permits
 
     @property
     def configured_requests_per_minute(self) -> float:
@@ -220,7 +242,7 @@ class RatePacer:
         """Requests a minute actually started: the pace in force times ``SAFETY_MARGIN``."""
         return self._schedule.effective_requests_per_minute
 
-    def acquire(self) -> float:
+    def acquire(self, on_change: PaceListener | None = None) -> float:
         """Block until this caller may start a request; return how long it waited.
 
         A start time handed out before a 429 paused or slowed the pace is void: the caller takes a
@@ -229,36 +251,48 @@ class RatePacer:
         """
         waited = 0.0
         while True:
-            start, generation, wait = self._reserve()
+            start, generation, wait = self._reserve(on_change)
             if wait > 0:
                 self._sleep(wait)
                 waited += wait
             if self._holds(start, generation, waited=wait > 0):
-                return waited + (self.permits.acquire() if self.permits is not None else 0.0)
+                break
+        if self._permits is not None:
+            wait = self._permits.take()
+            if wait > 0:
+                self._sleep(wait)
+                waited += wait
+        return waited
 
-    async def acquire_async(self) -> float:
+    async def acquire_async(self, on_change: PaceListener | None = None) -> float:
         """:meth:`acquire` for the event loop: awaits instead of blocking."""
         waited = 0.0
         while True:
-            start, generation, wait = self._reserve()
+            start, generation, wait = self._reserve(on_change)
             if wait > 0:
                 await self._async_sleep(wait)
                 waited += wait
             if self._holds(start, generation, waited=wait > 0):
-                return waited + (await self.permits.acquire_async() if self.permits is not None else 0.0)
+                break
+        if self._permits is not None:
+            wait = await self._permits.atake()
+            if wait > 0:
+                await self._async_sleep(wait)
+                waited += wait
+        return waited
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float, on_change: PaceListener | None = None) -> None:
         """Hold every caller back for ``seconds`` (the API's ``Retry-After``).
 
-        ``on_change`` hears of a pause when it starts; a later 429 that extends it does not repeat it.
+        The listener hears of a pause when it starts; a later 429 that extends it does not repeat it.
         """
         with self._lock:
             change = self._schedule.pause(seconds, self._clock())
-        self._tell(change)
-        if self.permits is not None:
-            self.permits.pause(seconds)
+        self._tell(change, on_change)
+        if self._permits is not None:
+            self._permits.pause(seconds)
 
-    def slow_down(self) -> None:
+    def slow_down(self, on_change: PaceListener | None = None) -> None:
         """Lower the pace after a 429: the API's limit is lower than the pace in force.
 
         Several callers see the same burst of 429s, so the rate drops at most once a second; 429s
@@ -266,44 +300,81 @@ class RatePacer:
         """
         with self._lock:
             change = self._schedule.slow_down(self._clock())
-        self._tell(change)
-        if self.permits is not None:
-            self.permits.slow_down()
+        self._tell(change, on_change)
+        if self._permits is not None:
+            self._permits.slow_down()
 
-    def _reserve(self) -> tuple[float, int, float]:
+    def _reserve(self, on_change: PaceListener | None) -> tuple[float, int, float]:
         with self._lock:
             now = self._clock()
             start, generation, change = self._schedule.reserve(now)
-        self._tell(change)
+        self._tell(change, on_change)
         return start, generation, start - now
 
     def _holds(self, start: float, generation: int, *, waited: bool) -> bool:
         with self._lock:
             return self._schedule.holds(start, generation, self._clock(), waited=waited)
 
-    def _tell(self, change: PaceChange | None) -> None:
-        if change is not None and self._on_change is not None:
-            self._on_change(change)
+    def _tell(self, change: PaceChange | None, on_change: PaceListener | None) -> None:
+        if change is None:
+            return
+        for listener in (self._on_change, on_change):
+            if listener is not None:
+                listener(change)
 
 
-_SHARED: dict[str, RatePacer] = {}
-_SHARED_LOCK = threading.Lock()
+class SharedPacers:
+    """The pacers that hooks of one process share: one per connection, base URL and pace.
 
+    Every trigger of one connection in one triggerer draws on the same pacer, so together they stay
+    within the connection's limit, however many sensors wait. A hook that sets its own
+    ``requests_per_minute`` gets the pacer of that pace: it never runs at another hook's pace. The
+    pacers tell no one of changes by themselves: each caller passes its own listener (its log).
 
-def shared_pacer(
-    key: str,
-    requests_per_minute: float,
-    on_change: Callable[[PaceChange], None] | None = None,
-    permits: Callable[[], PermitSource | None] | None = None,
-) -> RatePacer:
-    """The one pacer of ``key`` (a connection) in this process, made at the first caller's pace.
-
-    Every trigger of one connection in one triggerer shares it, so together they stay within the
-    connection's limit, however many sensors wait. ``permits`` makes its permit source, if any.
+    ``clock``, ``sleep`` and ``async_sleep`` are the pacers' time; tests give a registry of their own
+    a fake clock, or :meth:`reset` the process's.
     """
-    with _SHARED_LOCK:
-        pacer = _SHARED.get(key)
-        if pacer is None:
-            source = permits() if permits is not None else None
-            pacer = _SHARED[key] = RatePacer(requests_per_minute, on_change=on_change, permits=source)
-        return pacer
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._pacers: dict[tuple[str, str, float], RatePacer] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        conn_id: str,
+        base_url: str,
+        requests_per_minute: float,
+        permits: Callable[[], PermitSource | None] | None = None,
+    ) -> RatePacer:
+        """The one pacer of this connection, base URL and pace, made at the first call (with the permit
+        source ``permits`` makes, if any: the connection's shared budget)."""
+        key = (conn_id, base_url, float(requests_per_minute))
+        with self._lock:
+            pacer = self._pacers.get(key)
+            if pacer is None:
+                pacer = self._pacers[key] = RatePacer(
+                    requests_per_minute,
+                    clock=self._clock,
+                    sleep=self._sleep,
+                    async_sleep=self._async_sleep,
+                    permits=permits() if permits is not None else None,
+                )
+            return pacer
+
+    def reset(self) -> None:
+        """Forget every pacer: the next hook starts a fresh pace (tests, between cases)."""
+        with self._lock:
+            self._pacers.clear()
+
+
+SHARED_PACERS = SharedPacers()
+"""The process's shared pacers, those every async hook (trigger) uses."""

@@ -26,7 +26,7 @@ from airflow_provider_hindsight.budget.store import BudgetStore, BudgetStoreErro
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BUDGET_TABLE
-from airflow_provider_hindsight.hooks.pacing import PaceChange
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, PaceChange
 from airflow_provider_hindsight.ledgers.sql import validate_table_name
 
 STORE_RETRY_SECONDS = 30.0
@@ -35,7 +35,8 @@ FETCH_AHEAD_SECONDS = 0.1
 """The next lease is taken this long before the current lease's last start time, so none is missed."""
 LATE_SECONDS = 0.25
 """A start time this far in the past is dropped, not used: requests held up by a stall (a busy machine)
-do not go out together, crowding the start times of the other processes."""
+do not go out together, crowding the start times of the other processes. A task capped below its
+share by its own pace uses its lease at that pace, so its start times are counted late from there."""
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class SharedBudget:
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="hindsight-budget")
         """The one thread that talks to the store: a driver's connection may belong to the thread that made
         it (SQLite's does), and the event loop never waits on the database."""
-        self._starts: deque[float] = deque()
+        self._starts: deque[tuple[float, float]] = deque()
+        """The current lease's start times not yet handed out, each with the time it must be used by."""
         self._lease_end = 0.0
         self._alone_until = 0.0
         self._waiting = 0
@@ -166,15 +168,23 @@ class SharedBudget:
             now = self._clock()
             if now < self._alone_until:
                 return _Step(start=now)  # pacing alone: the hook's own pacer spaces the requests
-            while self._starts and self._starts[0] < now - LATE_SECONDS:
+            while self._starts and self._starts[0][1] < now:
                 self._starts.popleft()
             if self._starts:
                 self._taken.append(now)
-                start = self._starts.popleft()
+                start, _ = self._starts.popleft()
                 return _Step(start=start, take_next=not self._starts and now >= start - FETCH_AHEAD_SECONDS)
             if now < self._lease_end - FETCH_AHEAD_SECONDS:
                 return _Step(until=self._lease_end - FETCH_AHEAD_SECONDS)
             return _Step()
+
+    def _use_by(self, starts: tuple[float, ...]) -> list[tuple[float, float]]:
+        """Each start time with the time it must be used by: :data:`LATE_SECONDS` after it, or, for a task
+        whose own pace is slower than the shared one, after the time its own pace reaches it."""
+        own_interval = 60.0 / (self.cap_requests_per_minute * SAFETY_MARGIN)
+        return [
+            (start, max(start, starts[0] + index * own_interval) + LATE_SECONDS) for index, start in enumerate(starts)
+        ]
 
     def _void_lease(self) -> None:
         """Start times taken before a 429 no longer hold: the next lease carries the pause."""
@@ -224,7 +234,7 @@ class SharedBudget:
                 self._pause_until = 0.0
             self._slow_down = self._slow_down and not slow_down
             if lease.starts:
-                self._starts.extend(lease.starts)
+                self._starts.extend(self._use_by(lease.starts))
                 self._lease_end = lease.starts[-1]
             back, self._failed = self._failed, False
         if back:

@@ -159,6 +159,28 @@ def test_one_process_alone_gets_the_whole_pace(store: Store, context: ForkServer
     assert rate >= 0.93 * PER_SECOND, rate
 
 
+def test_a_task_pace_caps_it_below_its_share_and_the_other_takes_the_rest(
+    store: Store, context: ForkServerContext, tmp_path: Path
+) -> None:
+    capped_pace = PACE / 5  # a fifth of the key's pace, below the half each would get
+    with emulator(2, IDS_EACH, requests_per_minute=PACE, rate_window=WINDOW) as server:
+        variables = connections(server, PACE, store.connection)
+        kinds: list[tuple[str, dict[str, Any]]] = [
+            ("sync", {"threads": 4, "requests_per_minute": capped_pace}),
+            ("sync", {"threads": 4}),
+        ]
+        with run_children(context, tmp_path, variables, kinds, seconds=7, ids_each=IDS_EACH):
+            pass
+        starts = starts_by_process(server)
+        statuses = server.status_counts
+
+    assert set(statuses) == {200}
+    first, last = max(times[0] for times in starts.values()) + 1.0, min(times[-1] for times in starts.values())
+    capped, other = (count_between(starts[process], first, last) / (last - first) for process in (0, 1))
+    assert capped <= capped_pace * SAFETY_MARGIN / 60 * 1.1, capped
+    assert other >= 0.85 * (PER_SECOND - capped), (capped, other)  # the share the capped task leaves is used
+
+
 def test_a_killed_process_strands_at_most_its_lease(store: Store, context: ForkServerContext, tmp_path: Path) -> None:
     with emulator(2, IDS_EACH, requests_per_minute=PACE, rate_window=WINDOW) as server:
         variables = connections(server, PACE, store.connection)

@@ -1,9 +1,17 @@
-"""Making a table usable before any request: reading its columns, creating it, checking it, probing a write.
+"""Making a table usable before any request: reading its columns, creating or evolving it, probing a write.
 
 :class:`TableSchema` runs on the table's connection for :meth:`~.sql.SqlTable.prepare`: the columns
 read back and checked against the :class:`~.table.TableSpec`, ``CREATE TABLE IF NOT EXISTS`` (two
-runs creating it at once both go on), and a write probe that leaves no trace. Each step rolls back
-what failed; a transient driver error is carried out as :class:`~.faults.TransientFault` to the
+runs creating it at once both go on), and a write probe that leaves no trace.
+
+Schema evolution, one mechanism for every table: a table made by an earlier version lacks the
+nullable columns added since. A run that may write adds them (``ALTER TABLE ... ADD COLUMN``, all in
+one transaction; a run adding them at the same moment is fine); where the connection may not alter
+the table, it fails before any request with the statements to run. A dry run changes nothing: it
+reads the missing columns as empty (``NULL``) and says so. Any other difference (a column this
+version does not know, a missing key or required column) means the table is not one of the provider's.
+
+Each step rolls back what failed; a transient driver error is carried out as :class:`~.faults.TransientFault` to the
 retries of ``prepare()``; every other failure is a :class:`~.faults.HindsightLedgerError` naming
 the connection, the table and the fix.
 """
@@ -24,7 +32,7 @@ from airflow_provider_hindsight.ledgers.faults import (
     is_missing_table,
     raise_if_transient,
 )
-from airflow_provider_hindsight.ledgers.table import Row, TableStatements
+from airflow_provider_hindsight.ledgers.table import Column, Row, TableStatements
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +76,19 @@ class TableSchema:
                 )
                 return False
             raise self.unreadable(read_error)
-        self.check(columns)
+        missing = self.check(columns)
+        if missing and create:
+            self.add_columns(missing)
+        elif missing:
+            self.statements.absent = frozenset(column.name for column in missing)
+            log.info(
+                "The %s %s on %r is from an earlier version: it lacks the columns %s, which a run that writes adds "
+                "(a dry run reads them as empty).",
+                self.messages.noun,
+                self.table,
+                self.messages.conn_id,
+                ", ".join(column.name for column in missing),
+            )
         if create:
             self.probe_write(probe_rows())
         return True
@@ -148,14 +168,49 @@ class TableSchema:
             f"SELECT, INSERT, UPDATE and DELETE on it, or set {self.messages.table_parameter} to another name."
         )
 
-    def check(self, columns: list[str]) -> None:
+    def check(self, columns: list[str]) -> list[Column]:
+        """The columns an earlier version's table lacks (nullable, not in the key); raises when it is not this kind."""
         expected = self.spec.names
-        if sorted(columns) != sorted(expected):
+        missing = [column for column in self.spec.columns if column.name not in columns]
+        addable = all(column.nullable and column.name not in self.spec.key for column in missing)
+        if set(columns) - set(expected) or not addable:
             raise self.messages.error(
                 f"the table {self.table!r} on connection {self.messages.conn_id!r} is not a {self.spec.kind}: "
                 f"its columns are ({', '.join(columns)}), a {self.spec.kind} has exactly ({', '.join(expected)}). "
                 f"Fix: set {self.messages.table_parameter} to another name, or drop or rename that table."
             )
+        return missing
+
+    def add_columns(self, missing: list[Column]) -> None:
+        """``ALTER TABLE ... ADD COLUMN`` each of ``missing``, in one transaction; see the module's docstring."""
+        statements = [self.spec.add_column_sql(self.table, column) for column in missing]
+        names = ", ".join(column.name for column in missing)
+        cursor = self.connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+            self.connection.commit()
+        except Exception as error:
+            rollback_quietly(self.connection)
+            raise_if_transient(error)
+            columns = self.read_columns()[0]
+            if columns is not None and not self.check(columns):  # another run added them at the same moment
+                return
+            script = "".join(f"\n    {statement};" for statement in statements)
+            raise self.messages.error(
+                f"{self.messages.where} is from an earlier version and lacks the columns {names}, and this "
+                f"connection may not add them ({self.messages.quote(error)}). Nothing was sent. Fix: run, as a user "
+                f"who may alter the table (its owner), then run the task again:{script}"
+            ) from None
+        finally:
+            close_quietly(cursor)
+        log.info(
+            "Added the columns %s to the %s %s on %r (a table from an earlier version).",
+            names,
+            self.messages.noun,
+            self.table,
+            self.messages.conn_id,
+        )
 
     def probe_write(self, rows: list[Row]) -> None:
         """Upsert ``rows`` (one key no real row has: an insert, then an update), delete them, roll back."""

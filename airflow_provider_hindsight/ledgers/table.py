@@ -72,13 +72,16 @@ class TableStatements:
         self.dialect = dialect
         self.upsert_sql = dialect.upsert_sql(table, spec.names, spec.key)
         """The dialect's upsert of one row, or ``None``: UPDATE, then INSERT."""
+        self.absent: frozenset[str] = frozenset()
+        """Columns an earlier version's table lacks, read as ``NULL`` (a dry run does not add them)."""
 
     def select(self, cursor: Any, columns: Sequence[str], keys: Sequence[Row]) -> list[Row]:
         """``columns`` of the rows with these keys: one statement per key prefix."""
         found: list[Row] = []
+        selected = ", ".join(f"NULL AS {name}" if name in self.absent else name for name in columns)
         for prefix, lasts in self._key_groups(keys):
             where, parameters = self._where_keys(prefix, lasts)
-            cursor.execute(f"SELECT {', '.join(columns)} FROM {self.table} WHERE {where}", parameters)
+            cursor.execute(f"SELECT {selected} FROM {self.table} WHERE {where}", parameters)
             found.extend(tuple(row) for row in cursor.fetchall())
         return found
 

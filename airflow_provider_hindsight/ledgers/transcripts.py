@@ -8,16 +8,22 @@ without time zone; text on SQLite):
 
 ``interview_request_id`` (primary key), ``status``, ``contact_id``, ``deal_id``, ``survey_url``,
 ``objective``, ``email_sent_at``, ``interview_created_at``, ``transcript_document_id``,
-``transcript_created_at``, ``transcript`` (the markdown), ``fetched_at``.
+``transcript_created_at``, ``transcript`` (the markdown), ``fetched_at``, and for the polling plan
+``polls`` (how many times it was fetched), ``next_poll_at`` and ``polling_stopped_at``. A table from
+an earlier version gains the last three on first use (see :mod:`.schema`); its rows read them as
+``NULL`` until landed again.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
+from airflow_provider_hindsight.ledgers.values import utc_timestamp
 
 DEFAULT_TRANSCRIPTS_TABLE = "hindsight_transcripts"
 PROBE_ID = 0
@@ -38,10 +44,47 @@ SPEC = TableSpec(
         Column("transcript_created_at", "TIMESTAMP", nullable=True),
         Column("transcript", "TEXT", nullable=True),
         Column("fetched_at", "TIMESTAMP"),
+        Column("polls", "INTEGER", nullable=True),
+        Column("next_poll_at", "TIMESTAMP", nullable=True),
+        Column("polling_stopped_at", "TIMESTAMP", nullable=True),
     ),
     key=("interview_request_id",),
 )
 TRANSCRIPT_COLUMNS: tuple[str, ...] = SPEC.names
+
+
+_POLLING_COLUMNS = (
+    "interview_request_id",
+    "status",
+    "email_sent_at",
+    "interview_created_at",
+    "fetched_at",
+    "polls",
+    "next_poll_at",
+    "polling_stopped_at",
+)
+
+
+@dataclass(frozen=True)
+class LandedInterview:
+    """What the landing table holds of one interview for the polling plan; times naive UTC.
+
+    ``polls`` is ``None`` (and so are the other two polling times) on a row an earlier version landed.
+    """
+
+    interview_request_id: int
+    status: str
+    email_sent_at: datetime.datetime | None
+    interview_created_at: datetime.datetime | None
+    fetched_at: datetime.datetime | None
+    polls: int | None
+    next_poll_at: datetime.datetime | None
+    polling_stopped_at: datetime.datetime | None
+
+    @property
+    def started_at(self) -> datetime.datetime | None:
+        """Where its age counts from: ``email_sent_at``, or its creation when no e-mail was sent."""
+        return self.email_sent_at or self.interview_created_at
 
 
 def validate_transcripts_table(table: object) -> str:
@@ -69,7 +112,7 @@ class TranscriptTable:
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
         now = self.sql.now()
-        return [(PROBE_ID, status, *([None] * 9), now) for status in ("created", "sent")]
+        return [(PROBE_ID, status, *([None] * 9), now, 1, now, None) for status in ("created", "sent")]
 
     def prepare(self, *, create: bool = True) -> None:
         """See :meth:`~.sql.SqlTable.prepare`."""
@@ -92,8 +135,36 @@ class TranscriptTable:
         rows = self.sql.select_by_keys(("interview_request_id", "status"), ((key,) for key in interview_request_ids))
         return {int(key): str(status) for key, status in rows}
 
-    def row(self, answer: Mapping[str, Any], fetched_at: Any) -> tuple[Any, ...]:
-        """The table's row for one ``GET /interviews/{id}`` answer."""
+    def landed(self, interview_request_ids: Iterable[int]) -> dict[int, LandedInterview]:
+        """What the table holds of the given ids that have a row, for the polling plan; one query per 500 ids."""
+        self.sql.require_prepared()
+        if not self.sql.exists:
+            return {}
+        rows = self.sql.select_by_keys(_POLLING_COLUMNS, ((key,) for key in interview_request_ids))
+        found = {}
+        for key, status, sent, created, fetched, polls, next_poll, stopped in rows:
+            found[int(key)] = LandedInterview(
+                int(key),
+                str(status),
+                utc_timestamp(sent),
+                utc_timestamp(created),
+                utc_timestamp(fetched),
+                None if polls is None else int(polls),
+                utc_timestamp(next_poll),
+                utc_timestamp(stopped),
+            )
+        return found
+
+    def row(
+        self,
+        answer: Mapping[str, Any],
+        fetched_at: Any,
+        *,
+        polls: int | None = None,
+        next_poll_at: datetime.datetime | None = None,
+        polling_stopped_at: datetime.datetime | None = None,
+    ) -> tuple[Any, ...]:
+        """The table's row for one ``GET /interviews/{id}`` answer, with the polling plan's columns (naive UTC)."""
         transcript = answer.get("transcript")
         transcript = transcript if isinstance(transcript, Mapping) else {}
         timestamp = self.sql.dialect.timestamp
@@ -110,6 +181,9 @@ class TranscriptTable:
             timestamp(transcript.get("created_at")),
             _text(transcript.get("content")),
             fetched_at,
+            polls,
+            timestamp(next_poll_at),
+            timestamp(polling_stopped_at),
         )
 
     def land(self, rows: Iterable[tuple[Any, ...]]) -> int:

@@ -56,13 +56,18 @@ def dag_run_start(context: Context | None) -> datetime.datetime | None:
     return start.astimezone(datetime.timezone.utc).replace(tzinfo=None) if start.tzinfo else start
 
 
-def task_instance_owner(operator: BaseOperator, context: Context | None) -> str:
-    """The lease owner of this task instance (its DAG, task, DAG run and map index): shared by its tries."""
+def task_instance_of(operator: BaseOperator, context: Context | None) -> tuple[str, str, str | None, int]:
+    """This task instance: ``(dag_id, task_id, run_id, map_index)``, the same for each of its tries."""
     values: Any = context or {}
     dag_run = values.get("dag_run")
     run_id = values.get("run_id") or getattr(dag_run, "run_id", None)
     map_index = getattr(values.get("ti"), "map_index", -1)
-    return owner_of(operator.dag_id, operator.task_id, run_id, map_index)
+    return operator.dag_id, operator.task_id, run_id, map_index
+
+
+def task_instance_owner(operator: BaseOperator, context: Context | None) -> str:
+    """The lease owner of this task instance (its DAG, task, DAG run and map index): shared by its tries."""
+    return owner_of(*task_instance_of(operator, context))
 
 
 def is_database_error(error: BaseException) -> bool:

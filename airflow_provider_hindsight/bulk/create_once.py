@@ -177,8 +177,8 @@ class CreateOnce:
     :param hook: the hook whose ``send_create`` posts (unused in a dry run).
     :param resend_unknown: send ``unknown`` keys again (the user checked they were not created).
     :param dry_run: look up only; nothing is claimed or written.
-    :param claimed_by: this task instance (:func:`~airflow_provider_hindsight.ledgers.interviews.claimed_by`),
-        written with each claim; ``None`` when not known (then no claim is recognised as this task's own).
+    :param claimed_by: this task instance (``<dag_id>/<task_id>/<run_id>/<map_index>``), written with
+        each claim; ``None`` when not known (then no claim is recognised as this task's own).
     :param pending_timeout: how old another task instance's ``pending`` claim must be to be marked ``unknown``.
     """
 

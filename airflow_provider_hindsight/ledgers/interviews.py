@@ -15,10 +15,11 @@ interview should exist once") in a table on any Airflow SQL connection. States:
 
 A claim whose create never reached Hindsight (429 or a refused connection after the retries, a run
 stopped early) is deleted again: nothing to remember, the next run sends it. A claim records who
-made it (``claimed_by``, see :func:`claimed_by`): a ``pending`` row of an earlier try of the same
-task instance was left by a worker killed mid-create, and that task's retry marks it ``unknown`` at
-once; one of another task instance is marked ``unknown`` once older than the create operators'
-``pending_timeout`` (default :data:`DEFAULT_PENDING_TIMEOUT`). Both with :meth:`InterviewLedger.mark_abandoned`.
+made it (``claimed_by``: the task instance, ``<dag_id>/<task_id>/<run_id>/<map_index>``): a
+``pending`` row of an earlier try of the same task instance was left by a worker killed mid-create,
+and that task's retry marks it ``unknown`` at once; one of another task instance is marked
+``unknown`` once older than the create operators' ``pending_timeout`` (default
+:data:`DEFAULT_PENDING_TIMEOUT`). Both with :meth:`InterviewLedger.mark_abandoned`.
 
 The connection, the table's creation and checks, SQLite's write-ahead logging and the batched
 statements are its :class:`~.sql.SqlTable`'s. The bulk engine's worker threads claim and record
@@ -53,7 +54,6 @@ __all__ = [
     "HindsightLedgerError",
     "InterviewLedger",
     "LedgerEntry",
-    "claimed_by",
     "validate_interview_table",
 ]
 
@@ -123,11 +123,6 @@ def validate_interview_table(table: object) -> str:
     return validate_table_name(table, parameter="ledger_table", example=DEFAULT_INTERVIEW_TABLE)
 
 
-def claimed_by(dag_id: object, task_id: object, run_id: object, map_index: object) -> str:
-    """The ``claimed_by`` of a task instance: ``<dag_id>/<task_id>/<run_id>/<map_index>``, shared by its tries."""
-    return "/".join(str(part) for part in (dag_id, task_id, run_id, map_index))
-
-
 @dataclass(frozen=True)
 class LedgerEntry:
     """What the ledger holds about one key (no e-mail address, no token: only what the operators use)."""
@@ -141,7 +136,8 @@ class LedgerEntry:
     api_status: str | None
     attempted_at: datetime.datetime | None
     claimed_by: str | None
-    """Which task instance made the claim (:func:`claimed_by`); ``None`` on rows of an earlier version."""
+    """Which task instance made the claim (``<dag_id>/<task_id>/<run_id>/<map_index>``); ``None`` on rows of an
+    earlier version."""
 
     def is_stale(self, now: datetime.datetime, pending_timeout: datetime.timedelta) -> bool:
         """A ``pending`` claim so old that the run that made it cannot still be sending it."""
@@ -302,7 +298,7 @@ class InterviewLedger:
         ``replacing`` is the state the look-up found (``rejected``, ``unknown``), or ``None`` for a key
         the ledger had no row of: then it is an ``INSERT`` that loses quietly to an existing key, else
         an ``UPDATE`` that only succeeds while the row is still in that state. ``claimed_by`` names the
-        task instance claiming it (:func:`claimed_by`).
+        task instance claiming it.
         """
         now = self.sql.now()
         if replacing is None:

@@ -38,11 +38,10 @@ from airflow_provider_hindsight.ledgers.interviews import (
     DEFAULT_INTERVIEW_TABLE,
     DEFAULT_PENDING_TIMEOUT,
     InterviewLedger,
-    claimed_by,
     validate_interview_table,
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
-from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator, task_instance_of
+from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator, task_instance_id
 from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
                 self.hook,
                 resend_unknown=resend_unknown,
                 dry_run=self.is_dry_run,
-                claimed_by=claimed_by(*task_instance_of(self, context)),
+                claimed_by=task_instance_id(self, context),
                 pending_timeout=self.pending_timeout,
             )
         finally:
@@ -381,7 +380,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
             answer = self.hook.send_create(create, subject=named)
             self.log.info("Created %s: interview %s.", named, answer.get("interview_request_id"))
             return answer
-        return self._create_once(job, resend_unknown, claimed_by(*task_instance_of(self, context)))
+        return self._create_once(job, resend_unknown, task_instance_id(self, context))
 
     def _create_once(self, job: CreateJob, resend_unknown: bool, claimer: str) -> dict[str, Any]:
         _ = self.hook.settings  # the Hindsight connection is checked before the ledger is touched

@@ -343,7 +343,6 @@ def test_pending_timeout_is_checked_naming_it(value: Any) -> None:
 def test_the_single_create_s_retry_fails_on_its_own_claim_left_pending(
     emulator: HindsightEmulator, ledger_db: LedgerDatabase
 ) -> None:
-    from airflow_provider_hindsight.ledgers.interviews import claimed_by
     from airflow_provider_hindsight.operators.create import HindsightCreateInterviewOperator
 
     run(creator(rows([9]), ledger_db))  # creates the table
@@ -358,7 +357,7 @@ def test_the_single_create_s_retry_fails_on_its_own_claim_left_pending(
     ledger_db.query(
         f"INSERT INTO {TABLE} (request_key, state, attempted_at, claimed_by) "
         f"VALUES ({placeholder}, 'pending', '2026-12-01 10:00:00', {placeholder})",
-        (key(1), claimed_by(operator.dag_id, "create_one", "manual__1", -1)),
+        (key(1), f"{operator.dag_id}/create_one/manual__1/-1"),
     )
     emulator.reset_requests()
 

@@ -47,3 +47,11 @@ def test_the_bulk_package_has_no_import_circle() -> None:
 
     circles = sorted(module for module in graph if reaches(module, module, set()))
     assert circles == []
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "ledgers").glob("*.py")), ids=lambda path: path.name)
+def test_the_ledgers_import_no_hindsight_transport(path: Path) -> None:
+    """The ledgers know no Hindsight transport: their SQL connection lookup is ``sql_connection.py``."""
+    above = ("hooks", "bulk", "operators", "transfers", "sensors", "triggers", "resources")
+    wrong = {module for module in imported_modules(path) if module.split(".")[1:2] and module.split(".")[1] in above}
+    assert wrong == set()

@@ -60,10 +60,6 @@ EARLIER_UNKNOWN = "unknown before this run"
 """The report's counter of keys found unknown (or pending under another run); folded into ``unknown``."""
 UNKNOWN_CODES = frozenset({"unknown_outcome", "ledger_write_failed"})
 """Codes of this run's own POSTs whose outcome is unknown."""
-RESOLVE_UNKNOWN = (
-    "Look it up in Hindsight: if it was created, record it as created in the ledger (see 'What to do with an "
-    "unknown key' in the docs); if not, rerun with resend_unknown=True."
-)
 UNKNOWN_BEFORE = "unknown_before"
 PENDING_ELSEWHERE = "pending_elsewhere"
 ROW_KEYS = frozenset((*CREATE_FIELDS, "request_key"))
@@ -266,8 +262,8 @@ class CreateOnce:
             False,
             None,
             "unknown_outcome",
-            f"claimed by an earlier try of this task, which was stopped before it recorded Hindsight's answer: it "
-            f"may have been created. Not sent, now unknown. {RESOLVE_UNKNOWN}",
+            "claimed by an earlier try of this task, which was stopped before it recorded Hindsight's answer: it "
+            "may have been created. Not sent, now unknown.",
         )
 
     @staticmethod

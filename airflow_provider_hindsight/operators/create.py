@@ -21,7 +21,6 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_provider_hindsight.bulk.create_once import (
     EARLIER_UNKNOWN,
     OUTCOMES,
-    RESOLVE_UNKNOWN,
     CreateJob,
     CreateOnce,
     PlannedCreate,
@@ -47,6 +46,10 @@ from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+RESOLVE_UNKNOWN = (
+    "Look each up in Hindsight: if it was created, record it as created in the ledger (see 'What to do with an "
+    "unknown key' in the docs); if not, rerun with resend_unknown=True."
+)
 LISTED_UNKNOWN_KEYS = 50
 """How many keys unknown from earlier runs one WARNING names; the rest are counted."""
 

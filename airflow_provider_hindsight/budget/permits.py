@@ -21,13 +21,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from airflow_provider_hindsight.budget.share import LEASE_SECONDS, budget_name
+from airflow_provider_hindsight.budget.share import LEASE_SECONDS
 from airflow_provider_hindsight.budget.store import BudgetStore, BudgetStoreError
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
-from airflow_provider_hindsight.hooks.connection import ConnectionSettings
-from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BUDGET_TABLE
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, PaceChange
-from airflow_provider_hindsight.ledgers.sql import validate_table_name
+from airflow_provider_hindsight.pace import SAFETY_MARGIN, PaceChange
 
 STORE_RETRY_SECONDS = 30.0
 """After the store failed, this process paces alone this long before it tries the store again."""
@@ -264,31 +260,3 @@ class SharedBudget:
             log.warning(message, *arguments)
         else:
             log.debug(message, *arguments)
-
-
-def connection_budget(
-    settings: ConnectionSettings, *, on_change: Callable[[PaceChange], None] | None = None
-) -> SharedBudget | None:
-    """The shared budget of a connection with ``budget_conn_id`` (else ``None``), at the connection's pace.
-
-    A hook's own ``requests_per_minute`` caps this process's share; it never raises the key's pace.
-    A ``budget_table`` that is not a table name raises :class:`HindsightConfigurationError` before any request.
-    """
-    if settings.budget_conn_id is None:
-        return None
-    try:
-        table = validate_table_name(settings.budget_table, parameter="budget_table", example=DEFAULT_BUDGET_TABLE)
-    except HindsightValidationError as error:
-        raise HindsightConfigurationError(
-            f"Connection {settings.conn_id!r}: {error.message} Fix: correct its extra budget_table, or leave it "
-            "empty for the default.",
-            code="invalid_connection",
-        ) from None
-    pace = settings.connection_requests_per_minute or settings.requests_per_minute
-    return SharedBudget(
-        BudgetStore(settings.budget_conn_id, table),
-        name=budget_name(settings.api_key, settings.base_url),
-        requests_per_minute=pace,
-        cap_requests_per_minute=settings.requests_per_minute,
-        on_change=on_change,
-    )

@@ -1,7 +1,7 @@
 """The shared budget's arithmetic, pure: every function is told the time and touches no store.
 
-The key's shared schedule is a :class:`~airflow_provider_hindsight.hooks.pacing.PaceSchedule` kept in
-the store (:class:`~airflow_provider_hindsight.hooks.pacing.PaceState`): the same even spacing,
+The key's shared schedule is a :class:`~airflow_provider_hindsight.pace.PaceSchedule` kept in
+the store (:class:`~airflow_provider_hindsight.pace.PaceState`): the same even spacing,
 pauses, slow-downs and recovery as one process's pacer, on the wall clock every process shares. A
 process takes a *lease*, a few consecutive start times of that schedule, at most about
 :data:`LEASE_SECONDS` of its fair share: the pace divided by the processes that want requests.
@@ -15,7 +15,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, PaceChange, PaceSchedule, PaceState
+from airflow_provider_hindsight.pace import SAFETY_MARGIN, PaceChange, PaceSchedule, PaceState
 
 LEASE_SECONDS = 1.0
 """A lease holds at most this many seconds of a process's share: what a killed process strands."""

@@ -1,32 +1,33 @@
 """The shared budget's table on an Airflow SQL connection (``budget_conn_id``), one lease per transaction.
 
 One row per budget (``member = '*'``) holds the key's shared schedule
-(:class:`~airflow_provider_hindsight.hooks.pacing.PaceState`, times in seconds on the wall clock);
+(:class:`~airflow_provider_hindsight.pace.PaceState`, times in seconds on the wall clock);
 one row per process that took a lease holds when it last did (``seen``), so that the fair share
 counts the processes that want requests. A lease is one transaction that locks the budget's row
 (``SELECT ... FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite, which has one writer at a time), counts
 the processes seen in the last :data:`~.share.ACTIVE_SECONDS` in the same statement, takes the start
 times and writes the row back: three or four statements and a commit.
 
-The table is created on first use (``CREATE TABLE IF NOT EXISTS``; a process that loses the race to
-create it finds it made). Lock waits are bounded (:data:`LOCK_WAIT_MS`), so a stuck store makes a
-lease fail fast instead of holding a request back.
-"""
+The SQL is the budget's own, portable (``CREATE TABLE IF NOT EXISTS``, ``SELECT``, ``UPDATE``,
+``INSERT``): the budget sits below the hooks and the ledgers and imports neither. The table is
+created on first use (``CREATE TABLE IF NOT EXISTS``; a process that loses the race to create it
+finds it made). Lock waits are bounded (:data:`LOCK_WAIT_MS`), so a stuck store makes a lease fail
+fast instead of holding a request back."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
+import re
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, FORGET_SECONDS, Lease, lease_size, take_lease
-from airflow_provider_hindsight.hooks.pacing import PaceState
-from airflow_provider_hindsight.hooks.sql import sql_hook
-from airflow_provider_hindsight.ledgers.faults import DatabaseFault, classify_database_error
-from airflow_provider_hindsight.ledgers.statements import Column, SqlStatements, upsert_statement
+from airflow_provider_hindsight.pace import PaceState
+from airflow_provider_hindsight.sql_connection import sql_hook
 
 BUDGET_ROW = "*"
 """``member`` of a budget's own row; a process's row has its member id (32 hex digits)."""
@@ -37,27 +38,62 @@ STATEMENT_TIMEOUT_MS = 5_000
 MEMBER_REFRESH_SECONDS = 1.0
 """A process's row is written again at most this often: it only has to stay within ``ACTIVE_SECONDS``."""
 
-_TRY_AGAIN = (DatabaseFault.MISSING_TABLE, DatabaseFault.DUPLICATE, DatabaseFault.CONFLICT)
-"""A missing table (created, then tried again), another process inserting the budget's row at the same
-moment, or PostgreSQL choosing this transaction to fail (a deadlock or serialization failure)."""
-
 log = logging.getLogger(__name__)
 
 
-class _BudgetColumns(SqlStatements):
-    """The budget table's shape, for the ledgers' ``CREATE TABLE`` and upsert statements."""
+COLUMNS = (
+    "budget_key",
+    "member",
+    "requests_per_minute",
+    "next_start",
+    "paused_until",
+    "quiet_since",
+    "last_slow_down",
+    "seen",
+)
+_CREATE_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+    budget_key VARCHAR(64) NOT NULL,
+    member VARCHAR(32) NOT NULL,
+    requests_per_minute DOUBLE PRECISION NOT NULL,
+    next_start DOUBLE PRECISION NOT NULL,
+    paused_until DOUBLE PRECISION NOT NULL,
+    quiet_since DOUBLE PRECISION,
+    last_slow_down DOUBLE PRECISION NOT NULL,
+    seen DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (budget_key, member)
+)"""
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}(\.[A-Za-z_][A-Za-z0-9_]{0,127})?")
 
-    COLUMNS = (
-        Column("budget_key", "VARCHAR(64)"),
-        Column("member", "VARCHAR(32)"),
-        Column("requests_per_minute", "DOUBLE PRECISION"),
-        Column("next_start", "DOUBLE PRECISION"),
-        Column("paused_until", "DOUBLE PRECISION"),
-        Column("quiet_since", "DOUBLE PRECISION", nullable=True),
-        Column("last_slow_down", "DOUBLE PRECISION"),
-        Column("seen", "DOUBLE PRECISION"),
-    )
-    KEY = ("budget_key", "member")
+
+def valid_table_name(table: object) -> bool:
+    """Whether ``table`` is ``name`` or ``schema.name`` of letters, digits and underscores: it goes into SQL text."""
+    return isinstance(table, str) and _TABLE_NAME.fullmatch(table) is not None
+
+
+class _Fault(enum.Enum):
+    """What a driver's error in a lease means, where the lease can do something about it."""
+
+    MISSING_TABLE = "the table does not exist yet"
+    DUPLICATE = "another process inserted the same row at the same moment"
+    CONFLICT = "the database chose this transaction to fail (a deadlock or serialization failure)"
+
+
+_SQLSTATES = {"42P01": _Fault.MISSING_TABLE, "42S02": _Fault.MISSING_TABLE, "23505": _Fault.DUPLICATE}
+
+
+def _fault(error: BaseException) -> _Fault | None:
+    """By SQLSTATE (psycopg 3 ``sqlstate``, psycopg2 ``pgcode``), else by SQLite's and MySQL's words."""
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if isinstance(code, str):
+        return _Fault.CONFLICT if code in ("40001", "40P01") else _SQLSTATES.get(code)
+    text = str(error).lower()
+    if "no such table" in text or "doesn't exist" in text:
+        return _Fault.MISSING_TABLE
+    if any(cls.__name__ == "IntegrityError" for cls in type(error).__mro__) and (
+        "unique" in text or "duplicate" in text
+    ):
+        return _Fault.DUPLICATE
+    return None
 
 
 class BudgetStoreError(Exception):
@@ -80,7 +116,6 @@ class BudgetStore:
         self._connection: Any = None
         self._is_sqlite = False
         self._secret = ""
-        self._upsert_sql: str | None = None
         self._member_written: dict[str, float] = {}
 
     def lease(
@@ -118,10 +153,10 @@ class BudgetStore:
                     raise
                 except Exception as error:
                     self._rollback()
-                    fault = classify_database_error(error)
-                    if attempt == 3 or fault not in _TRY_AGAIN:
+                    fault = _fault(error)
+                    if attempt == 3 or fault is None:
                         raise BudgetStoreError(self._message(error)) from None
-                    if fault is DatabaseFault.MISSING_TABLE:
+                    if fault is _Fault.MISSING_TABLE:
                         self._create_table()
         except BudgetStoreError:
             self.close()
@@ -187,8 +222,7 @@ class BudgetStore:
         if insert:  # a concurrent insert of the same budget fails on the primary key: the lease is tried again
             self._execute(
                 cursor,
-                f"INSERT INTO {self.table} ({', '.join(_BudgetColumns.column_names())}) "
-                f"VALUES ({', '.join([p] * len(_BudgetColumns.COLUMNS))})",
+                f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({', '.join([p] * len(COLUMNS))})",
                 (name, BUDGET_ROW, *values, self._clock()),
             )
             return
@@ -209,17 +243,13 @@ class BudgetStore:
                 f"DELETE FROM {self.table} WHERE budget_key = {p} AND member <> {p} AND seen < {p}",
                 (name, BUDGET_ROW, now - FORGET_SECONDS),
             )
-        if self._upsert_sql is not None:
-            self._execute(cursor, self._upsert_sql, row)
-            return
         self._execute(
             cursor, f"UPDATE {self.table} SET seen = {p} WHERE budget_key = {p} AND member = {p}", (now, name, member)
         )
         if cursor.rowcount == 0:
             self._execute(
                 cursor,
-                f"INSERT INTO {self.table} ({', '.join(_BudgetColumns.column_names())}) "
-                f"VALUES ({', '.join([p] * len(row))})",
+                f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({', '.join([p] * len(row))})",
                 row,
             )
 
@@ -238,7 +268,6 @@ class BudgetStore:
         except Exception as error:
             raise BudgetStoreError(f"cannot connect: {self._message(error)}") from None
         self._is_sqlite = isinstance(self._connection, sqlite3.Connection)
-        self._upsert_sql = upsert_statement(self._hook, self.table, _BudgetColumns.column_names(), _BudgetColumns.KEY)
         cursor = self._connection.cursor()
         try:
             if self._is_sqlite:
@@ -254,12 +283,12 @@ class BudgetStore:
         """``CREATE TABLE IF NOT EXISTS``; losing the race to another process that creates it is no error."""
         cursor = self._connection.cursor()
         try:
-            self._execute(cursor, _BudgetColumns.create_table_sql(self.table))
+            self._execute(cursor, _CREATE_TABLE.format(table=self.table))
             self._connection.commit()
             log.info("Created the rate budget's table %s on %r.", self.table, self.budget_conn_id)
         except Exception as error:
             self._rollback()
-            if classify_database_error(error) is not DatabaseFault.DUPLICATE:
+            if _fault(error) is not _Fault.DUPLICATE:
                 raise BudgetStoreError(f"cannot create the table: {self._message(error)}") from None
         finally:
             cursor.close()

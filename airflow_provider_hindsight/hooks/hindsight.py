@@ -18,7 +18,6 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_hindsight import __version__
-from airflow_provider_hindsight.budget.permits import connection_budget
 from airflow_provider_hindsight.exceptions import (
     HindsightAuthError,
     HindsightBadRequestError,
@@ -42,7 +41,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     ui_field_behaviour,
 )
 from airflow_provider_hindsight.hooks.network import network_cause
-from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer
+from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer, connection_budget
 from airflow_provider_hindsight.hooks.request import (
     ApiRequest,
     create_request,

@@ -24,12 +24,11 @@ import httpx
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
 from airflow_provider_hindsight import __version__
-from airflow_provider_hindsight.budget.permits import connection_budget
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightRateLimitError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.network import httpx_cause
-from airflow_provider_hindsight.hooks.pacing import SHARED_PACERS, RatePacer, SharedPacers
+from airflow_provider_hindsight.hooks.pacing import SHARED_PACERS, RatePacer, SharedPacers, connection_budget
 from airflow_provider_hindsight.hooks.request import ApiRequest, get_request, interpret_answer, network_error
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 

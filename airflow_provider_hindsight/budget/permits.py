@@ -53,9 +53,9 @@ class SharedBudget:
     """This process's share of one budget (one API key and base URL), for any number of threads and coroutines.
 
     :meth:`take` (from a worker thread) and :meth:`atake` (from the event loop) say how long until the
-    caller's start time;
-    :meth:`pause` and :meth:`slow_down` pass a 429 on to every process of the key. ``cap`` is this
-    task's own pace (its ``requests_per_minute``): a lease never holds more than a second of it.
+    caller's start time; :meth:`pause` and :meth:`slow_down` pass a 429 on to every process of the
+    key. ``cap_requests_per_minute`` is this task's own pace: a lease never holds more than a second
+    of it.
     """
 
     def __init__(

@@ -16,7 +16,7 @@ import pytest
 
 from airflow_provider_hindsight.bulk.changes import CHECKPOINT_ROWS
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.helpers import task_states, xcom_value
+from tests.helpers import connection_variables, forkserver_preloading, start_until, task_states, xcom_value
 from tests.sync.helpers import (
     DEFAULT_SYNC_ID,
     SQL,
@@ -49,10 +49,7 @@ REQUESTS_AT_THE_SIGNAL = 0
 
 @pytest.fixture(scope="module")
 def forkserver() -> multiprocessing.context.ForkServerContext:
-    """Child processes forked from a server that imported Airflow once (see ``tests/sync/killable.py``)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.sync.killable"])
-    return context
+    return forkserver_preloading("tests.sync.killable")
 
 
 def operator_arguments(source: Source, ledger: LedgerDatabase) -> dict[str, Any]:
@@ -79,17 +76,8 @@ def run_and_stop(
 
     ``options`` go to :func:`~tests.sync.killable.run_transfer` (``dag_run_start``, ``on_kill_returns``).
     """
-    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
-    child = forkserver.Process(target=run_transfer, args=(arguments, connections, str(log)), kwargs=options)
-    child.start()
-    deadline = time.monotonic() + 60
-    while emulator.request_count < KILL_AFTER:
-        if not child.is_alive() or time.monotonic() > deadline:
-            child.kill()
-            child.join()
-            text = log.read_text() if log.exists() else ""
-            pytest.fail(f"the child ended or stalled at {emulator.request_count} requests:\n{text[-3000:]}")
-        time.sleep(0.005)
+    child = forkserver.Process(target=run_transfer, args=(arguments, connection_variables(), str(log)), kwargs=options)
+    start_until(child, lambda: emulator.request_count >= KILL_AFTER, f"{KILL_AFTER} requests", log)
     assert child.pid is not None
     os.kill(child.pid, stop_signal)
     global REQUESTS_AT_THE_SIGNAL

@@ -52,6 +52,15 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
     return forkserver_preloading("tests.sync.killable")
 
 
+@pytest.fixture
+def emulator(hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, source: Source) -> HindsightEmulator:
+    """What a run that is killed talks to: 250 requests a second over 4 workers, ``KILL_ROWS`` source rows."""
+    emulator = hindsight_emulator_factory(latency=0.02)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
+    source.fill(KILL_ROWS)
+    return emulator
+
+
 def operator_arguments(source: Source, ledger: LedgerDatabase) -> dict[str, Any]:
     return {
         "task_id": "push_changes",
@@ -106,13 +115,9 @@ def test_a_killed_run_and_its_retry_resend_at_most_a_checkpoint_window_and_what_
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
     ledger_db: LedgerDatabase,
-    hindsight_emulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: HindsightEmulator,
     tmp_path: Path,
 ) -> None:
-    emulator = hindsight_emulator_factory(latency=0.02)
-    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)  # 250 a second, 4 workers
-    source.fill(KILL_ROWS)
     arguments = operator_arguments(source, ledger_db)
 
     exit_code = run_and_stop(forkserver, arguments, emulator, stop_signal, tmp_path / "child.log")
@@ -147,14 +152,10 @@ def test_after_on_kill_only_the_requests_in_flight_go_and_the_retry_resends_at_m
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
     ledger_db: LedgerDatabase,
-    hindsight_emulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: HindsightEmulator,
     tmp_path: Path,
 ) -> None:
     """Airflow 3 calls on_kill on SIGTERM and lets execute go on until its SIGKILL: no new request starts."""
-    emulator = hindsight_emulator_factory(latency=0.02)
-    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
-    source.fill(KILL_ROWS)
     log = tmp_path / "child.log"
 
     exit_code = run_and_stop(
@@ -184,13 +185,9 @@ def test_the_retry_of_a_killed_full_refresh_resends_only_what_this_dag_run_has_n
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
     ledger_db: LedgerDatabase,
-    hindsight_emulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: HindsightEmulator,
     tmp_path: Path,
 ) -> None:
-    emulator = hindsight_emulator_factory(latency=0.02)
-    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
-    source.fill(KILL_ROWS)
     assert run(transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS)).error is None
     before = ledger_db.synced_at()
     emulator.reset_requests()

@@ -61,11 +61,14 @@ def run_create(
     pause_at: str = "",
     pause_after: int = 0,
     marker: str = "",
+    run_id: str = "manual__first",
 ) -> None:
-    """Run ``HindsightCreateInterviewsOperator(**arguments)`` with exactly these ``AIRFLOW_CONN_*`` variables."""
+    """Run ``HindsightCreateInterviewsOperator(**arguments)`` with exactly these ``AIRFLOW_CONN_*`` variables,
+    as a try of the task instance of the DAG run ``run_id``."""
     enter_child(connections, log)
     if pause_at:
         _pause_at(pause_at, pause_after, marker)
-    summary = HindsightCreateInterviewsOperator(**arguments).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
+    context = {"ti": FakeTaskInstance(), "run_id": run_id}
+    summary = HindsightCreateInterviewsOperator(**arguments).execute(context)  # type: ignore[arg-type]
     if summary_file:
         Path(summary_file).write_text(json.dumps(summary))

@@ -216,3 +216,72 @@ def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
 
     with pytest.raises(HindsightAuthError, match="connection 'hindsight_default'"):
         sensor(interview_request_ids=[1], deferrable=False).poke({})  # type: ignore[arg-type]
+
+
+def test_succeed_on_timeout_hands_the_statuses_on_deferred_and_rescheduled(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    hindsight_emulator.add_interview(7, status="sent")
+    hindsight_emulator.add_interview(8, status="completed")
+    dag_run = run_dag("sensor_succeed_on_timeout", ids=[7, 8])
+
+    assert task_states(dag_run) == {
+        "wait_deferrable": "success",
+        "report_deferrable": "success",
+        "wait_reschedule": "success",
+        "report_reschedule": "success",
+    }
+    for name in ("deferrable", "reschedule"):
+        assert xcom_value(dag_run, f"wait_{name}") == {"7": "sent", "8": "completed"}
+        assert xcom_value(dag_run, f"report_{name}") == {"7": "sent", "8": "completed"}
+    logs = task_logs()
+    assert "Short of 'completed' at the deadline: 7" in logs
+    assert "1 of 2 interviews reached 'completed'; succeeding with the statuses seen" in logs
+    polls = gets(hindsight_emulator)
+    assert len(polls[8]) == 2  # completed at its first poll: never polled again (once per sensor)
+
+
+def test_timeout_logs_the_last_statuses_before_it_fails(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    hindsight_emulator.add_interview(7, status="sent")
+    dag_run = run_dag("sensor_deferrable_timeout", ids=[7])
+
+    assert task_states(dag_run) == {"wait": "failed"}
+    logs = task_logs()
+    assert logs.index("Last statuses: {'7': 'sent'}") < logs.index("0 of 1 interviews reached 'completed'")
+
+
+def test_reschedule_mode_keeps_its_watch_between_pokes(
+    run_dag: Any, emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    dag_run = run_dag("sensor_reschedule", ids=[4821, 4822])
+
+    assert task_states(dag_run) == {"wait": "success"}
+    assert xcom_value(dag_run, "wait") == {"4821": "completed", "4822": "completed"}
+    polls = gets(emulator)
+    for moments in polls.values():
+        assert len(moments) == 2  # unfinished, then completed: a completed id is not polled again
+        assert all(b - a >= 0.3 for a, b in itertools.pairwise(moments))  # the plan's times survive reschedules
+
+
+def test_reschedule_mode_fails_after_max_consecutive_failures_counted_across_pokes(
+    run_dag: Any,
+    hindsight_emulator: HindsightEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    task_logs: Callable[[], str],
+) -> None:
+    hindsight_emulator.add_interview(4821, status="sent")
+    connection = hindsight_emulator.connection("hindsight_sensor_outage")
+    connection["extra"]["max_retries"] = 0
+    del connection["conn_id"]
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_SENSOR_OUTAGE", json.dumps(connection))
+    hindsight_emulator.inject_status(503, times=100, method="GET")
+
+    dag_run = run_dag("sensor_reschedule_outage", ids=[4821])
+
+    assert task_states(dag_run) == {"wait": "failed"}
+    assert len(gets(hindsight_emulator)[4821]) == 3  # one poll per poke: three pokes, three failures in a row
+    logs = task_logs()
+    assert "3 polls in a row failed after their retries" in logs
+    assert "(2 in a row)" in logs

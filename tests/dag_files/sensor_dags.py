@@ -55,15 +55,21 @@ def report(statuses: Any) -> Any:
 
 @dag(dag_id="sensor_succeed_on_timeout", schedule=None, start_date=START, catchup=False)
 def sensor_succeed_on_timeout() -> None:
-    """At the deadline each sensor (deferred, rescheduled) succeeds with the statuses it has."""
+    """Each sensor (deferred, rescheduled) polls on the plan, then succeeds at the deadline with what it has.
+
+    ``poll_age_factor=1`` makes the plan visible in seconds: an id is polled again after its age,
+    at least 0.3 s and at most 2 s apart.
+    """
     for name in ("deferrable", "reschedule"):
         wait = HindsightInterviewSensor(
             task_id=f"wait_{name}",
-            interview_request_ids=IDS,
+            interview_request_ids=f"{{{{ dag_run.conf['{name}'] | tojson }}}}",
             deferrable=name == "deferrable",
             mode="reschedule" if name == "reschedule" else "poke",
             poke_interval=0.3,
-            timeout=2,
+            poll_age_factor=1,
+            max_poll_interval=2,
+            timeout=8,
             succeed_on_timeout=True,
         )
         report.override(task_id=f"report_{name}")(wait.output)

@@ -224,12 +224,14 @@ def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
         sensor(interview_request_ids=[1], deferrable=False).poke({})  # type: ignore[arg-type]
 
 
-def test_succeed_on_timeout_hands_the_statuses_on_deferred_and_rescheduled(
+def test_deferred_and_rescheduled_sensors_poll_on_the_plan_and_succeed_on_timeout(
     run_dag: Any, hindsight_emulator: HindsightEmulator, task_logs: Callable[[], str]
 ) -> None:
-    hindsight_emulator.add_interview(7, status="sent")
-    hindsight_emulator.add_interview(8, status="completed")
-    dag_run = run_dag("sensor_succeed_on_timeout", ids=[7, 8])
+    for interview_id in (7, 17):
+        hindsight_emulator.add_interview(interview_id, status="sent")  # never answers
+    for interview_id in (8, 18):
+        hindsight_emulator.add_interview(interview_id, status="completed")
+    dag_run = run_dag("sensor_succeed_on_timeout", deferrable=[7, 8], reschedule=[17, 18])
 
     assert task_states(dag_run) == {
         "wait_deferrable": "success",
@@ -237,14 +239,20 @@ def test_succeed_on_timeout_hands_the_statuses_on_deferred_and_rescheduled(
         "wait_reschedule": "success",
         "report_reschedule": "success",
     }
-    for name in ("deferrable", "reschedule"):
-        assert xcom_value(dag_run, f"wait_{name}") == {"7": "sent", "8": "completed"}
-        assert xcom_value(dag_run, f"report_{name}") == {"7": "sent", "8": "completed"}
+    for name, (pending, done) in {"deferrable": (7, 8), "reschedule": (17, 18)}.items():
+        statuses = {str(pending): "sent", str(done): "completed"}
+        assert xcom_value(dag_run, f"wait_{name}") == statuses
+        assert xcom_value(dag_run, f"report_{name}") == statuses  # downstream gets what came back
     logs = task_logs()
-    assert "Short of 'completed' at the deadline: 7" in logs
+    assert "Short of 'completed' at the deadline: 7" in logs and "Short of 'completed' at the deadline: 17" in logs
     assert "1 of 2 interviews reached 'completed'; succeeding with the statuses seen" in logs
     polls = gets(hindsight_emulator)
-    assert len(polls[8]) == 2  # completed at its first poll: never polled again (once per sensor)
+    assert len(polls[8]) == len(polls[18]) == 1  # completed at its first poll: never polled again
+    for pending in (7, 17):
+        gaps = [later - earlier for earlier, later in itertools.pairwise(polls[pending])]
+        assert all(gap >= 0.3 for gap in gaps)  # poke_interval is the shortest interval
+        assert max(gaps) >= 1.5  # then the interval grows with the interview's age (a flat 0.3 s would not)
+        assert len(polls[pending]) <= 12  # 8 s at a flat 0.3 s would be about 26 polls
 
 
 def test_timeout_logs_the_last_statuses_before_it_fails(

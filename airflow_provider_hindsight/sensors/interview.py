@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
@@ -211,7 +212,7 @@ class HindsightInterviewSensor(BaseSensorOperator):
                 memory.forget()
             statuses = self._watch.statuses if self._watch is not None else {}
             return self.timed_out(statuses, f"The sensor timed out after {self.timeout:.0f}s")
-        except HindsightError:  # the wait ended with an error (a reschedule passes by: the watch stays saved)
+        except (HindsightError, AirflowSkipException):  # an error or soft_fail ended it; a reschedule passes by
             if memory is not None:
                 memory.forget()
             raise
@@ -250,7 +251,8 @@ class HindsightInterviewSensor(BaseSensorOperator):
                 )
                 continue
             watch.answered(interview_request_id, answer, time.time())
-        self.log.info("Polled %d due interviews: %s.", len(due), watch.progress())
+        if due:
+            self.log.info("Polled %d due interviews: %s.", len(due), watch.progress())
         if memory is not None and not watch.done:
             memory.save(watch.to_json())
         return PokeReturnValue(is_done=watch.done, xcom_value=watch.statuses if watch.done else None)

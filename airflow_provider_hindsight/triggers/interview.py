@@ -125,10 +125,6 @@ class HindsightInterviewTrigger(BaseTrigger):
         """No poll starts before this (wall clock): a Retry-After longer than the hook's retries wait."""
         self._polls_settled = 0
 
-    @property
-    def poke_interval(self) -> float:
-        return self.plan.min_poll_interval
-
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Ids, the connection id, the target, the intervals, the deadline: JSON, no key, no transcript.
 

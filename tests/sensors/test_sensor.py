@@ -269,17 +269,31 @@ def test_timeout_logs_the_last_statuses_before_it_fails(
     assert logs.index("Last statuses: {'7': 'sent'}") < logs.index("0 of 1 interviews reached 'completed'")
 
 
-def test_reschedule_mode_keeps_its_watch_between_pokes(
-    run_dag: Any, emulator: HindsightEmulator, task_logs: Callable[[], str]
-) -> None:
-    dag_run = run_dag("sensor_reschedule", ids=[4821, 4822])
+def test_reschedule_mode_keeps_its_watch_between_pokes(run_dag: Any, hindsight_emulator: HindsightEmulator) -> None:
+    hindsight_emulator.add_interview(4821, status="completed")
+    hindsight_emulator.add_interview(4822, status="sent")
+    stop = threading.Event()
+
+    def complete_after_three_polls() -> None:
+        while not stop.wait(0.02):
+            if len(gets(hindsight_emulator).get(4822, [])) >= 3:
+                hindsight_emulator.complete(4822)
+                return
+
+    helper = threading.Thread(target=complete_after_three_polls, daemon=True)
+    helper.start()
+    try:
+        dag_run = run_dag("sensor_reschedule", ids=[4821, 4822])
+    finally:
+        stop.set()
+        helper.join()
 
     assert task_states(dag_run) == {"wait": "success"}
     assert xcom_value(dag_run, "wait") == {"4821": "completed", "4822": "completed"}
-    polls = gets(emulator)
-    for moments in polls.values():
-        assert len(moments) == 2  # unfinished, then completed: a completed id is not polled again
-        assert all(b - a >= 0.3 for a, b in itertools.pairwise(moments))  # the plan's times survive reschedules
+    polls = gets(hindsight_emulator)
+    assert len(polls[4821]) == 1  # completed at the first poke: the later pokes (new processes) know it
+    assert len(polls[4822]) >= 4  # three unfinished, then completed
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(polls[4822]))  # the plan's times survive reschedules
 
 
 def test_reschedule_mode_fails_after_max_consecutive_failures_counted_across_pokes(

@@ -133,6 +133,22 @@ def test_bad_ids_are_refused_before_any_request(value: Any, match: str) -> None:
         sensor(interview_request_ids=value).ids()
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "field", "match"),
+    [
+        ({"poke_interval": 600, "max_poll_interval": 300}, "max_poll_interval", r"at least poke_interval \(600 s\)"),
+        ({"poll_age_factor": -1}, "poll_age_factor", "must be a number >= 0"),
+        ({"max_poll_interval": "a day"}, "max_poll_interval", "positive number of seconds"),
+    ],
+)
+def test_bad_polling_plan_arguments_are_refused_naming_the_argument(
+    kwargs: dict[str, Any], field: str, match: str
+) -> None:
+    with pytest.raises(HindsightValidationError, match=match) as raised:
+        sensor(**kwargs)
+    assert raised.value.field == field
+
+
 def test_target_status_is_sent_or_completed() -> None:
     with pytest.raises(HindsightValidationError, match="target_status"):
         sensor(target_status="created")

@@ -25,6 +25,7 @@ def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
         "example_hindsight_warehouse_refresh",
         "example_hindsight_create",
         "example_hindsight_lifecycle",
+        "example_hindsight_landing",
     }
 
 
@@ -129,6 +130,10 @@ def test_lifecycle_example_waits_lands_the_transcripts_and_names_the_competitors
     assert xcom_value(again, "land_transcripts")["already_completed"] == len(CLOSED_DEALS)
     assert len(emulator.created_interviews()) == len(CLOSED_DEALS)
 
+    landing = run_dag("example_hindsight_landing")  # the scheduled landing: nothing left to fetch
+    assert task_states(landing) == {"land_transcripts": "success"}
+    assert xcom_value(landing, "land_transcripts")["already_completed"] == len(CLOSED_DEALS)
+
 
 def test_create_example_invites_each_closed_deal_once_and_enriches_it(
     run_dag: Any, hindsight_emulator: HindsightEmulator, warehouse: Path
@@ -146,6 +151,7 @@ def test_create_example_invites_each_closed_deal_once_and_enriches_it(
     for record in created:
         deal = next(deal for deal in closed if deal[2] == record["contact_email"])
         assert record["contact_context"]["notes"] == deal[8], "enriched from the ledger join"
+        assert record["deal_id"] == deal[0], "the create names its deal: transcripts join to deals directly"
     enriched = xcom_value(first, "enrich_created", key="summary")
     assert enriched["succeeded"] == len(closed)
 

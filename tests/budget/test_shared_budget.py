@@ -25,6 +25,7 @@ from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, LEASE_SECOND
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.budget.helpers import (
+    API_KEY,
     connections,
     count_between,
     emulator,
@@ -220,6 +221,7 @@ def test_the_store_failing_means_one_warning_and_the_run_goes_on(
     assert child.result["outcomes"] == {"ok": len(times)}
     assert child.result["store_failures"] >= 1
     assert child.budget_warnings == 1
+    assert API_KEY not in child.log.read_text(errors="replace")
     paced_alone = count_between(times, taken_away_at + 3, run.stop_at)
     assert paced_alone >= 0.8 * PER_SECOND * (run.stop_at - taken_away_at - 3)  # its own pace, without the store
     assert set(statuses) == {200}

@@ -78,7 +78,13 @@ class _Fault(enum.Enum):
     CONFLICT = "the database chose this transaction to fail (a deadlock or serialization failure)"
 
 
-_SQLSTATES = {"42P01": _Fault.MISSING_TABLE, "42S02": _Fault.MISSING_TABLE, "23505": _Fault.DUPLICATE}
+_SQLSTATES = {
+    "42P01": _Fault.MISSING_TABLE,
+    "42S02": _Fault.MISSING_TABLE,
+    "23505": _Fault.DUPLICATE,
+    "42P07": _Fault.DUPLICATE,  # duplicate_table, and duplicate_object ("type ... already exists"): two
+    "42710": _Fault.DUPLICATE,  # PostgreSQL sessions creating the table at the same moment
+}
 
 
 def _fault(error: BaseException) -> _Fault | None:
@@ -89,6 +95,8 @@ def _fault(error: BaseException) -> _Fault | None:
     text = str(error).lower()
     if "no such table" in text or "doesn't exist" in text:
         return _Fault.MISSING_TABLE
+    if "already exists" in text:
+        return _Fault.DUPLICATE
     if any(cls.__name__ == "IntegrityError" for cls in type(error).__mro__) and (
         "unique" in text or "duplicate" in text
     ):

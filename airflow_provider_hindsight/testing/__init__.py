@@ -8,6 +8,6 @@ as a fixture.
 
 from __future__ import annotations
 
-from airflow_provider_hindsight.testing.emulator import HindsightEmulator, RecordedRequest
+from airflow_provider_hindsight.testing.emulator import CompletionModel, HindsightEmulator, RecordedRequest
 
-__all__ = ["HindsightEmulator", "RecordedRequest"]
+__all__ = ["CompletionModel", "HindsightEmulator", "RecordedRequest"]

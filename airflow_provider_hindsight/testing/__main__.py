@@ -5,25 +5,29 @@ and an ``export AIRFLOW_CONN_HINDSIGHT_DEFAULT=...`` line whose pace matches wha
 ``--requests-per-minute``, or a fast pace when it has no limit), and serves until SIGINT or SIGTERM;
 then it prints one summary line, ``Received 58 requests: {200: 58}``.
 
-``--log-requests`` prints one access line per API request: method, path and status (``0`` for a
-dropped connection), never the key, the query string or a body (bodies hold personal data).
-``--complete-after SECONDS`` completes each interview that long after it was created.
+``--log-requests`` prints one access line per API request: a UTC timestamp, method, path and status
+(``0`` for a dropped connection), never the key, the query string or a body (bodies hold personal
+data). ``--complete-after SECONDS`` completes each interview that long after it was created;
+``--answer-median``, ``--answer-spread``, ``--never-complete`` and ``--seed`` draw each one's time
+instead (:class:`CompletionModel`). ``--state-file PATH`` keeps the interviews and contacts across
+restarts.
 
 Beside the API it serves, without a key: ``GET /_emulator/interviews`` (the stored fields),
 ``GET /_emulator/requests`` (the recorded requests, key masked), ``GET /_emulator/stats``
-(``{"request_count", "by_status", "by_method", "by_route"}``) and ``POST /_emulator/reset``
+(request counters and ``creates_by_contact``) and ``POST /_emulator/reset``
 (forget the recorded requests and zero the counters).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import shlex
 import signal
 import threading
 from typing import TYPE_CHECKING
 
-from airflow_provider_hindsight.testing.emulator import HindsightEmulator
+from airflow_provider_hindsight.testing.emulator import CompletionModel, HindsightEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,14 +55,42 @@ def parse_ids(text: str) -> list[int]:
 
 
 def non_negative_seconds(text: str) -> float:
-    """``--complete-after``: a number of seconds, 0 or more."""
+    """``--complete-after``, ``--answer-median``, ``--answer-spread``: a number, 0 or more."""
     try:
         seconds = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not seconds >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more: {text!r}")
     return seconds
+
+
+def share(text: str) -> float:
+    """``--never-complete``: a share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, such as 0.2: {text!r}")
+    return value
+
+
+def completion_model(args: argparse.Namespace) -> CompletionModel | None:
+    """The completion model the options ask for: ``--complete-after`` or ``--answer-median`` (and its companions)."""
+    if args.answer_median is None:
+        if args.answer_spread or args.never_complete:
+            raise ValueError("--answer-spread and --never-complete need --answer-median")
+        return None if args.complete_after is None else CompletionModel(median=args.complete_after)
+    return CompletionModel(
+        median=args.answer_median, sigma=args.answer_spread, never_share=args.never_complete, seed=args.seed
+    )
+
+
+def utc_timestamp() -> str:
+    """``2026-05-15T10:00:00.123Z``: the time of an access log line."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,17 +125,46 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ids that exist, e.g. 1-500 or 4821,4822 (default: PATCH accepts every positive id)",
     )
-    parser.add_argument(
+    answers = parser.add_mutually_exclusive_group()
+    answers.add_argument(
         "--complete-after",
         type=non_negative_seconds,
         default=None,
         metavar="SECONDS",
         help="complete each interview (with a generated transcript) SECONDS after it was created (default: never)",
     )
+    answers.add_argument(
+        "--answer-median",
+        type=non_negative_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="complete interviews after a lognormal spread of times with this median (default: never)",
+    )
+    parser.add_argument(
+        "--answer-spread",
+        type=non_negative_seconds,
+        default=0.0,
+        metavar="SIGMA",
+        help="with --answer-median: sigma of the lognormal spread (default: 0, every one at the median)",
+    )
+    parser.add_argument(
+        "--never-complete",
+        type=share,
+        default=0.0,
+        metavar="SHARE",
+        help="with --answer-median: the share of interviews that never complete, 0 to 1 (default: 0)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="with --answer-median: the seed of the draws (default: 0)")
+    parser.add_argument(
+        "--state-file",
+        default=None,
+        metavar="PATH",
+        help="keep interviews and contacts in this JSON file across restarts (default: in memory only)",
+    )
     parser.add_argument(
         "--log-requests",
         action="store_true",
-        help="print one line per API request: method, path, status (never the key or a body)",
+        help="print one line per API request: UTC time, method, path, status (never the key or a body)",
     )
     return parser
 
@@ -132,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def log_request(method: str, path: str, status: int) -> None:
         with printing:
-            print(f"{method} {path} {status}", flush=True)
+            print(f"{utc_timestamp()} {method} {path} {status}", flush=True)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -145,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_window=args.rate_window,
             latency=args.latency,
             interview_ids=args.interview_ids,
-            complete_after=args.complete_after,
+            completion=completion_model(args),
             on_request=log_request if args.log_requests else None,
+            state_file=args.state_file,
         ).start()
     except ValueError as error:
         parser.error(str(error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -10,14 +11,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-from airflow_provider_hindsight.testing.__main__ import build_parser, parse_ids, summary
-from airflow_provider_hindsight.testing.emulator import UNLIMITED_PACE
+from airflow_provider_hindsight.testing.__main__ import build_parser, completion_model, parse_ids, summary
+from airflow_provider_hindsight.testing.emulator import UNLIMITED_PACE, CompletionModel
 from tests.helpers import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # --- command line --------------------------------------------------------------------------------
 
@@ -163,6 +167,14 @@ def test_summary_line() -> None:
     assert summary({429: 1, 0: 2, 200: 55}) == "Received 58 requests: {0: 2, 200: 55, 429: 1}"
 
 
+def logged(line: str) -> str:
+    """An access line without its timestamp, after checking that it starts with one (UTC, to the millisecond)."""
+    stamp, _, rest = line.rstrip("\n").partition(" ")
+    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds()) < 60
+    return rest
+
+
 def test_cli_logs_requests_completes_interviews_and_sums_up_on_sigterm() -> None:
     key, email = "cli-log-key", "jane.smith@example.com"
     process = start_cli("--port", "0", "--api-key", key, "--complete-after", "0", "--log-requests")
@@ -185,19 +197,20 @@ def test_cli_logs_requests_completes_interviews_and_sums_up_on_sigterm() -> None
         created = requests.post(f"{base_url}/interviews", json=body, headers=headers, timeout=5)
         assert created.status_code == 201
         interview_id = created.json()["interview_request_id"]
-        assert process.stdout.readline() == "POST /api/v1/interviews 201\n"
+        assert logged(process.stdout.readline()) == "POST /api/v1/interviews 201"
 
         fetched = requests.get(f"{base_url}/interviews/{interview_id}?note=private", headers=headers, timeout=5)
         assert fetched.json()["status"] == "completed"  # --complete-after 0
         assert "Competitor X" in fetched.json()["transcript"]["content"]
-        assert process.stdout.readline() == f"GET /api/v1/interviews/{interview_id} 200\n"  # no query string
+        assert logged(process.stdout.readline()) == f"GET /api/v1/interviews/{interview_id} 200"  # no query string
 
         refused = requests.patch(f"{base_url}/interviews/{interview_id}", json={"objective": "x"}, timeout=5)
         assert refused.status_code == 401
-        assert process.stdout.readline() == f"PATCH /api/v1/interviews/{interview_id} 401\n"
+        assert logged(process.stdout.readline()) == f"PATCH /api/v1/interviews/{interview_id} 401"
 
         stats = requests.get(base_url.replace("/api/v1", "/_emulator/stats"), timeout=5).json()
         assert stats["by_status"] == {"200": 1, "201": 1, "401": 1}  # introspection is neither counted nor logged
+        assert stats["creates_by_contact"] == {email: 1}
 
         process.send_signal(signal.SIGTERM)
         rest, errors = process.communicate(timeout=30)
@@ -207,3 +220,60 @@ def test_cli_logs_requests_completes_interviews_and_sums_up_on_sigterm() -> None
     finally:
         process.kill()
         process.communicate()
+
+
+def test_cli_builds_the_completion_model() -> None:
+    args = build_parser().parse_args(
+        ["--answer-median", "3600", "--answer-spread", "1.2", "--never-complete", "0.3", "--seed", "5"]
+    )
+    assert completion_model(args) == CompletionModel(median=3600.0, sigma=1.2, never_share=0.3, seed=5)
+    assert completion_model(build_parser().parse_args(["--complete-after", "2"])) == CompletionModel(median=2.0)
+    assert completion_model(build_parser().parse_args([])) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--complete-after", "1", "--answer-median", "2"], "not allowed with argument"),
+        (["--never-complete", "1.5"], "--never-complete"),
+        (["--answer-spread", "1"], "--answer-spread and --never-complete need --answer-median"),
+    ],
+)
+def test_cli_refuses_a_completion_model_that_does_not_hold(args: list[str], message: str) -> None:
+    process = start_cli("--port", "0", *args)
+    _, errors = process.communicate(timeout=30)
+
+    assert process.returncode == 2
+    assert message in errors
+
+
+def test_cli_state_file_keeps_interviews_across_a_restart(tmp_path: Path) -> None:
+    state_file = str(tmp_path / "state.json")
+    body = {"contact_email": "jane.smith@example.com", "sequence_id": "seq_1"}
+
+    def serve_once(action: Callable[[str], Any]) -> Any:
+        process = start_cli("--port", "0", "--api-key", "cli-state-key", "--state-file", state_file)
+        try:
+            assert process.stdout is not None
+            serving = re.match(
+                r"Hindsight emulator serving (http://127\.0\.0\.1:\d+/api/v1) ", process.stdout.readline()
+            )
+            assert serving is not None
+            result = action(serving[1])
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+            assert process.returncode == 0
+            return result
+        finally:
+            process.kill()
+            process.communicate()
+
+    headers = {"Authorization": "Bearer cli-state-key"}
+    created = serve_once(lambda url: requests.post(f"{url}/interviews", json=body, headers=headers, timeout=5).json())
+    fetched = serve_once(
+        lambda url: requests.get(f"{url}/interviews/{created['interview_request_id']}", headers=headers, timeout=5)
+    )
+
+    assert fetched.status_code == 200
+    assert fetched.json()["contact_id"] == created["contact_id"]
+    assert fetched.json()["survey_url"] == created["survey_url"]

@@ -163,7 +163,9 @@ def test_stats_and_reset_endpoints(emulator: HindsightEmulator) -> None:
         "request_count": 5,
         "by_status": {"200": 2, "201": 1, "401": 1, "404": 1},
         "by_method": {"GET": 2, "PATCH": 2, "POST": 1},
+        "by_method_status": {"GET": {"200": 1, "404": 1}, "PATCH": {"200": 1, "401": 1}, "POST": {"201": 1}},
         "by_route": {"GET /interviews/{id}": 1, "PATCH /interviews/{id}": 2, "POST /interviews": 1, "other": 1},
+        "creates_by_contact": {"jane@example.com": 1},
     }
     assert emulator.stats() == stats.json
 
@@ -173,7 +175,14 @@ def test_stats_and_reset_endpoints(emulator: HindsightEmulator) -> None:
 
     reset = send(emulator, "/_emulator/reset", method="POST", headers={})
     assert (reset.status, reset.json) == (200, {"reset": True})
-    assert emulator.stats() == {"request_count": 0, "by_status": {}, "by_method": {}, "by_route": {}}
+    assert emulator.stats() == {
+        "request_count": 0,
+        "by_status": {},
+        "by_method": {},
+        "by_method_status": {},
+        "by_route": {},
+        "creates_by_contact": {"jane@example.com": 1},  # state: the interview stays, so does its count
+    }
     assert emulator.requests == []
     assert emulator.interview(1) == {"contact_context": None, "contact_name": None, "objective": "x"}  # state stays
 

@@ -18,16 +18,19 @@ Introspection endpoints (no key; neither counted nor recorded):
 
 - ``GET /_emulator/interviews``: ``{"<id>": {"contact_context", "contact_name", "objective"}}``;
 - ``GET /_emulator/requests``: the recorded requests (``RecordedRequest.to_dict()``, key masked);
-- ``GET /_emulator/stats``: ``{"request_count", "by_status", "by_method", "by_route"}``;
+- ``GET /_emulator/stats``: ``{"request_count", "by_status", "by_method", "by_method_status", "by_route",
+  "creates_by_contact"}``;
 - ``POST /_emulator/reset``: forget the recorded requests and zero the counters (state stays).
 
 Modules: ``core`` (:class:`HindsightEmulator`), ``routes`` (the route table and shared checks),
-``validation``, ``state`` (contacts and interviews), ``transcript``, ``faults`` and ``injection``,
+``validation``, ``state`` (contacts and interviews), ``persistence`` (the state file),
+``completion`` (:class:`CompletionModel`), ``transcript``, ``faults`` and ``injection``,
 ``limiter``, ``recording``, ``server`` (HTTP), ``answers``.
 """
 
 from __future__ import annotations
 
+from airflow_provider_hindsight.testing.emulator.completion import CompletionModel
 from airflow_provider_hindsight.testing.emulator.core import UNLIMITED_PACE, HindsightEmulator
 from airflow_provider_hindsight.testing.emulator.recording import RecordedRequest
 from airflow_provider_hindsight.testing.emulator.routes import API_PREFIX
@@ -43,6 +46,7 @@ __all__ = [
     "FIELDS",
     "STATUSES",
     "UNLIMITED_PACE",
+    "CompletionModel",
     "HindsightEmulator",
     "RecordedRequest",
 ]

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_hindsight.testing.emulator.answers import Answer, json_answer, method_not_allowed, not_found
+from airflow_provider_hindsight.testing.emulator.completion import CompletionModel
 from airflow_provider_hindsight.testing.emulator.faults import FaultBook, positive_id
 from airflow_provider_hindsight.testing.emulator.injection import FaultInjection
 from airflow_provider_hindsight.testing.emulator.limiter import SlidingWindowLimiter
 from airflow_provider_hindsight.testing.emulator.recording import RecordedRequest, Recorder
 from airflow_provider_hindsight.testing.emulator.routes import API_PREFIX, Api
 from airflow_provider_hindsight.testing.emulator.server import Server
-from airflow_provider_hindsight.testing.emulator.state import Store
+from airflow_provider_hindsight.testing.emulator.state import Seed, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from os import PathLike
     from types import TracebackType
 
 UNLIMITED_PACE = 60_000
@@ -50,9 +53,12 @@ class HindsightEmulator(FaultInjection):
     ``record_requests=False`` keeps only the counters. ``complete_after`` (seconds, None: never)
     completes every interview that long after it was created, with a generated transcript; it is
     checked whenever the interview is read, so ``complete_after=0`` means "completed at the first
-    GET". ``clock`` (monotonic seconds, default ``time.monotonic``) drives the limiter and
-    ``complete_after``: tests may pass a fake one. ``on_request(method, path, status)`` is called
-    after each API request (status 0: dropped), e.g. for an access log.
+    GET". ``completion`` (a :class:`CompletionModel`) instead draws each interview's answer time
+    from a seeded spread, with a share that never completes. ``clock`` (monotonic seconds, default
+    ``time.monotonic``) drives the limiter and the completions: tests may pass a fake one, and a
+    benchmark a fast one. ``state_file`` keeps contacts and interviews across restarts: read at the
+    start when it exists, rewritten atomically after every change. ``on_request(method, path,
+    status)`` is called after each API request (status 0: dropped), e.g. for an access log.
     """
 
     def __init__(
@@ -67,8 +73,10 @@ class HindsightEmulator(FaultInjection):
         interview_ids: Iterable[int] | None = None,
         record_requests: bool = True,
         complete_after: float | None = None,
+        completion: CompletionModel | None = None,
         clock: Callable[[], float] | None = None,
         on_request: Callable[[str, str, int], object] | None = None,
+        state_file: str | PathLike[str] | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
@@ -76,20 +84,24 @@ class HindsightEmulator(FaultInjection):
             raise ValueError("rate_window must be positive")
         if latency < 0:
             raise ValueError("latency must not be negative")
-        if complete_after is not None and complete_after < 0:
-            raise ValueError("complete_after must not be negative")
+        if complete_after is not None:
+            if completion is not None:
+                raise ValueError("give complete_after or completion, not both")
+            if complete_after < 0:
+                raise ValueError("complete_after must not be negative")
+            completion = CompletionModel(median=complete_after)
         self._api_key = api_key
         self._host = host
         self._requested_port = port
         self._latency = latency
         self._requests_per_minute = requests_per_minute
-        self._complete_after = complete_after
+        self._completion = completion
         self._on_request = on_request
         clock = clock or time.monotonic
         limiter = (
             None if requests_per_minute is None else SlidingWindowLimiter.per_minute(requests_per_minute, rate_window)
         )
-        self._store = Store(clock, complete_after)
+        self._store = Store(clock, completion, None if state_file is None else Path(state_file))
         for interview_id in interview_ids or ():
             self._store.ensure(positive_id(interview_id))
         self._fault_book = FaultBook()
@@ -166,6 +178,11 @@ class HindsightEmulator(FaultInjection):
     def requests_per_minute(self) -> float | None:
         """The rate limit it serves (None: none)."""
         return self._requests_per_minute
+
+    @property
+    def completion(self) -> CompletionModel | None:
+        """When interviews complete by themselves (None: only when a test completes them)."""
+        return self._completion
 
     @property
     def open_connections(self) -> int:
@@ -251,15 +268,8 @@ class HindsightEmulator(FaultInjection):
         ``status`` is ``sent`` (default), ``created`` or ``completed`` (with a generated transcript).
         With ``contact_email`` the contact is upserted as a create does; else the interview has its own.
         """
-        self._store.add(
-            positive_id(interview_request_id),
-            contact_context=contact_context,
-            contact_name=contact_name,
-            objective=objective,
-            status=status,
-            contact_email=contact_email,
-            deal_id=deal_id,
-        )
+        seed = Seed(contact_context, contact_name, objective, status, contact_email, deal_id)
+        self._store.add(positive_id(interview_request_id), seed)
 
     def complete(self, interview_request_id: int, transcript: str | None = None) -> None:
         """Finish an interview: status ``completed`` and its transcript (markdown; None: a generated one).
@@ -310,8 +320,13 @@ class HindsightEmulator(FaultInjection):
         return self._recorder.status_counts
 
     def stats(self) -> dict[str, Any]:
-        """``{"request_count", "by_status", "by_method", "by_route"}``, as ``GET /_emulator/stats`` serves it."""
-        return self._recorder.stats()
+        """Counters, as ``GET /_emulator/stats`` serves them.
+
+        ``{"request_count", "by_status", "by_method", "by_method_status", "by_route", "creates_by_contact"}``;
+        ``creates_by_contact`` (``{"jane@example.com": 2}``, lower case) counts the interviews each
+        contact got from ``POST /interviews``: it is state, so ``reset_requests()`` keeps it.
+        """
+        return {**self._recorder.stats(), "creates_by_contact": self._store.creates_by_contact()}
 
     def reset_requests(self) -> None:
         """Forget the recorded requests and zero the counters (the interviews stay)."""

@@ -51,6 +51,7 @@ class Recorder:
         self._arrived = 0
         self._by_status: Counter[int] = Counter()
         self._by_method: Counter[str] = Counter()
+        self._by_method_status: Counter[tuple[str, int]] = Counter()
         self._by_route: Counter[str] = Counter()
 
     def arrived(self) -> None:
@@ -76,6 +77,7 @@ class Recorder:
         with self._lock:
             self._by_status[status] += 1
             self._by_method[method] += 1
+            self._by_method_status[method, status] += 1
             self._by_route[route] += 1
             if self._record:
                 self._requests.append(RecordedRequest(method, target, headers, body, parsed, arrival, status))
@@ -96,12 +98,16 @@ class Recorder:
             return dict(self._by_status)
 
     def stats(self) -> dict[str, Any]:
-        """Counts by status, method and route (JSON-ready: status keys are strings)."""
+        """Counts by status, method, method and status (``{"POST": {"201": 3}}``) and route (JSON-ready)."""
         with self._lock:
+            by_method_status: dict[str, dict[str, int]] = {}
+            for (method, status), count in sorted(self._by_method_status.items()):
+                by_method_status.setdefault(method, {})[str(status)] = count
             return {
                 "request_count": self._arrived,
                 "by_status": {str(status): n for status, n in sorted(self._by_status.items())},
                 "by_method": dict(sorted(self._by_method.items())),
+                "by_method_status": by_method_status,
                 "by_route": dict(sorted(self._by_route.items())),
             }
 
@@ -111,4 +117,5 @@ class Recorder:
             self._arrived = 0
             self._by_status.clear()
             self._by_method.clear()
+            self._by_method_status.clear()
             self._by_route.clear()

@@ -114,4 +114,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
+    def __getattr__(self, name: str) -> Any:
+        """Every method, ``TRACE`` and made-up ones included, goes to the emulator, which answers in the
+        API's envelope (405 with ``Allow`` for a method the path does not serve), not with the
+        standard library's HTML 501 page."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)

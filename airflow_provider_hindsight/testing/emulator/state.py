@@ -3,6 +3,7 @@
 Status goes ``created`` (link only, no e-mail) or ``sent`` (e-mailed) to ``completed`` (a transcript).
 ``contact_context`` and ``contact_name`` belong to the contact: an update through one interview shows
 in every interview of that contact, as in Hindsight. All methods are thread-safe; every view is a copy.
+With a state file, every change is saved to it and a new store starts from it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_hindsight.testing.emulator import persistence
 from airflow_provider_hindsight.testing.emulator.transcript import generate_transcript
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
+
+    from airflow_provider_hindsight.testing.emulator.completion import CompletionModel
 
 STATUSES = ("created", "sent", "completed")
 SURVEY_URL = "https://app.usehindsight.com/survey?token={token}"
@@ -37,6 +42,18 @@ class Contact:
     context: str | dict[str, Any] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Seed:
+    """An interview a test adds directly (``add_interview``): its fields, status and contact."""
+
+    contact_context: str | dict[str, Any] | None = None
+    contact_name: str | None = None
+    objective: str | None = None
+    status: str = "sent"
+    contact_email: str | None = None
+    deal_id: str | None = None
+
+
 @dataclasses.dataclass
 class Interview:
     interview_request_id: int
@@ -54,53 +71,58 @@ class Interview:
     via_post: bool = False
     auto_complete: bool = True
 
+    def saved(self) -> dict[str, Any]:
+        """What a state file keeps: all but the monotonic ``created_clock`` (the age comes from ``created_at``)."""
+        fields = dataclasses.asdict(self)
+        del fields["created_clock"]
+        return fields
+
 
 class Store:
-    """Contacts and interviews. ``clock`` is monotonic seconds; ``complete_after`` (None: never)
-    completes each interview that many clock seconds after it was created, checked when it is read.
+    """Contacts and interviews. ``clock`` is monotonic seconds; ``completion`` (None: never) says
+    when each interview completes by itself, checked when it is read. ``state_file`` (None: none)
+    is read at the start when it exists and rewritten after every change.
     """
 
-    def __init__(self, clock: Callable[[], float], complete_after: float | None) -> None:
+    def __init__(
+        self, clock: Callable[[], float], completion: CompletionModel | None, state_file: Path | None = None
+    ) -> None:
         self._clock = clock
-        self._complete_after = complete_after
+        self._completion = completion
+        self._state_file = state_file
         self._lock = threading.RLock()
         self._contacts: dict[str, Contact] = {}
         self._by_email: dict[str, str] = {}
         self._interviews: dict[int, Interview] = {}
         self._last_id = 0
+        saved = None if state_file is None else persistence.load(state_file)
+        if saved is not None:
+            self._restore(saved)
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def add(
-        self,
-        interview_request_id: int,
-        *,
-        contact_context: str | dict[str, Any] | None = None,
-        contact_name: str | None = None,
-        objective: str | None = None,
-        status: str = "sent",
-        contact_email: str | None = None,
-        deal_id: str | None = None,
-    ) -> None:
+    def add(self, interview_request_id: int, seed: Seed) -> None:
         """Create or replace an interview; with ``contact_email`` its contact is upserted, else it gets its own."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        if seed.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {seed.status!r}")
         with self._lock:
             self._drop_orphan(self._interviews.pop(interview_request_id, None))
-            if contact_email is None:
+            if seed.contact_email is None:
                 contact = self._new_contact(None)
-                contact.name, contact.context = contact_name, copy.deepcopy(contact_context)
+                contact.name, contact.context = seed.contact_name, copy.deepcopy(seed.contact_context)
             else:
-                contact = self._upsert_contact(contact_email, contact_name, contact_context)
-            interview = self._new_interview(interview_request_id, contact, status, deal_id, objective)
-            if status == "completed":
+                contact = self._upsert_contact(seed.contact_email, seed.contact_name, seed.contact_context)
+            interview = self._new_interview(interview_request_id, contact, seed.status, seed.deal_id, seed.objective)
+            if seed.status == "completed":
                 self._complete(interview, None)
+            self._save()
 
     def ensure(self, interview_request_id: int) -> None:
         """Make an id exist (``interview_ids=None``: every id a PATCH names exists), with empty fields."""
         with self._lock:
             if interview_request_id not in self._interviews:
                 self._new_interview(interview_request_id, self._new_contact(None), "sent", None, None)
+                self._save()
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /interviews`` with a validated body; returns the 201 body."""
@@ -113,14 +135,8 @@ class Store:
             interview.sequence_id = body.get("sequence_id")
             interview.interview_type_id = body.get("interview_type_id")
             interview.via_post = True
-            return {
-                "interview_request_id": interview.interview_request_id,
-                "contact_id": contact.contact_id,
-                "deal_id": interview.deal_id,
-                "survey_url": SURVEY_URL.format(token=interview.survey_token),
-                "survey_token": interview.survey_token,
-                "status": interview.status,
-            }
+            self._save()
+            return {**_summary(interview), "survey_token": interview.survey_token}
 
     def update(self, interview_request_id: int, fields: dict[str, Any]) -> None:
         """``PATCH /interviews/{id}`` with validated fields: the objective on the interview, the rest on the contact."""
@@ -133,12 +149,14 @@ class Store:
                 contact.name = fields["contact_name"]
             if "contact_context" in fields:
                 contact.context = copy.deepcopy(fields["contact_context"])
+            self._save()
 
     def complete(self, interview_request_id: int, transcript: str | None) -> None:
         with self._lock:
             interview = self._interviews[interview_request_id]
             interview.auto_complete = False
             self._complete(interview, transcript)
+            self._save()
 
     def set_status(self, interview_request_id: int, status: str) -> None:
         if status not in STATUSES:
@@ -149,10 +167,11 @@ class Store:
             if status == "completed":
                 if interview.status != "completed":
                     self._complete(interview, None)
-                return
-            interview.status, interview.transcript = status, None
-            if status == "sent" and interview.email_sent_at is None:
-                interview.email_sent_at = time.time()
+            else:
+                interview.status, interview.transcript = status, None
+                if status == "sent" and interview.email_sent_at is None:
+                    interview.email_sent_at = time.time()
+            self._save()
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -181,11 +200,7 @@ class Store:
                 return None
             self._complete_if_due(interview)
             return {
-                "interview_request_id": interview.interview_request_id,
-                "contact_id": interview.contact_id,
-                "deal_id": interview.deal_id,
-                "survey_url": SURVEY_URL.format(token=interview.survey_token),
-                "status": interview.status,
+                **_summary(interview),
                 "objective": interview.objective,
                 "email_sent_at": None if interview.email_sent_at is None else iso(interview.email_sent_at),
                 "created_at": iso(interview.created_at),
@@ -218,6 +233,16 @@ class Store:
                 for interview in sorted(self._interviews.values(), key=lambda i: i.interview_request_id)
                 if interview.via_post and wanted in (None, interview.contact_id)
             ]
+
+    def creates_by_contact(self) -> dict[str, int]:
+        """How many interviews ``POST /interviews`` created for each contact e-mail (lower case)."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for interview in self._interviews.values():
+                email = self._contacts[interview.contact_id].email
+                if interview.via_post and email is not None:
+                    counts[email.lower()] = counts.get(email.lower(), 0) + 1
+            return dict(sorted(counts.items()))
 
     def contacts(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -270,11 +295,12 @@ class Store:
             del self._contacts[contact.contact_id]
 
     def _complete_if_due(self, interview: Interview) -> None:
-        after = self._complete_after
-        if after is None or not interview.auto_complete or interview.status == "completed":
+        if self._completion is None or not interview.auto_complete or interview.status == "completed":
             return
-        if self._clock() - interview.created_clock >= after:
+        after = self._completion.answer_delay(interview.interview_request_id)
+        if after is not None and self._clock() - interview.created_clock >= after:
             self._complete(interview, None, at=interview.created_at + after)
+            self._save()
 
     def _complete(self, interview: Interview, transcript: str | None, at: float | None = None) -> None:
         if transcript is None:
@@ -286,3 +312,40 @@ class Store:
             "content": transcript,
             "created_at": iso(time.time() if at is None else at),
         }
+
+    def _save(self) -> None:
+        """Rewrite the state file (if any) with the whole state."""
+        if self._state_file is None:
+            return
+        persistence.save(
+            self._state_file,
+            {
+                "last_id": self._last_id,
+                "contacts": [dataclasses.asdict(contact) for contact in self._contacts.values()],
+                "interviews": [interview.saved() for interview in self._interviews.values()],
+            },
+        )
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Take the state a state file kept; each interview keeps its age (wall time since ``created_at``)."""
+        now, clock = time.time(), self._clock()
+        for fields in saved["contacts"]:
+            contact = self._contacts[fields["contact_id"]] = Contact(**fields)
+            if contact.email is not None:
+                self._by_email[contact.email.lower()] = contact.contact_id
+        for fields in saved["interviews"]:
+            age = max(0.0, now - fields["created_at"])
+            interview = Interview(**fields, created_clock=clock - age)
+            self._interviews[interview.interview_request_id] = interview
+        self._last_id = saved["last_id"]
+
+
+def _summary(interview: Interview) -> dict[str, Any]:
+    """What the create's answer and the GET body both say of an interview."""
+    return {
+        "interview_request_id": interview.interview_request_id,
+        "contact_id": interview.contact_id,
+        "deal_id": interview.deal_id,
+        "survey_url": SURVEY_URL.format(token=interview.survey_token),
+        "status": interview.status,
+    }

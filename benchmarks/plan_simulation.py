@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import bisect
 import math
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from airflow_provider_hindsight.polling import PollingPlan, PollState, Verdict
+from airflow_provider_hindsight.testing.emulator.completion import CompletionModel
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -42,17 +42,23 @@ class Scenario:
     landing_every: float = HOUR
     seed: int = 23
 
-    def interviews(self) -> list[tuple[float, float | None]]:
-        """``(started_at, answered_at or None)`` of each interview, in order of start."""
-        rng = random.Random(self.seed)
+    @property
+    def completion(self) -> CompletionModel:
+        """The emulator's completion model with these parameters: the same draws in both runs."""
+        return CompletionModel(self.median_answer, self.answer_sigma, 1 - self.answer_share, self.seed)
+
+    def starts(self) -> list[float]:
+        """When each interview starts (its e-mail is sent), evenly spaced."""
         spacing = MONTH / self.creates_per_month
-        count = int(self.creating_for / spacing)
+        return [number * spacing for number in range(int(self.creating_for / spacing))]
+
+    def interviews(self, starts: list[float] | None = None) -> list[tuple[float, float | None]]:
+        """``(started_at, answered_at or None)`` of interview ``1 + index``, in order of start."""
+        model = self.completion
         out: list[tuple[float, float | None]] = []
-        for number in range(count):
-            start = number * spacing
-            answers = rng.random() < self.answer_share
-            delay = rng.lognormvariate(math.log(self.median_answer), self.answer_sigma)
-            out.append((start, start + delay if answers else None))
+        for index, start in enumerate(self.starts() if starts is None else starts):
+            delay = model.answer_delay(index + 1)
+            out.append((start, None if delay is None else start + delay))
         return out
 
     def runs(self) -> Iterator[float]:
@@ -107,20 +113,29 @@ class Outcome:
         return ratios[min(len(ratios) - 1, math.ceil(q * len(ratios)) - 1)]
 
 
-def simulate_plan(scenario: Scenario, plan: PollingPlan, *, max_requests: int | None = None) -> Outcome:
-    """Hourly (or ``landing_every``) landing runs that fetch what ``plan`` says is due."""
-    interviews = scenario.interviews()
+def simulate_plan(
+    scenario: Scenario,
+    plan: PollingPlan,
+    *,
+    interviews: list[tuple[float, float | None]] | None = None,
+    runs: list[float] | None = None,
+    appear_after: float = 0.0,
+) -> Outcome:
+    """Landing runs every ``landing_every`` (or at ``runs``) that fetch what ``plan`` says is due.
+
+    An interview is in the landing's input from ``appear_after`` seconds after its start.
+    """
+    interviews = scenario.interviews() if interviews is None else interviews
     outcome = Outcome("plan")
     active: dict[int, PollState[int]] = {}
     polls: dict[int, int] = {}
     created = 0
-    last_answer_counted = scenario.duration
-    for now in scenario.runs():
-        while created < len(interviews) and interviews[created][0] <= now:
+    for now in scenario.runs() if runs is None else runs:
+        while created < len(interviews) and interviews[created][0] + appear_after <= now:
             active[created] = PollState(created)
             polls[created] = 0
             created += 1
-        schedule = plan.due(list(active.values()), now, max_requests=max_requests)
+        schedule = plan.due(list(active.values()), now)
         outcome.count_run(now, len(schedule.due))
         for key in schedule.due:
             started, answered = interviews[key]
@@ -133,7 +148,7 @@ def simulate_plan(scenario: Scenario, plan: PollingPlan, *, max_requests: int | 
                 active[key] = PollState(key, started_at=started, last_polled_at=now)
         for key in schedule.stopped:
             started, answered = interviews[key]
-            if answered is not None and answered <= last_answer_counted:
+            if answered is not None and answered <= scenario.duration:
                 outcome.lost += 1
             outcome.per_interview.append(polls.pop(key))
             del active[key]

@@ -264,9 +264,9 @@ def fill_source(path: Path, rows: int, *, created: bool) -> None:
             "INSERT INTO deals VALUES (?, ?, ?)", ((f"R-{n:06d}", f"r{n}@example.com", f"C {n}") for n in range(rows))
         )
         if created:
-            from airflow_provider_hindsight.ledgers.interviews import InterviewLedger
+            from airflow_provider_hindsight.ledgers.interviews import SPEC
 
-            database.execute(InterviewLedger.create_table_sql("hindsight_interviews"))
+            database.execute(SPEC.create_sql("hindsight_interviews"))
             database.executemany(
                 "INSERT INTO hindsight_interviews (request_key, state, interview_request_id, attempted_at, created_at) "
                 "VALUES (?, 'created', ?, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",

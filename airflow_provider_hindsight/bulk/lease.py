@@ -2,8 +2,8 @@
 
 Two runs of one change-only sync started together (a manual run beside a scheduled one, two DAGs with
 one ``sync_id``) each read the ledger before the other had recorded anything, and sent every row.
-Now a run takes the sync's lease (a reserved ledger row, see
-:meth:`~airflow_provider_hindsight.ledgers.sync.SyncLedger.take_lease`) before it reads the ledger. A
+Now a run takes the sync's lease (a row of the lease table beside the ledger, see
+:mod:`airflow_provider_hindsight.ledgers.lease`) before it reads the ledger. A
 run that finds the lease held waits for it, with a WARNING naming the ``sync_id`` and since when the
 other run holds it, and then reads the ledger: rows the other run delivered are unchanged.
 
@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from airflow_provider_hindsight.ledgers.lease import Lease
 from airflow_provider_hindsight.ledgers.sync import SyncLedger
 
 STALE_AFTER_SECONDS = 180.0
@@ -46,9 +47,8 @@ def owner_of(dag_id: object, task_id: object, run_id: object, map_index: object)
 class SyncLease:
     """This run's lease on its ``sync_id``: :meth:`acquire` (waits), :meth:`heartbeat`, :meth:`release`.
 
-    The token (at most 64 characters, in the ledger's ``body_sha256`` column) is
-    ``<owner>:<start, UTC>:<random>``: the owner says which task instance holds it, the start since
-    when, for the waiting run's WARNING.
+    The token is random: it tells this run's lease from any other's, even another try of the same
+    task instance (which shares ``owner``).
     """
 
     def __init__(
@@ -63,8 +63,7 @@ class SyncLease:
         self.owner = owner
         self._clock = clock
         self._sleep = sleep
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.token = f"{owner}:{now:%Y-%m-%dT%H:%M:%S}:{secrets.token_hex(6)}"
+        self.token = secrets.token_hex(16)
         self.held = False
         self.waited_seconds = 0.0
         self._last_beat = 0.0
@@ -74,18 +73,20 @@ class SyncLease:
         started = self._clock()
         warned_at: float | None = None
         while True:
-            holder = self.ledger.take_lease(self.token, take_over=self._may_take_over)
-            if holder is None:
+            held = self.ledger.leases.take(
+                self.ledger.sync_id, holder=self.token, owner=self.owner, take_over=self._may_take_over
+            )
+            if held is None:
                 break
-            if holder.token and (warned_at is None or self._clock() - warned_at >= STILL_WAITING_SECONDS):
+            if held.holder and (warned_at is None or self._clock() - warned_at >= STILL_WAITING_SECONDS):
                 warned_at = self._clock()
                 log.warning(
                     "Another run of the sync %r is in progress (since %s UTC, last heartbeat %s UTC): waiting for it "
                     "to finish (waited %.0f s so far), then reading the ledger, so that the rows it delivered are "
                     "not sent again.",
                     self.ledger.sync_id,
-                    _since(holder.token),
-                    f"{holder.heartbeat:%Y-%m-%d %H:%M:%S}" if holder.heartbeat else "unknown",
+                    _utc(held.started_at),
+                    _utc(held.heartbeat_at),
                     self._clock() - started,
                 )
             self._sleep(POLL_SECONDS)
@@ -99,17 +100,17 @@ class SyncLease:
                 self.waited_seconds,
             )
 
-    def _may_take_over(self, holder: str, heartbeat: datetime.datetime) -> bool:
+    def _may_take_over(self, lease: Lease) -> bool:
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-        if holder.startswith(f"{self.owner}:"):
+        if lease.owner == self.owner:
             log.info("Taking over the lease of the sync %r from an earlier try of this task.", self.ledger.sync_id)
             return True
-        if (now - heartbeat).total_seconds() > STALE_AFTER_SECONDS:
+        if lease.heartbeat_at is None or (now - lease.heartbeat_at).total_seconds() > STALE_AFTER_SECONDS:
             log.warning(
                 "Taking over the lease of the sync %r: its holder's last heartbeat was at %s UTC, more than %.0f s "
                 "ago (that run was killed).",
                 self.ledger.sync_id,
-                f"{heartbeat:%Y-%m-%d %H:%M:%S}",
+                _utc(lease.heartbeat_at),
                 STALE_AFTER_SECONDS,
             )
             return True
@@ -120,16 +121,15 @@ class SyncLease:
         if not self.held or (not force and self._clock() - self._last_beat < HEARTBEAT_SECONDS):
             return
         self._last_beat = self._clock()
-        if not self.ledger.refresh_lease(self.token):
+        if not self.ledger.leases.refresh(self.ledger.sync_id, self.token):
             log.warning("The lease of the sync %r was taken over by another run.", self.ledger.sync_id)
 
     def release(self) -> None:
         """Give the lease back: a waiting run may start."""
         if self.held:
             self.held = False
-            self.ledger.release_lease(self.token)
+            self.ledger.leases.release(self.ledger.sync_id, self.token)
 
 
-def _since(token: str) -> str:
-    parts = token.split(":", 1)
-    return parts[1].rsplit(":", 1)[0].replace("T", " ") if len(parts) == 2 else "unknown"
+def _utc(moment: datetime.datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment is not None else "unknown"

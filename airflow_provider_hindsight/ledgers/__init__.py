@@ -1,6 +1,13 @@
 """Tables the provider keeps in the user's own database, through any Airflow SQL connection.
 
-- :mod:`.sql`: what every ledger shares (:class:`~.sql.SqlTable`), built on :mod:`.faults` (the
-  errors, the SQLSTATE rule), :mod:`.statements` (the SQL text) and :mod:`.schema` (the table's shape).
-- :mod:`.sync`: the sync ledger of change-only sync (:class:`~.sync.SyncLedger`).
+Small parts, composed: :mod:`.dialect` (what differs between databases), :mod:`.table` (a table's
+columns, key and SQL text), :mod:`.schema` (creating and checking a table before any request),
+:mod:`.faults` (the errors, the SQLSTATE rule, the messages), :mod:`.values` (timestamps and numbers
+as drivers return them), and :mod:`.sql`'s :class:`~.sql.SqlTable`, the one place that connects,
+retries and runs a table's statements. Each table holds a :class:`~.sql.SqlTable`:
+
+- :mod:`.sync`: the sync ledger of change-only sync (:class:`~.sync.SyncLedger`), with its leases
+  in a table of their own (:mod:`.lease`);
+- :mod:`.interviews`: the interview ledger of create-once (:class:`~.interviews.InterviewLedger`);
+- :mod:`.transcripts`: the landing table of statuses and transcripts (:class:`~.transcripts.TranscriptTable`).
 """

@@ -7,8 +7,8 @@
   terminated), both :class:`HindsightLedgerUnavailableError`, transient: Airflow's retries apply.
 - :func:`classify_database_error`: the one rule, by SQLSTATE (psycopg 3 ``sqlstate``, psycopg2
   ``pgcode``; SQLite by its words), of what a driver's error means: a :class:`DatabaseFault`.
-- :class:`LedgerMessages`, a base of :class:`~.sql.SqlTable`: the messages of those errors, with the
-  driver's words quoted without the connection's password.
+- :class:`TableMessages`: the messages of those errors for one table, in its operator's parameter
+  names, with the driver's words quoted without the connection's password.
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def _is_postgres_connection_error(error: BaseException) -> bool:
     )
 
 
-class _Transient(Exception):
-    """A transient driver error met inside ``prepare()``, carried out to its retry loop."""
+class TransientFault(Exception):
+    """A transient driver error met while preparing a table, carried out to ``prepare()``'s retry loop."""
 
     def __init__(self, fault: DatabaseFault, error: BaseException) -> None:
         super().__init__(str(error))
@@ -158,60 +158,68 @@ class _Transient(Exception):
         self.error = error
 
 
-def _raise_if_transient(error: BaseException) -> None:
+def raise_if_transient(error: BaseException) -> None:
+    """Raise :class:`TransientFault` when ``error`` is one a later try may not meet."""
     fault = classify_database_error(error)
     if fault is not None and fault.transient:
-        raise _Transient(fault, error) from None
+        raise TransientFault(fault, error) from None
 
 
-def _is_missing_table(error: BaseException) -> bool:
+def is_missing_table(error: BaseException) -> bool:
     return classify_database_error(error) is DatabaseFault.MISSING_TABLE
 
 
-class LedgerMessages:
-    """The messages of a ledger's errors: they name the connection and the table, never the password.
+class TableMessages:
+    """The messages of one table's errors, in its operator's words; never the connection's password.
 
-    A base of :class:`~.sql.SqlTable`, which sets the attributes declared here.
+    :param noun: what the table is, in a sentence ("ledger table", "transcripts table").
+    :param conn_parameter: the operator parameter naming the connection (``ledger_conn_id``, ``sql_conn_id``).
+    :param table_parameter: the operator parameter naming the table (``ledger_table``, ``table``).
     """
 
-    ledger_conn_id: str
-    table: str
-    _secret: str
-    """The connection's password, replaced by ``***`` in any driver message quoted."""
+    def __init__(self, *, conn_id: str, table: str, noun: str, conn_parameter: str, table_parameter: str) -> None:
+        self.conn_id = conn_id
+        self.table = table
+        self.noun = noun
+        self.conn_parameter = conn_parameter
+        self.table_parameter = table_parameter
+        self.secret = ""
+        """The connection's password, replaced by ``***`` in any driver message quoted."""
 
-    def _message(self, error: BaseException | None) -> str:
+    @property
+    def where(self) -> str:
+        """``the ledger table 'x' on connection 'y'``."""
+        return f"the {self.noun} {self.table!r} on connection {self.conn_id!r}"
+
+    def quote(self, error: BaseException | None) -> str:
         """The driver's message, on one line, without the connection's password."""
-        return self._redact(" ".join(str(error).split())[:500])
+        text = " ".join(str(error).split())[:500]
+        return text.replace(self.secret, "***") if self.secret else text
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+    def error(self, message: str) -> HindsightLedgerError:
+        return HindsightLedgerError(message, ledger_conn_id=self.conn_id, ledger_table=self.table)
 
-    def _error(self, message: str) -> HindsightLedgerError:
-        return HindsightLedgerError(message, ledger_conn_id=self.ledger_conn_id, ledger_table=self.table)
-
-    def _busy(self, error: BaseException, waited: float) -> HindsightLedgerBusyError:
+    def busy(self, error: BaseException, waited: float) -> HindsightLedgerBusyError:
         return HindsightLedgerBusyError(
-            f"the ledger table {self.table!r} on {self.ledger_conn_id!r} is locked by another session "
-            f"({self._message(error)}); gave up after waiting {waited:.1f} s. This is not a permission problem "
-            "and nothing needs fixing if it passes: Airflow's retries try again, and rows recorded before are "
-            "kept. If it keeps happening, find the session holding the lock (on PostgreSQL: pg_locks and "
-            "pg_stat_activity).",
-            ledger_conn_id=self.ledger_conn_id,
+            f"the {self.noun} {self.table!r} on {self.conn_id!r} is locked by another session "
+            f"({self.quote(error)}); gave up after waiting {waited:.1f} s. This is not a permission problem and "
+            "nothing needs fixing if it passes: Airflow's retries try again, and rows recorded before are kept. If "
+            "it keeps happening, find the session holding the lock (on PostgreSQL: pg_locks and pg_stat_activity).",
+            ledger_conn_id=self.conn_id,
             ledger_table=self.table,
         )
 
-    def _lost(self, error: BaseException) -> HindsightLedgerConnectionLostError:
+    def lost(self, error: BaseException) -> HindsightLedgerConnectionLostError:
         return HindsightLedgerConnectionLostError(
-            f"lost the connection to the ledger table {self.table!r} on {self.ledger_conn_id!r} "
-            f"({self._message(error)}): the database closed or terminated it. Airflow's retries try again, and "
-            "rows recorded before are kept.",
-            ledger_conn_id=self.ledger_conn_id,
+            f"lost the connection to the {self.noun} {self.table!r} on {self.conn_id!r} ({self.quote(error)}): the "
+            "database closed or terminated it. Airflow's retries try again, and rows recorded before are kept.",
+            ledger_conn_id=self.conn_id,
             ledger_table=self.table,
         )
 
-    def _refused(self, error: BaseException, action: str) -> HindsightLedgerError:
-        return self._error(
-            f"cannot {action} the ledger table {self.table!r} on connection {self.ledger_conn_id!r}: "
-            f"{self._message(error)}. Fix: give the connection's user SELECT, INSERT, UPDATE and DELETE on it, "
-            "on a database that is not read-only (not a replica, not default_transaction_read_only)."
+    def refused(self, error: BaseException, action: str) -> HindsightLedgerError:
+        return self.error(
+            f"cannot {action} {self.where}: {self.quote(error)}. Fix: give the connection's user SELECT, INSERT, "
+            "UPDATE and DELETE on it, on a database that is not read-only (not a replica, not "
+            "default_transaction_read_only)."
         )

@@ -18,7 +18,7 @@ stopped early) is deleted again: nothing to remember, the next run sends it. A `
 than :data:`STALE_PENDING_AFTER` belongs to a run that died: the next run marks it ``unknown``.
 
 The connection, the table's creation and checks, SQLite's write-ahead logging and the batched
-statements are :class:`~.sql.SqlTable`'s. The bulk engine's worker threads claim and record
+statements are its :class:`~.sql.SqlTable`'s. The bulk engine's worker threads claim and record
 concurrently, and a DB-API connection is not for several threads at once (``sqlite3`` refuses
 outright), so the ledger's one connection lives on one thread of its own: every public method runs
 its statements there and waits for them (see :func:`_on_ledger_thread`). Each claim and record is
@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.ledgers.dialect import utc_now
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
-from airflow_provider_hindsight.ledgers.statements import Column
+from airflow_provider_hindsight.ledgers.table import Column, TableSpec
+from airflow_provider_hindsight.ledgers.values import utc_timestamp
 
 __all__ = [
     "DEFAULT_INTERVIEW_TABLE",
@@ -73,13 +75,17 @@ _TEXT_LIMITS = {
     "error_code": 64,
     "error_message": 1000,
 }
-_COLUMNS = (
-    Column("request_key", f"VARCHAR({MAX_REQUEST_KEY_CHARS})"),
-    Column("state", "VARCHAR(16)"),
-    Column("interview_request_id", "BIGINT", nullable=True),
-    *(Column(name, f"VARCHAR({size})", nullable=True) for name, size in _TEXT_LIMITS.items()),
-    Column("attempted_at", "TIMESTAMP", nullable=True),
-    Column("created_at", "TIMESTAMP", nullable=True),
+SPEC = TableSpec(
+    kind="Hindsight interview ledger",
+    columns=(
+        Column("request_key", f"VARCHAR({MAX_REQUEST_KEY_CHARS})"),
+        Column("state", "VARCHAR(16)"),
+        Column("interview_request_id", "BIGINT", nullable=True),
+        *(Column(name, f"VARCHAR({size})", nullable=True) for name, size in _TEXT_LIMITS.items()),
+        Column("attempted_at", "TIMESTAMP", nullable=True),
+        Column("created_at", "TIMESTAMP", nullable=True),
+    ),
+    key=("request_key",),
 )
 _CREATED_COLUMNS = (
     "state",
@@ -157,7 +163,7 @@ def _on_ledger_thread(method: F) -> F:
     return run  # type: ignore[return-value]
 
 
-class InterviewLedger(SqlTable):
+class InterviewLedger:
     """The interview ledger ``table`` on the Airflow SQL connection ``ledger_conn_id``.
 
     Thread-safe: the bulk engine's workers call :meth:`claim` and the ``record_*`` methods at once;
@@ -166,13 +172,16 @@ class InterviewLedger(SqlTable):
     at the end (or use it as a context manager).
     """
 
-    KIND = "Hindsight interview ledger"
-    COLUMNS = _COLUMNS
-    KEY = ("request_key",)
-    MISSING_TABLE_MEANS = "no interview was created through it yet"
-
     def __init__(self, *, ledger_conn_id: str, table: str = DEFAULT_INTERVIEW_TABLE) -> None:
-        super().__init__(ledger_conn_id=ledger_conn_id, table=validate_interview_table(table))
+        self.ledger_conn_id = ledger_conn_id
+        self.table = validate_interview_table(table)
+        self.sql = SqlTable(
+            SPEC,
+            conn_id=ledger_conn_id,
+            table=self.table,
+            probe_rows=self._probe_rows,
+            missing_means="no interview was created through it yet",
+        )
         self._thread: ThreadPoolExecutor | None = None
         self._thread_ident: int | None = None
         self._thread_lock = threading.Lock()
@@ -189,37 +198,56 @@ class InterviewLedger(SqlTable):
         return thread.submit(call).result()
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
-        now = self._now()
+        now = self.sql.now()
         first = self._row(PROBE_KEY, PENDING, attempted_at=now)
         second = self._row(PROBE_KEY, CREATED, interview_request_id=1, attempted_at=now, created_at=now)
         return [first, second]
 
+    @property
+    def exists(self) -> bool:
+        return self.sql.exists
+
+    @property
+    def writable(self) -> bool:
+        return self.sql.writable
+
+    @property
+    def lock_wait_seconds(self) -> float:
+        return self.sql.lock_wait_seconds
+
     @_on_ledger_thread
     def prepare(self, *, create: bool = True) -> None:
-        super().prepare(create=create)
+        """See :meth:`~.sql.SqlTable.prepare`."""
+        self.sql.prepare(create=create)
 
     def close(self) -> None:
         """Close the connection (on its thread), then end the thread; safe to call twice."""
-        if self._thread is None or threading.get_ident() == self._thread_ident:  # prepare() closes first
-            super().close()
+        if self._thread is None or threading.get_ident() == self._thread_ident:
+            self.sql.close()
             return
         try:
-            self.on_thread(super().close)
+            self.on_thread(self.sql.close)
         finally:
             with self._thread_lock:
                 thread, self._thread, self._thread_ident = self._thread, None, None
             if thread is not None:
                 thread.shutdown(wait=True)
 
+    def __enter__(self) -> InterviewLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- reading ---------------------------------------------------------------------------------------
 
     @_on_ledger_thread
     def lookup(self, request_keys: Iterable[str]) -> dict[str, LedgerEntry]:
         """The entries of these keys that the ledger holds; one query per 500 keys."""
-        self._require_prepared()
-        if not self.exists:
+        self.sql.require_prepared()
+        if not self.sql.exists:
             return {}
-        rows = list(self.select_by_keys(_ENTRY_COLUMNS, ((key,) for key in request_keys)))
+        rows = list(self.sql.select_by_keys(_ENTRY_COLUMNS, ((key,) for key in request_keys)))
         entries = {}
         for key, state, request_id, contact_id, deal_id, url, status, attempted in rows:
             entries[str(key)] = LedgerEntry(
@@ -230,17 +258,17 @@ class InterviewLedger(SqlTable):
                 deal_id,
                 url,
                 status,
-                _timestamp(attempted),
+                utc_timestamp(attempted),
             )
         return entries
 
     def describe(self, error: BaseException) -> str:
         """A driver's error on one line, without the connection's password (for a row's failure message)."""
-        return self._message(error)
+        return self.sql.describe(error)
 
     def now(self) -> datetime.datetime:
-        """Now in UTC, naive, as the ledger's timestamps are."""
-        return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        """Now in UTC, naive, as :meth:`lookup` returns the ledger's timestamps."""
+        return utc_now()
 
     # -- claiming ----------------------------------------------------------------------------------------
 
@@ -254,10 +282,10 @@ class InterviewLedger(SqlTable):
         or ``None`` for a key the ledger had no row of: then it is an ``INSERT`` that loses quietly to
         an existing key, else an ``UPDATE`` that only succeeds while the row is still in that state.
         """
-        now = self._now()
+        now = self.sql.now()
         if replacing is None:
             row = self._row(request_key, PENDING, contact_email=contact_email, deal_id=deal_id, attempted_at=now)
-            return Claim(request_key, now) if self.insert_if_absent(row) else None
+            return Claim(request_key, now) if self.sql.insert_if_absent(row) else None
         values = (PENDING, _fit("contact_email", contact_email), _fit("deal_id", deal_id), None, None, now)
         changed = self._update_where(
             ("state", "contact_email", "deal_id", "error_code", "error_message", "attempted_at"),
@@ -270,16 +298,11 @@ class InterviewLedger(SqlTable):
     @_on_ledger_thread
     def release(self, claim: Claim) -> None:
         """Delete this run's own claim: its create never reached Hindsight, so the next run sends it."""
-        p = self._placeholder
-
-        def delete(cursor: Any) -> int:
-            cursor.execute(
-                f"DELETE FROM {self.table} WHERE request_key = {p} AND state = {p} AND attempted_at = {p}",
-                (claim.request_key, PENDING, claim.attempted_at),
-            )
-            return int(cursor.rowcount)
-
-        self._write(delete)
+        p = self.sql.dialect.placeholder
+        self.sql.execute(
+            f"DELETE FROM {self.table} WHERE request_key = {p} AND state = {p} AND attempted_at = {p}",
+            (claim.request_key, PENDING, claim.attempted_at),
+        )
 
     # -- recording ---------------------------------------------------------------------------------------
 
@@ -289,7 +312,7 @@ class InterviewLedger(SqlTable):
         request_id = answer.get("interview_request_id")
         values = (
             CREATED,
-            int(request_id) if isinstance(request_id, int) else None,
+            request_id if isinstance(request_id, int) else None,
             _fit("contact_id", _text(answer.get("contact_id"))),
             _fit("deal_id", _text(answer.get("deal_id"))),
             _fit("survey_url", _text(answer.get("survey_url"))),
@@ -297,21 +320,21 @@ class InterviewLedger(SqlTable):
             _fit("api_status", _text(answer.get("status"))),
             None,
             None,
-            self._now(),
+            self.sql.now(),
         )
-        if not self.update_by_key(_CREATED_COLUMNS, [(*values, request_key)]):
+        if not self.sql.update_by_key(_CREATED_COLUMNS, [(*values, request_key)]):
             # Someone deleted the claim meanwhile (by hand): the interview exists all the same.
             row = dict(zip(_CREATED_COLUMNS, values, strict=True))
-            self.upsert_rows([self._row(request_key, **row)])
+            self.sql.upsert_rows([self._row(request_key, **row)])
 
     @_on_ledger_thread
     def record_failure(self, request_key: str, state: str, code: str | None, message: str | None) -> None:
         """Record ``rejected`` (a 4xx: nothing was created) or ``unknown`` (it may have been) with the reason."""
         assert state in (REJECTED, UNKNOWN)
         values = (state, _fit("error_code", code), _fit("error_message", message))
-        if not self.update_by_key(("state", "error_code", "error_message"), [(*values, request_key)]):
+        if not self.sql.update_by_key(("state", "error_code", "error_message"), [(*values, request_key)]):
             row = self._row(request_key, state, error_code=values[1], error_message=values[2])
-            self.upsert_rows([row])
+            self.sql.upsert_rows([row])
 
     @_on_ledger_thread
     def mark_abandoned(self, entry: LedgerEntry) -> bool:
@@ -331,20 +354,15 @@ class InterviewLedger(SqlTable):
 
     def _update_where(self, columns: tuple[str, ...], values: tuple[Any, ...], key: str, state: str) -> int:
         """``UPDATE ... SET columns WHERE request_key = key AND state = state``, committed; rows changed (0 or 1)."""
-        self._require_writable("InterviewLedger claims and records")
-        p = self._placeholder
+        self.sql.require_writable("InterviewLedger claims and records")
+        p = self.sql.dialect.placeholder
         assignments = ", ".join(f"{name} = {p}" for name in columns)
         statement = f"UPDATE {self.table} SET {assignments} WHERE request_key = {p} AND state = {p}"
-
-        def update(cursor: Any) -> int:
-            cursor.execute(statement, (*values, key, state))
-            return max(int(cursor.rowcount), 0)
-
-        return self._write(update)
+        return self.sql.execute(statement, (*values, key, state))
 
     def _row(self, request_key: str, state: str, **values: Any) -> tuple[Any, ...]:
         row = {"request_key": request_key, "state": state, **values}
-        return tuple(_fit(name, row.get(name)) for name in self.column_names())
+        return tuple(_fit(name, row.get(name)) for name in SPEC.names)
 
 
 def validate_request_key(value: object) -> str:
@@ -373,13 +391,3 @@ def _fit(name: str, value: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _timestamp(value: Any) -> datetime.datetime | None:
-    """A ``TIMESTAMP`` as read back: a datetime, or ISO text on SQLite."""
-    if value is None or isinstance(value, datetime.datetime):
-        return value
-    try:
-        return datetime.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None

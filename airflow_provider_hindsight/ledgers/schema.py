@@ -1,99 +1,158 @@
-"""A ledger table's own shape: reading its columns, creating it, checking it and probing a write.
+"""Making a table usable before any request: reading its columns, creating or evolving it, probing a write.
 
-:class:`LedgerSchema` is the base of :class:`~.sql.SqlTable` for its ``prepare()``: the columns read
-back and checked against the :class:`~.statements.Column` spec, ``CREATE TABLE IF NOT EXISTS`` (two
-runs creating it at once both go on), a write probe that leaves no trace, and SQLite's switch to
-write-ahead logging (see :mod:`.sql`). Each runs on the table's connection and rolls back what failed;
-a transient driver error is carried out as :class:`~.faults._Transient` to ``prepare()``'s retries.
+:class:`TableSchema` runs on the table's connection for :meth:`~.sql.SqlTable.prepare`: the columns
+read back and checked against the :class:`~.table.TableSpec`, ``CREATE TABLE IF NOT EXISTS`` (two
+runs creating it at once both go on), and a write probe that leaves no trace.
+
+Schema evolution, one mechanism for every table: a table made by an earlier version lacks the
+nullable columns added since. A run that may write adds them (``ALTER TABLE ... ADD COLUMN``, all in
+one transaction; a run adding them at the same moment is fine); where the connection may not alter
+the table, it fails before any request with the statements to run. A dry run changes nothing: it
+reads the missing columns as empty (``NULL``) and says so. Any other difference (a column this
+version does not know, a missing key or required column) means the table is not one of the provider's.
+
+Each step rolls back what failed; a transient driver error is carried out as :class:`~.faults.TransientFault` to the
+retries of ``prepare()``; every other failure is a :class:`~.faults.HindsightLedgerError` naming
+the connection, the table and the fix.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
+from airflow_provider_hindsight.ledgers.dialect import SqlDialect
 from airflow_provider_hindsight.ledgers.faults import (
     DatabaseFault,
     HindsightLedgerError,
-    LedgerMessages,
-    _is_missing_table,
-    _raise_if_transient,
-    _Transient,
+    TableMessages,
+    TransientFault,
     classify_database_error,
+    is_missing_table,
+    raise_if_transient,
 )
-from airflow_provider_hindsight.ledgers.statements import Row, SqlStatements
+from airflow_provider_hindsight.ledgers.table import Column, Row, TableStatements
 
 log = logging.getLogger(__name__)
 
 
-class LedgerSchema(SqlStatements, LedgerMessages):
-    """Reading, creating, checking and probing the table on :attr:`_connection`; see :class:`~.sql.SqlTable`."""
+class TableSchema:
+    """The shape of one table on an open connection: read, created, checked and probed."""
 
-    KIND: ClassVar[str] = "Hindsight ledger"
-    """What the table is, in messages: "the table 'x' ... is not a <KIND>"."""
+    def __init__(
+        self,
+        connection: Any,
+        dialect: SqlDialect,
+        statements: TableStatements,
+        messages: TableMessages,
+        missing_means: str,
+    ) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self.statements = statements
+        self.spec = statements.spec
+        self.table = statements.table
+        self.messages = messages
+        self.missing_means = missing_means
 
-    _connection: Any
-    """The ledger's DB-API connection, open from ``prepare()`` to ``close()``."""
+    def ensure(self, *, create: bool, probe_rows: Callable[[], list[Row]]) -> bool:
+        """Whether the table exists, made usable: created (``create``), checked, and probed (``create``).
 
-    def _read_columns(self) -> tuple[list[str] | None, Exception | None]:
+        Without ``create`` (a dry run) a missing table is logged at INFO and nothing is written.
+        """
+        columns, read_error = self.read_columns()
+        if columns is None and create:
+            self.create(read_error)
+            columns, read_error = self.read_columns()
+        if columns is None:
+            if not create and read_error is not None and is_missing_table(read_error):
+                log.info(
+                    "The %s %s does not exist on %r yet: %s.",
+                    self.messages.noun,
+                    self.table,
+                    self.messages.conn_id,
+                    self.missing_means,
+                )
+                return False
+            raise self.unreadable(read_error)
+        missing = self.check(columns)
+        if missing and create:
+            self.add_columns(missing)
+        elif missing:
+            self.statements.absent = frozenset(column.name for column in missing)
+            log.info(
+                "The %s %s on %r is from an earlier version: it lacks the columns %s, which a run that writes adds "
+                "(a dry run reads them as empty).",
+                self.messages.noun,
+                self.table,
+                self.messages.conn_id,
+                ", ".join(column.name for column in missing),
+            )
+        if create:
+            self.probe_write(probe_rows())
+        return True
+
+    def read_columns(self) -> tuple[list[str] | None, Exception | None]:
         """The table's column names, lower-cased, or ``None`` and the error when it cannot be read."""
-        cursor = self._connection.cursor()
+        cursor = self.connection.cursor()
         try:
             cursor.execute(f"SELECT * FROM {self.table} WHERE 1 = 0")
             columns = [str(column[0]).lower() for column in cursor.description or ()]
             cursor.fetchall()
         except Exception as error:
-            _rollback_quietly(self._connection)
-            _raise_if_transient(error)
+            rollback_quietly(self.connection)
+            raise_if_transient(error)
             return None, error
         finally:
-            _close_quietly(cursor)
-        self._connection.commit()
+            close_quietly(cursor)
+        self.connection.commit()
         return columns, None
 
-    def _create_table(self, read_error: Exception | None) -> None:
-        cursor = self._connection.cursor()
-        notices = _ExistingTableNotices(self._connection)
+    def create(self, read_error: Exception | None) -> None:
+        cursor = self.connection.cursor()
+        notices = _ExistingTableNotices(self.connection)
         try:
-            if self._is_sqlite:  # one writer at a time: nobody can create it between the check and the CREATE
+            if self.dialect.is_sqlite:  # one writer at a time: nobody can create it between the check and the CREATE
                 cursor.execute("BEGIN IMMEDIATE")
                 notices.existing = self._sqlite_table_exists(cursor)
             with notices:
-                cursor.execute(self.create_table_sql(self.table))
-            self._connection.commit()
+                cursor.execute(self.spec.create_sql(self.table))
+            self.connection.commit()
         except Exception as error:
-            _rollback_quietly(self._connection)
+            rollback_quietly(self.connection)
             fault = classify_database_error(error)
             if fault in (DatabaseFault.BUSY, DatabaseFault.LOST):
-                raise _Transient(fault, error) from None
-            if self._read_columns()[0] is not None:  # another run created it at the same time
-                log.info(
-                    "Found the ledger table %s on %r: another run created it at the same moment.",
-                    self.table,
-                    self.ledger_conn_id,
-                )
+                raise TransientFault(fault, error) from None
+            if self.read_columns()[0] is not None:  # another run created it at the same time
+                self._log_found()
                 return
-            if read_error is not None and not _is_missing_table(read_error):
-                raise self._unreadable(read_error) from None  # it exists, most likely: reading is the problem
-            schema = self.table.partition(".")[0] if "." in self.table else None
-            hint = f" The schema {schema!r} must exist: CREATE SCHEMA {schema}." if schema else ""
-            raise self._error(
-                f"cannot create the ledger table {self.table!r} on connection {self.ledger_conn_id!r}: "
-                f"{self._message(error)}.{hint} Fix: let the connection's user create tables "
-                f"there, create the table yourself (columns {', '.join(self.column_names())}; "
-                f"primary key ({', '.join(self.KEY)})), or point ledger_conn_id at a writable database."
-            ) from None
+            if read_error is not None and not is_missing_table(read_error):
+                raise self.unreadable(read_error) from None  # it exists, most likely: reading is the problem
+            raise self._cannot_create(error) from None
         finally:
-            _close_quietly(cursor)
+            close_quietly(cursor)
         if notices.existing:
-            log.info(
-                "Found the ledger table %s on %r: another run created it at the same moment.",
-                self.table,
-                self.ledger_conn_id,
-            )
+            self._log_found()
         else:
-            log.info("Created the ledger table %s on %r.", self.table, self.ledger_conn_id)
+            log.info("Created the %s %s on %r.", self.messages.noun, self.table, self.messages.conn_id)
+
+    def _log_found(self) -> None:
+        log.info(
+            "Found the %s %s on %r: another run created it at the same moment.",
+            self.messages.noun,
+            self.table,
+            self.messages.conn_id,
+        )
+
+    def _cannot_create(self, error: Exception) -> HindsightLedgerError:
+        schema = self.table.partition(".")[0] if "." in self.table else None
+        hint = f" The schema {schema!r} must exist: CREATE SCHEMA {schema}." if schema else ""
+        return self.messages.error(
+            f"cannot create {self.messages.where}: {self.messages.quote(error)}.{hint} Fix: let the connection's "
+            f"user create tables there, create the table yourself (columns {', '.join(self.spec.names)}; primary "
+            f"key ({', '.join(self.spec.key)})), or point {self.messages.conn_parameter} at a writable database."
+        )
 
     def _sqlite_table_exists(self, cursor: Any) -> bool:
         schema, _, name = self.table.rpartition(".")
@@ -103,70 +162,75 @@ class LedgerSchema(SqlStatements, LedgerMessages):
         )
         return cursor.fetchone() is not None
 
-    def _unreadable(self, error: Exception | None) -> HindsightLedgerError:
-        return self._error(
-            f"cannot read the ledger table {self.table!r} on connection {self.ledger_conn_id!r}: "
-            f"{self._message(error)}. Fix: give the connection's user SELECT, INSERT, UPDATE and DELETE on it, "
-            "or set ledger_table to another name."
+    def unreadable(self, error: Exception | None) -> HindsightLedgerError:
+        return self.messages.error(
+            f"cannot read {self.messages.where}: {self.messages.quote(error)}. Fix: give the connection's user "
+            f"SELECT, INSERT, UPDATE and DELETE on it, or set {self.messages.table_parameter} to another name."
         )
 
-    def _check_columns(self, columns: list[str]) -> None:
-        expected = self.column_names()
-        if sorted(columns) != sorted(expected):
-            raise self._error(
-                f"the table {self.table!r} on connection {self.ledger_conn_id!r} is not a {self.KIND}: "
-                f"its columns are ({', '.join(columns)}), a ledger has exactly ({', '.join(expected)}). "
-                "Fix: set ledger_table to another name, or drop or rename that table."
+    def check(self, columns: list[str]) -> list[Column]:
+        """The columns an earlier version's table lacks (nullable, not in the key); raises when it is not this kind."""
+        expected = self.spec.names
+        missing = [column for column in self.spec.columns if column.name not in columns]
+        addable = all(column.nullable and column.name not in self.spec.key for column in missing)
+        if set(columns) - set(expected) or not addable:
+            raise self.messages.error(
+                f"the table {self.table!r} on connection {self.messages.conn_id!r} is not a {self.spec.kind}: "
+                f"its columns are ({', '.join(columns)}), a {self.spec.kind} has exactly ({', '.join(expected)}). "
+                f"Fix: set {self.messages.table_parameter} to another name, or drop or rename that table."
             )
+        return missing
 
-    def _probe_rows(self) -> list[Row]:
-        """Full rows with one key that no real row has: upserted in order (an insert, then an update), deleted."""
-        raise NotImplementedError
-
-    def _probe_write(self) -> None:
-        """Upsert the probe rows (an insert, then an update), delete them and roll back: leaves no trace."""
-        cursor = self._connection.cursor()
+    def add_columns(self, missing: list[Column]) -> None:
+        """``ALTER TABLE ... ADD COLUMN`` each of ``missing``, in one transaction; see the module's docstring."""
+        statements = [self.spec.add_column_sql(self.table, column) for column in missing]
+        names = ", ".join(column.name for column in missing)
+        cursor = self.connection.cursor()
         try:
-            rows = self._probe_rows()
-            for row in rows:
-                self._upsert(cursor, [row])
-            self._delete(cursor, sorted({self._key_of(row) for row in rows}))
+            for statement in statements:
+                cursor.execute(statement)
+            self.connection.commit()
         except Exception as error:
-            _rollback_quietly(self._connection)
-            _raise_if_transient(error)
-            raise self._error(
-                f"cannot write to the ledger table {self.table!r} on connection {self.ledger_conn_id!r}: "
-                f"{self._message(error)}. Fix: the connection's user needs INSERT, UPDATE and DELETE on it, on a "
-                "database that is not read-only (not a replica, not default_transaction_read_only, not a "
-                f"file opened with mode=ro), and the table needs its primary key ({', '.join(self.KEY)}); "
-                "or point ledger_conn_id at a writable database."
+            rollback_quietly(self.connection)
+            raise_if_transient(error)
+            columns = self.read_columns()[0]
+            if columns is not None and not self.check(columns):  # another run added them at the same moment
+                return
+            script = "".join(f"\n    {statement};" for statement in statements)
+            raise self.messages.error(
+                f"{self.messages.where} is from an earlier version and lacks the columns {names}, and this "
+                f"connection may not add them ({self.messages.quote(error)}). Nothing was sent. Fix: run, as a user "
+                f"who may alter the table (its owner), then run the task again:{script}"
             ) from None
         finally:
-            cursor.close()
-        self._connection.rollback()
-
-    def _use_write_ahead_log(self) -> None:
-        try:
-            before = str(self._connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-            if before in ("wal", "memory"):
-                return
-            mode = str(self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
-        except sqlite3.Error as error:
-            mode = f"unchanged: {error}"
-        if mode == "wal":
-            log.info(
-                "Switched the SQLite database of ledger_conn_id %r to write-ahead logging (PRAGMA "
-                "journal_mode=WAL), so that ledger writes do not wait for a query reading the same file. The "
-                "file stays in WAL mode: SQLite keeps -wal and -shm files beside it.",
-                self.ledger_conn_id,
-            )
-            return
-        log.warning(
-            "Could not switch the SQLite ledger database of %r to write-ahead logging (journal mode %s): "
-            "recording can fail with 'database is locked' while a query on the same file is running.",
-            self.ledger_conn_id,
-            mode,
+            close_quietly(cursor)
+        log.info(
+            "Added the columns %s to the %s %s on %r (a table from an earlier version).",
+            names,
+            self.messages.noun,
+            self.table,
+            self.messages.conn_id,
         )
+
+    def probe_write(self, rows: list[Row]) -> None:
+        """Upsert ``rows`` (one key no real row has: an insert, then an update), delete them, roll back."""
+        cursor = self.connection.cursor()
+        try:
+            for row in rows:
+                self.statements.upsert(cursor, [row])
+            self.statements.delete(cursor, sorted({self.spec.key_of(row) for row in rows}))
+        except Exception as error:
+            rollback_quietly(self.connection)
+            raise_if_transient(error)
+            raise self.messages.error(
+                f"cannot write to {self.messages.where}: {self.messages.quote(error)}. Fix: the connection's user "
+                "needs INSERT, UPDATE and DELETE on it, on a database that is not read-only (not a replica, not "
+                "default_transaction_read_only, not a file opened with mode=ro), and the table needs its primary "
+                f"key ({', '.join(self.spec.key)}); or point {self.messages.conn_parameter} at a writable database."
+            ) from None
+        finally:
+            close_quietly(cursor)
+        self.connection.rollback()
 
 
 class _ExistingTableNotices:
@@ -200,16 +264,16 @@ class _ExistingTableNotices:
             self.existing = True
 
 
-def _rollback_quietly(connection: Any) -> None:
+def rollback_quietly(connection: Any) -> None:
     """Roll back; a connection that is gone cannot, and the error that broke it is the one to report."""
     try:
         connection.rollback()
     except Exception as error:
-        log.debug("Rollback failed on the ledger connection: %s", error)
+        log.debug("Rollback failed on a table's connection: %s", error)
 
 
-def _close_quietly(cursor: Any) -> None:
+def close_quietly(cursor: Any) -> None:
     try:
         cursor.close()
     except Exception as error:
-        log.debug("Closing a cursor failed on the ledger connection: %s", error)
+        log.debug("Closing a cursor failed on a table's connection: %s", error)

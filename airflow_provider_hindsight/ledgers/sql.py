@@ -1,76 +1,50 @@
-"""The SQL machinery every ledger shares: a table the provider keeps in the user's own database.
+"""One table the provider keeps in the user's own database, through any Airflow SQL connection.
 
-A ledger is one table on any Airflow SQL connection (``ledger_conn_id``), read and written through
-that connection's own common-sql ``DbApiHook`` with the hook's placeholder. :class:`SqlTable` owns
-what does not depend on the table's columns; a ledger module (:mod:`.sync`, the interview ledger)
-declares its table and adds the queries of its own. It holds one connection from
-:meth:`SqlTable.prepare` to :meth:`SqlTable.close` (use it from one thread at a time): it resolves the
-connection (:func:`~airflow_provider_hindsight.hooks.sql.sql_hook`), connects, bounds lock waits,
-prepares the table and runs the public operations, each write committed and retried when a
-concurrent run conflicted with it or held a lock too long. Also :func:`validate_table_name`.
+:class:`SqlTable` is the one place that connects, prepares a table and runs its statements, for the
+sync ledger, its lease, the interview ledger and the landing table alike. It is composed of small
+parts: the connection's :class:`~.dialect.SqlDialect` (placeholder, upsert, timestamps, lock
+bounds), the table's :class:`~.table.TableSpec` and :class:`~.table.TableStatements` (its shape and
+SQL text), :class:`~.schema.TableSchema` (creating, checking and probing it before any request) and
+:class:`~.faults.TableMessages` (its errors, in its operator's parameter names). A table module
+(:mod:`.sync`, :mod:`.lease`, :mod:`.interviews`, :mod:`.transcripts`) holds a :class:`SqlTable`
+and adds the queries of its own.
 
-Beside it: :mod:`.faults` (the ledger errors and what a driver's error means), :mod:`.statements`
-(:class:`~.statements.Column` and the SQL text over a cursor, :func:`~.statements.upsert_statement`,
-:func:`~.statements.batches`, :func:`~.statements.utc_now`) and :mod:`.schema` (reading, creating,
-checking and probing the table, SQLite's write-ahead logging).
-
-Waiting for locks is bounded and said: a PostgreSQL ledger session sets its own ``lock_timeout``
-(:data:`POSTGRES_LOCK_TIMEOUT_MS` per statement, unless the role's is shorter), SQLite waits
-:data:`SQLITE_BUSY_TIMEOUT_MS`; a statement that gives up is tried again after a pause (at most
-:data:`BUSY_ATTEMPTS` tries within :data:`LOCK_WAIT_LIMIT_SECONDS`), with a WARNING naming the table
-and how long it waited so far, and :attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way.
-
-A ledger declares its table with class attributes and a probe row::
-
-    class InterviewLedger(SqlTable):
-        KIND = "Hindsight interview ledger"
-        COLUMNS = (Column("request_key", "VARCHAR(256)"), Column("state", "VARCHAR(16)"),
-                   Column("interview_request_id", "BIGINT", nullable=True), ...)
-        KEY = ("request_key",)
-
-        def _probe_rows(self) -> list[tuple[Any, ...]]:
-            ...  # two full rows with one key that no real row has: inserted, updated, deleted, rolled back
-
-SQLite has one writer at a time, and a reader in the default rollback-journal mode blocks every
-writer's commit until its query finishes. A ledger may live in the very file whose rows a transfer
-is streaming (one ``SELECT`` open for the whole run, on another connection), so ``prepare()``
-switches that database to write-ahead logging (``PRAGMA journal_mode=WAL``; logged at INFO when it
-does): readers then never block the writer, nor the writer them. It must run before the source
-query starts. WAL is a lasting property of the file (SQLite keeps ``-wal`` and ``-shm`` files
-beside it, and the file must be on a local disk); a dry run leaves the file as it is. The ledger's
-SQLite connection also waits up to two minutes for another writer's lock instead of failing at once.
+A :class:`SqlTable` holds one connection from :meth:`SqlTable.prepare` to :meth:`SqlTable.close`
+(use it from one thread at a time): it resolves the connection
+(:func:`~airflow_provider_hindsight.sql_connection.sql_hook`), connects, bounds lock waits, prepares
+the table and runs the public operations, each write committed and retried when a concurrent run
+conflicted with it or held a lock too long: at most :data:`BUSY_ATTEMPTS` tries within
+:data:`LOCK_WAIT_LIMIT_SECONDS`, with a WARNING naming the table and how long it waited so far;
+:attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way. Also :func:`validate_table_name`
+and :func:`batches`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from itertools import islice
+from typing import Any, TypeVar
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightError, HindsightValidationError
-from airflow_provider_hindsight.hooks.sql import sql_hook
+from airflow_provider_hindsight.ledgers.dialect import SqlDialect
 from airflow_provider_hindsight.ledgers.faults import (
     DatabaseFault,
-    _is_missing_table,
-    _Transient,
+    TableMessages,
+    TransientFault,
     classify_database_error,
 )
-from airflow_provider_hindsight.ledgers.schema import LedgerSchema, _close_quietly, _rollback_quietly
-from airflow_provider_hindsight.ledgers.statements import Row, batches, upsert_statement
+from airflow_provider_hindsight.ledgers.schema import TableSchema, close_quietly, rollback_quietly
+from airflow_provider_hindsight.ledgers.table import Row, TableSpec, TableStatements
+from airflow_provider_hindsight.sql_connection import sql_hook
 
 LEDGER_BATCH = 500
 """Keys per look-up, write or deletion statement batch."""
 WRITE_ATTEMPTS = 5
 """Tries of one batch when a concurrent run conflicts with it (duplicate key, deadlock, serialization)."""
-SQLITE_BUSY_TIMEOUT_MS = 120_000
-"""How long a ledger's SQLite connection waits for another writer's lock."""
-POSTGRES_LOCK_TIMEOUT_MS = 10_000
-"""``lock_timeout`` of a ledger's PostgreSQL session: how long one statement waits for a lock (a role's
-shorter ``lock_timeout`` is kept)."""
 BUSY_ATTEMPTS = 3
 """Tries of one operation whose statement timed out waiting for a lock (55P03, SQLite 'database is locked')."""
 LOCK_WAIT_LIMIT_SECONDS = 30.0
@@ -83,7 +57,6 @@ _TABLE_NAME = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})?")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_Self = TypeVar("_Self", bound="SqlTable")
 
 
 def validate_table_name(table: object, *, parameter: str, example: str) -> str:
@@ -102,54 +75,81 @@ def validate_table_name(table: object, *, parameter: str, example: str) -> str:
     )
 
 
-class SqlTable(LedgerSchema):
-    """One ledger table on the Airflow SQL connection ``ledger_conn_id``, through one connection.
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``, without reading ahead more than one list."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
-    A subclass sets :attr:`KIND`, :attr:`COLUMNS` and :attr:`KEY` (and :attr:`MISSING_TABLE_MEANS`)
-    and implements :meth:`_probe_rows`. Rows are tuples of every column in :attr:`COLUMNS` order;
-    keys are tuples of the :attr:`KEY` columns in that order. Call :meth:`prepare` first and
-    :meth:`close` at the end (or use it as a context manager).
 
-    Public: :meth:`prepare`, :meth:`close`, :meth:`select_by_keys`, :meth:`upsert_rows`,
-    :meth:`insert_if_absent`, :meth:`update_by_key`, :meth:`delete_keys`, :attr:`exists`,
-    :attr:`writable`, :attr:`lock_wait_seconds`. For a subclass's own statements: ``_write(statements)``
-    (``statements(cursor)`` in one committed transaction, retried like the others), ``_placeholder``,
-    ``_placeholders(n)``, ``_now()`` (UTC), ``_message(error)`` (redacted), ``_error(message)``.
+class SqlTable:
+    """The table ``table``, shaped as ``spec``, on the Airflow SQL connection ``conn_id``, through one connection.
+
+    :param probe_rows: full rows with one key that no real row has, for the write probe of
+        :meth:`prepare` (upserted in order: an insert, then an update; deleted; rolled back).
+    :param noun: what the table is in messages ("ledger table"); ``conn_parameter`` and
+        ``table_parameter`` are its operator's parameter names, named in every fix.
+    :param missing_means: what a missing table means for a dry run, in its INFO line.
+
+    Call :meth:`prepare` first and :meth:`close` at the end (or use it as a context manager).
     """
 
-    MISSING_TABLE_MEANS: ClassVar[str] = "nothing was recorded yet"
-    """What a missing table means for a dry run, in its INFO line."""
-
-    def __init__(self, *, ledger_conn_id: str, table: str) -> None:
-        self.ledger_conn_id = ledger_conn_id
+    def __init__(
+        self,
+        spec: TableSpec,
+        *,
+        conn_id: str,
+        table: str,
+        probe_rows: Callable[[], list[Row]],
+        noun: str = "ledger table",
+        conn_parameter: str = "ledger_conn_id",
+        table_parameter: str = "ledger_table",
+        missing_means: str = "nothing was recorded yet",
+    ) -> None:
+        self.spec = spec
+        self.conn_id = conn_id
         self.table = table
+        self.messages = TableMessages(
+            conn_id=conn_id, table=table, noun=noun, conn_parameter=conn_parameter, table_parameter=table_parameter
+        )
         self.exists = False
         """Whether the table exists; after a dry-run ``prepare`` it may not."""
         self.writable = False
         """Whether writes may run: ``prepare(create=True)`` succeeded."""
         self.lock_wait_seconds = 0.0
-        """Seconds this ledger's writes lost to locks held by other sessions, deadlocks and conflicts:
+        """Seconds this table's writes lost to locks held by other sessions, deadlocks and conflicts:
         the statements that gave up waiting and the pauses before trying again (for the run's summary)."""
+        self._probe_rows = probe_rows
+        self._missing_means = missing_means
         self._connection: Any = None
-        self._hook: Any = None
-        self._upsert_sql: str | None = None
-        self._is_sqlite = False
-        self._secret = ""
+        self._dialect: SqlDialect | None = None
+        self._statements: TableStatements | None = None
+
+    @property
+    def dialect(self) -> SqlDialect:
+        if self._dialect is None:
+            raise RuntimeError(f"prepare() must run before the {self.messages.noun} {self.table} is used.")
+        return self._dialect
+
+    @property
+    def statements(self) -> TableStatements:
+        if self._statements is None:
+            raise RuntimeError(f"prepare() must run before the {self.messages.noun} {self.table} is used.")
+        return self._statements
 
     # -- preparing -------------------------------------------------------------------------------
 
     def prepare(self, *, create: bool = True) -> None:
         """Check (and with ``create``, make) the table usable before any request is sent.
 
-        The connection exists, connects and is a SQL connection; the table exists with exactly the
-        ledger's columns (or is created); it can be read and written (the probe rows written and
-        deleted, then rolled back). Every failure is a :class:`HindsightLedgerError` naming the
-        connection, the table and the fix. ``create=False`` is for dry runs: nothing is created or
-        written, and a missing table means :attr:`MISSING_TABLE_MEANS`.
+        The connection exists, connects and is a SQL connection; the table exists with exactly its
+        columns (or is created); it can be read and written (the probe rows written and deleted, then
+        rolled back). Every failure is a :class:`~.faults.HindsightLedgerError` naming the connection,
+        the table and the fix. ``create=False`` is for dry runs: nothing is created or written.
 
         A lock held on the table by another session, a deadlock or a lost connection is not the
         user's to fix: ``prepare`` tries again within the lock-wait bound, then raises a transient
-        :class:`HindsightLedgerUnavailableError`.
+        :class:`~.faults.HindsightLedgerUnavailableError`.
         """
 
         def attempt() -> None:
@@ -164,87 +164,60 @@ class SqlTable(LedgerSchema):
         self._retrying(attempt, action="read", writing=False)
 
     def _prepare(self, create: bool) -> None:
-        self._hook = self._sql_hook()
-        self._connection = self._connect()
-        columns, read_error = self._read_columns()
-        if columns is None and create:
-            self._create_table(read_error)
-            columns, read_error = self._read_columns()
-        if columns is None:
-            if not create and read_error is not None and _is_missing_table(read_error):
-                log.info(
-                    "Ledger table %s does not exist on %r yet: %s.",
-                    self.table,
-                    self.ledger_conn_id,
-                    self.MISSING_TABLE_MEANS,
-                )
-                return
-            raise self._unreadable(read_error)
-        self._check_columns(columns)
-        self.exists = True
-        if not create:
-            return
-        self._upsert_sql = upsert_statement(self._hook, self.table, self.column_names(), self.KEY)
-        self._probe_write()
-        if self._is_sqlite:
-            self._use_write_ahead_log()
-        self.writable = True
+        hook = self._sql_hook()
+        self._connection = self._connect(hook)
+        self._statements = TableStatements(self.spec, self.table, self.dialect)
+        schema = TableSchema(self._connection, self.dialect, self.statements, self.messages, self._missing_means)
+        self.exists = schema.ensure(create=create, probe_rows=self._probe_rows)
+        if self.exists and create:
+            self.dialect.use_write_ahead_log(
+                self._connection, conn_parameter=self.messages.conn_parameter, conn_id=self.conn_id
+            )
+            self.writable = True
 
     def _sql_hook(self) -> Any:
+        parameter = self.messages.conn_parameter
         try:
-            hook, connection = sql_hook(self.ledger_conn_id, parameter="ledger_conn_id", purpose=" with write access")
+            hook, connection = sql_hook(self.conn_id, parameter=parameter, purpose=" with write access")
         except HindsightConfigurationError as error:
-            raise self._error(error.message) from None
-        self._secret = connection.password or ""
+            raise self.messages.error(error.message) from None
+        self.messages.secret = connection.password or ""
         return hook
 
-    def _connect(self) -> Any:
+    def _connect(self, hook: Any) -> Any:
         try:
-            connection = self._hook.get_conn()
+            connection = hook.get_conn()
         except Exception as error:
-            raise self._error(
-                f"cannot connect to ledger_conn_id {self.ledger_conn_id!r}: {self._message(error)}. Fix: check "
-                "the connection's host, port, database and credentials, and that the database is up."
+            raise self.messages.error(
+                f"cannot connect to {self.messages.conn_parameter} {self.conn_id!r}: {self.messages.quote(error)}. "
+                "Fix: check the connection's host, port, database and credentials, and that the database is up."
             ) from None
-        self._is_sqlite = isinstance(connection, sqlite3.Connection)
+        self._dialect = SqlDialect(hook, connection)
         try:
-            if self._is_sqlite:
-                connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
-            elif _is_postgres(connection):
-                self._set_lock_timeout(connection)
+            self._dialect.set_up_session(connection)
+        except Exception as error:
+            rollback_quietly(connection)
+            connection.close()
+            fault = classify_database_error(error)
+            if fault is not None and fault.transient:
+                raise TransientFault(fault, error) from None
+            raise self.messages.error(
+                f"cannot set lock_timeout on {self.messages.conn_parameter} {self.conn_id!r}: "
+                f"{self.messages.quote(error)}."
+            ) from None
         except BaseException:
             connection.close()
             raise
         return connection
 
-    def _set_lock_timeout(self, connection: Any) -> None:
-        """Bound each statement's wait for a lock: ``SET lock_timeout`` unless the role's own is shorter."""
-        cursor = connection.cursor()
-        try:
-            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")
-            (current,) = cursor.fetchone()
-            if int(current) == 0 or int(current) > POSTGRES_LOCK_TIMEOUT_MS:
-                cursor.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_TIMEOUT_MS)}")
-            connection.commit()  # a SET rolled back would be undone
-        except Exception as error:
-            _rollback_quietly(connection)
-            fault = classify_database_error(error)
-            if fault is not None and fault.transient:
-                raise _Transient(fault, error) from None
-            raise self._error(
-                f"cannot set lock_timeout on ledger_conn_id {self.ledger_conn_id!r}: {self._message(error)}."
-            ) from None
-        finally:
-            _close_quietly(cursor)
-
     def close(self) -> None:
-        """Close the ledger's connection; safe to call twice."""
+        """Close the table's connection; safe to call twice."""
         connection, self._connection = self._connection, None
         self.writable = False
         if connection is not None:
             connection.close()
 
-    def __enter__(self: _Self) -> _Self:
+    def __enter__(self) -> SqlTable:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -252,15 +225,23 @@ class SqlTable(LedgerSchema):
 
     # -- reading and writing, in batches -------------------------------------------------------------
 
+    def now(self) -> Any:
+        """Now in UTC, as this table's database stores it."""
+        return self.dialect.now()
+
+    def describe(self, error: BaseException) -> str:
+        """A driver's error on one line, without the connection's password (for a row's failure message)."""
+        return self.messages.quote(error)
+
     def select_by_keys(self, columns: Sequence[str], keys: Iterable[Row]) -> Iterator[Row]:
         """``columns`` of the rows with these keys, :data:`LEDGER_BATCH` keys per query, each read committed."""
-        self._require_prepared()
+        self.require_prepared()
         return self._select_batches(columns, keys)
 
     def _select_batches(self, columns: Sequence[str], keys: Iterable[Row]) -> Iterator[Row]:
         for batch in batches(dict.fromkeys(keys), LEDGER_BATCH):
             # committed: ends the read transaction, so that no snapshot is held between batches
-            yield from self._transaction(partial(self._select, columns=columns, keys=batch), action="read")
+            yield from self.read(partial(self.statements.select, columns=columns, keys=batch))
 
     def upsert_rows(self, rows: Iterable[Row]) -> int:
         """Insert or replace full rows, committed per :data:`LEDGER_BATCH`; returns how many keys.
@@ -268,12 +249,12 @@ class SqlTable(LedgerSchema):
         In one batch the last row of a key wins; each batch is written in key order, so that two runs
         writing the same keys lock them in the same order and cannot deadlock; the last write wins.
         """
-        self._require_writable()
+        self.require_writable()
         count = 0
         for batch in batches(rows, LEDGER_BATCH):
-            unique = sorted({self._key_of(row): row for row in batch}.items())
+            unique = sorted({self.spec.key_of(row): row for row in batch}.items())
             ordered = [row for _, row in unique]
-            self._write(partial(self._upsert, rows=ordered))
+            self.write(partial(self.statements.upsert, rows=ordered))
             count += len(ordered)
         return count
 
@@ -282,11 +263,11 @@ class SqlTable(LedgerSchema):
 
         An ``INSERT``, never an upsert: of two runs inserting one key, exactly one gets ``True``.
         """
-        self._require_writable()
+        self.require_writable()
 
         def insert(cursor: Any) -> bool:
             try:
-                self._insert(cursor, [row])
+                self.statements.insert(cursor, [row])
             except Exception as error:
                 if classify_database_error(error) is not DatabaseFault.DUPLICATE:
                     raise
@@ -294,40 +275,50 @@ class SqlTable(LedgerSchema):
                 return False
             return True
 
-        return self._write(insert)
+        return self.write(insert)
 
     def update_by_key(self, columns: Sequence[str], rows: Iterable[Row]) -> int:
         """``UPDATE`` ``columns`` of the rows with a key; each row is the new values, then the key.
 
         Returns how many rows changed.
         """
-        self._require_writable()
+        self.require_writable()
         changed = 0
         for batch in batches(rows, LEDGER_BATCH):
             ordered = sorted(batch, key=lambda row: tuple(row[len(columns) :]))
-
-            def update(cursor: Any, ordered: list[Row] = ordered) -> int:
-                return self._update(cursor, columns, ordered)
-
-            changed += self._write(update)
+            changed += self.write(partial(self.statements.update, columns=columns, rows=ordered))
         return changed
 
     def delete_keys(self, keys: Iterable[Row]) -> int:
         """Delete the rows of these keys, one statement per :data:`LEDGER_BATCH`; returns how many keys."""
-        self._require_writable()
+        self.require_writable()
         count = 0
         for batch in batches(keys, LEDGER_BATCH):
             unique = sorted(set(batch))
-            self._write(partial(self._delete, keys=unique))
+            self.write(partial(self.statements.delete, keys=unique))
             count += len(unique)
         return count
 
-    def _write(self, statements: Callable[[Any], T]) -> T:
+    def execute(self, statement: str, parameters: Sequence[Any]) -> int:
+        """One statement of a table module's own (a conditional update, a delete), committed; rows changed."""
+        self.require_writable()
+
+        def run(cursor: Any) -> int:
+            cursor.execute(statement, tuple(parameters))
+            return max(int(cursor.rowcount), 0)
+
+        return self.write(run)
+
+    def read(self, statements: Callable[[Any], T]) -> T:
+        """Run ``statements(cursor)`` and commit, retried on lock waits."""
+        return self._transaction(statements, action="read", writing=False)
+
+    def write(self, statements: Callable[[Any], T]) -> T:
         """Run ``statements(cursor)`` and commit, retried on conflicts and lock waits; the wait counts in
         :attr:`lock_wait_seconds`."""
         return self._transaction(statements, action="write", writing=True)
 
-    def _transaction(self, statements: Callable[[Any], T], *, action: str, writing: bool = False) -> T:
+    def _transaction(self, statements: Callable[[Any], T], *, action: str, writing: bool) -> T:
         """Run ``statements(cursor)`` and commit (roll back on failure), through :meth:`_retrying`."""
 
         def attempt() -> T:
@@ -337,10 +328,10 @@ class SqlTable(LedgerSchema):
                 self._connection.commit()
                 return result
             except BaseException:
-                _rollback_quietly(self._connection)
+                rollback_quietly(self._connection)
                 raise
             finally:
-                _close_quietly(cursor)
+                close_quietly(cursor)
 
         return self._retrying(attempt, action=action, writing=writing)
 
@@ -364,45 +355,59 @@ class SqlTable(LedgerSchema):
                 except HindsightError:
                     raise
                 except Exception as caught:
-                    error = caught.error if isinstance(caught, _Transient) else caught
-                    fault = caught.fault if isinstance(caught, _Transient) else classify_database_error(caught)
+                    error = caught.error if isinstance(caught, TransientFault) else caught
+                    fault = caught.fault if isinstance(caught, TransientFault) else classify_database_error(caught)
                     if fault is None or fault is DatabaseFault.MISSING_TABLE:
                         raise
                     if fault is DatabaseFault.DUPLICATE and not writing:
                         raise
                     spent = time.monotonic() - started
                 if fault is DatabaseFault.LOST:
-                    raise self._lost(error) from None
+                    raise self.messages.lost(error) from None
                 if fault is DatabaseFault.PERMISSION:
-                    raise self._refused(error, action) from None
+                    raise self.messages.refused(error, action) from None
                 waited += spent
                 if fault in (DatabaseFault.DUPLICATE, DatabaseFault.CONFLICT) and conflicts + 1 < WRITE_ATTEMPTS:
                     conflicts += 1
                     pause = 0.05 * conflicts
-                    log.info("Ledger write conflicted with another run (%s); trying again.", self._message(error))
+                    log.info(
+                        "A write to %s conflicted with another run (%s); trying again.",
+                        self.table,
+                        self.messages.quote(error),
+                    )
                 elif fault is DatabaseFault.DUPLICATE:
                     raise error
                 elif fault is DatabaseFault.BUSY and busy + 1 < BUSY_ATTEMPTS and waited < LOCK_WAIT_LIMIT_SECONDS:
                     busy += 1
                     pause = BUSY_PAUSE_SECONDS * 2 ** (busy - 1)
                     log.warning(
-                        "The ledger table %s on %r is locked by another session (%s): waited %.1f s so far; "
+                        "The %s %s on %r is locked by another session (%s): waited %.1f s so far; "
                         "trying again in %.1f s (try %d of %d).",
+                        self.messages.noun,
                         self.table,
-                        self.ledger_conn_id,
-                        self._message(error),
+                        self.conn_id,
+                        self.messages.quote(error),
                         waited,
                         pause,
                         busy + 1,
                         BUSY_ATTEMPTS,
                     )
                 else:
-                    raise self._busy(error, waited) from None
+                    raise self.messages.busy(error, waited) from None
                 time.sleep(pause)
                 waited += pause
         finally:
             if writing:
                 self.lock_wait_seconds += waited
+
+    def require_prepared(self) -> None:
+        if self._connection is None:
+            raise RuntimeError(f"prepare() must run before the {self.messages.noun} {self.table} is used.")
+
+    def require_writable(self, operations: str | None = None) -> None:
+        if not self.writable:
+            what = operations or f"writes to the {self.messages.noun} {self.table}"
+            raise RuntimeError(f"{what} need prepare(create=True), not a dry run.")
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -414,7 +419,3 @@ class SqlTable(LedgerSchema):
         if not self.writable:
             what = operations or f"{type(self).__name__} writes"
             raise RuntimeError(f"{what} need prepare(create=True), not a dry run.")
-
-
-def _is_postgres(connection: Any) -> bool:
-    return type(connection).__module__.partition(".")[0] in ("psycopg", "psycopg2")

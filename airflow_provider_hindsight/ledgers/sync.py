@@ -3,7 +3,7 @@
 One row per ``(sync_id, interview_request_id)`` (the primary key) in a table of exactly four columns:
 ``sync_id``, ``interview_request_id``, ``body_sha256`` (see :func:`body_sha256`) and ``synced_at``
 (UTC, a timestamp without time zone). The connection, the table's creation and checks, SQLite's
-write-ahead logging and the batched statements are :class:`~.sql.SqlTable`'s:
+write-ahead logging and the batched statements are its :class:`~.sql.SqlTable`'s:
 
 - :meth:`SyncLedger.prepare` runs before any request: the connection exists, connects and is a SQL
   connection; the table exists with those columns (or is created with ``CREATE TABLE IF NOT EXISTS``);
@@ -19,71 +19,61 @@ write-ahead logging and the batched statements are :class:`~.sql.SqlTable`'s:
 A lock held on the table by another session past the bound, or a lost connection, raises a
 transient :class:`~.faults.HindsightLedgerUnavailableError` (Airflow retries the task; what was
 recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
-:attr:`~.sql.SqlTable.lock_wait_seconds` is how long this ledger's writes waited on locks.
+:attr:`SyncLedger.lock_wait_seconds` is how long this ledger's writes waited on locks.
 
-A reserved row per ``sync_id`` with ``interview_request_id = -1`` is the sync's lease (one run at a
-time, see :mod:`airflow_provider_hindsight.bulk.lease`): :meth:`SyncLedger.take_lease`,
-:meth:`SyncLedger.refresh_lease`, :meth:`SyncLedger.release_lease`. Look-ups by id never meet it.
+The sync's lease (one run at a time, see :mod:`airflow_provider_hindsight.bulk.lease`) lives in a
+table of its own beside the ledger, :attr:`SyncLedger.leases` (:mod:`.lease`).
 
-A :class:`SyncLedger` holds one connection from :meth:`~SyncLedger.prepare` to
-:meth:`~SyncLedger.close`; use it from one thread at a time.
+A :class:`SyncLedger` holds one connection (and one for its leases) from :meth:`~SyncLedger.prepare`
+to :meth:`~SyncLedger.close`; use it from one thread at a time.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.ledgers import sql
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
-from airflow_provider_hindsight.ledgers.sql import (
-    LEDGER_BATCH,
-    SQLITE_BUSY_TIMEOUT_MS,
-    WRITE_ATTEMPTS,
-    SqlTable,
-    validate_table_name,
-)
-from airflow_provider_hindsight.ledgers.statements import Column
+from airflow_provider_hindsight.ledgers.lease import MAX_SYNC_ID_CHARS, LeaseTable
+from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.table import Column, TableSpec
+from airflow_provider_hindsight.ledgers.values import utc_timestamp
 
 __all__ = [
     "DEFAULT_LEDGER_TABLE",
-    "LEASE_ID",
     "LEDGER_BATCH",
-    "LEDGER_COLUMNS",
-    "LEDGER_KEY",
     "MAX_SYNC_ID_CHARS",
+    "OLD_LEASE_ID",
     "PROBE_ID",
-    "SQLITE_BUSY_TIMEOUT_MS",
-    "WRITE_ATTEMPTS",
+    "SPEC",
     "HindsightLedgerError",
-    "LeaseHolder",
     "SyncLedger",
     "body_sha256",
-    "upsert_statement",
     "validate_ledger_table",
     "validate_sync_id",
 ]
 
 DEFAULT_LEDGER_TABLE = "hindsight_sync_ledger"
-MAX_SYNC_ID_CHARS = 512
-"""``sync_id`` column width; the default ``<dag_id>.<task_id>`` fits (Airflow ids are at most 250 each)."""
 PROBE_ID = 0
 """The ``interview_request_id`` of the write probe: ids are positive, so it never meets a real row."""
-LEASE_ID = -1
-"""The ``interview_request_id`` of a sync's lease row (``body_sha256`` the holder's token, ``synced_at`` its
-heartbeat): ids are positive, so it never meets a real row."""
-_COLUMNS = (
-    Column("sync_id", f"VARCHAR({MAX_SYNC_ID_CHARS})"),
-    Column("interview_request_id", "BIGINT"),
-    Column("body_sha256", "VARCHAR(64)"),
-    Column("synced_at", "TIMESTAMP"),
+OLD_LEASE_ID = -1
+"""The ``interview_request_id`` under which earlier versions kept a sync's lease; deleted on first use."""
+SPEC = TableSpec(
+    kind="Hindsight sync ledger",
+    columns=(
+        Column("sync_id", f"VARCHAR({MAX_SYNC_ID_CHARS})"),
+        Column("interview_request_id", "BIGINT"),
+        Column("body_sha256", "VARCHAR(64)"),
+        Column("synced_at", "TIMESTAMP"),
+    ),
+    key=("sync_id", "interview_request_id"),
 )
-LEDGER_COLUMNS: tuple[str, ...] = tuple(column.name for column in _COLUMNS)
-LEDGER_KEY: tuple[str, ...] = ("sync_id", "interview_request_id")
+
+log = logging.getLogger(__name__)
 
 
 def body_sha256(base_url: str, payload: bytes) -> str:
@@ -114,127 +104,115 @@ def validate_sync_id(sync_id: object) -> str:
     )
 
 
-def _as_datetime(value: Any) -> datetime.datetime:
-    """A ``synced_at`` as a naive UTC datetime: SQLite stores ISO text, other databases a timestamp."""
-    if isinstance(value, datetime.datetime):
-        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-    return datetime.datetime.fromisoformat(str(value))
-
-
-def upsert_statement(hook: Any, table: str) -> str | None:
-    """The hook's dialect's upsert of one ledger row, or ``None`` when it has none (UPDATE, then INSERT)."""
-    return sql.upsert_statement(hook, table, LEDGER_COLUMNS, LEDGER_KEY)
-
-
-class SyncLedger(SqlTable):
+class SyncLedger:
     """The ledger rows of one ``sync_id`` in ``table`` on the Airflow SQL connection ``ledger_conn_id``.
 
     Call :meth:`prepare` first, then :meth:`lookup`, :meth:`record` and :meth:`forget` as the run
     goes, and :meth:`close` at the end (or use it as a context manager).
     """
 
-    KIND = "Hindsight sync ledger"
-    COLUMNS = _COLUMNS
-    KEY = LEDGER_KEY
-    MISSING_TABLE_MEANS = "every row is new"
-
     def __init__(self, *, ledger_conn_id: str, table: str = DEFAULT_LEDGER_TABLE, sync_id: str) -> None:
-        super().__init__(ledger_conn_id=ledger_conn_id, table=validate_ledger_table(table))
+        self.ledger_conn_id = ledger_conn_id
+        self.table = validate_ledger_table(table)
         self.sync_id = validate_sync_id(sync_id)
+        self.sql = SqlTable(
+            SPEC,
+            conn_id=ledger_conn_id,
+            table=self.table,
+            probe_rows=self._probe_rows,
+            missing_means="every row is new",
+        )
+        self.leases = LeaseTable(ledger_conn_id=ledger_conn_id, ledger_table=self.table)
+        """The sync leases, prepared with the ledger when it may write."""
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
-        now = self._now()
+        now = self.sql.now()
         return [(self.sync_id, PROBE_ID, digit * 64, now) for digit in ("0", "1")]
+
+    @property
+    def exists(self) -> bool:
+        return self.sql.exists
+
+    @property
+    def writable(self) -> bool:
+        return self.sql.writable
+
+    @property
+    def lock_wait_seconds(self) -> float:
+        """Seconds the ledger's and the lease's writes lost to locks (see :attr:`~.sql.SqlTable.lock_wait_seconds`)."""
+        return self.sql.lock_wait_seconds + self.leases.sql.lock_wait_seconds
+
+    def prepare(self, *, create: bool = True) -> None:
+        """Check (and with ``create``, make) the ledger and its lease table usable; see :meth:`~.sql.SqlTable.prepare`.
+
+        With ``create``, a lease row an earlier version kept in the ledger for this ``sync_id`` is deleted.
+        """
+        self.sql.prepare(create=create)
+        if not create:
+            return
+        try:
+            self.leases.prepare()
+            keys = [(self.sync_id, OLD_LEASE_ID)]
+            if list(self.sql.select_by_keys(("interview_request_id",), keys)):
+                self.sql.delete_keys(keys)
+                log.info(
+                    "Deleted the lease row an earlier version kept in %s for the sync %r.",
+                    self.table,
+                    self.sync_id,
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close both connections; safe to call twice."""
+        try:
+            self.leases.close()
+        finally:
+            self.sql.close()
+
+    def __enter__(self) -> SyncLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def lookup(self, interview_request_ids: Iterable[int]) -> dict[int, str]:
         """``{id: body_sha256}`` of the given ids that this ``sync_id`` recorded; one query per 500 ids."""
-        self._require_prepared()
-        if not self.exists:
-            return {}
-        keys = ((self.sync_id, request_id) for request_id in interview_request_ids)
-        rows = self.select_by_keys(("interview_request_id", "body_sha256"), keys)
-        return {int(request_id): str(digest) for request_id, digest in rows}
+        return {key: digest for key, (digest, _) in self.lookup_with_times(interview_request_ids).items()}
 
     def lookup_with_times(self, interview_request_ids: Iterable[int]) -> dict[int, tuple[str, datetime.datetime]]:
         """``{id: (body_sha256, synced_at)}`` of the given ids; ``synced_at`` naive UTC. One query per 500 ids.
 
-        Added for the retry of a full refresh (``bulk/changes.py``): rows recorded since the DAG run began,
+        For the retry of a full refresh (``bulk/changes.py``): rows recorded since the DAG run began,
         with the same hash, were delivered by an earlier try and are not sent again.
         """
-        self._require_prepared()
-        if not self.exists:
+        self.sql.require_prepared()
+        if not self.sql.exists:
             return {}
         keys = ((self.sync_id, request_id) for request_id in interview_request_ids)
-        rows = self.select_by_keys(("interview_request_id", "body_sha256", "synced_at"), keys)
-        return {int(request_id): (str(digest), _as_datetime(at)) for request_id, digest, at in rows}
+        rows = self.sql.select_by_keys(("interview_request_id", "body_sha256", "synced_at"), keys)
+        found: dict[int, tuple[str, datetime.datetime]] = {}
+        for request_id, digest, synced_at in rows:
+            at = utc_timestamp(synced_at)
+            if at is None:
+                raise self.sql.messages.error(
+                    f"{self.sql.messages.where} holds a synced_at that is not a timestamp ({synced_at!r:.40}). "
+                    "Fix: delete that row (its interview is sent again) or the table."
+                )
+            found[int(request_id)] = (str(digest), at)
+        return found
 
     def record(self, delivered: Iterable[tuple[int, str]]) -> int:
         """Upsert ``(id, body_sha256)`` pairs with ``synced_at`` now, committed per 500; returns how many.
 
         Safe while another run records the same keys: the last write wins.
         """
-        self._require_writable("SyncLedger.record() and forget()")
-        now = self._now()
-        return self.upsert_rows((self.sync_id, request_id, digest, now) for request_id, digest in delivered)
+        self.sql.require_writable("SyncLedger.record() and forget()")
+        now = self.sql.now()
+        return self.sql.upsert_rows((self.sync_id, request_id, digest, now) for request_id, digest in delivered)
 
     def forget(self, interview_request_ids: Iterable[int]) -> int:
         """Delete the entries of these ids (sent and failed: the next run sends them again); returns how many ids."""
-        self._require_writable("SyncLedger.record() and forget()")
-        return self.delete_keys((self.sync_id, request_id) for request_id in interview_request_ids)
-
-    # -- the lease: one run of a sync_id at a time (added for bulk/lease.py) ------------------------------
-
-    def take_lease(self, token: str, *, take_over: Callable[[str, datetime.datetime], bool]) -> LeaseHolder | None:
-        """Take the lease of this ``sync_id`` (the reserved row ``interview_request_id = -1``); ``None`` when taken.
-
-        Inserted if absent (of two runs, exactly one gets it); when another token holds it, taken over
-        with a conditional update only if ``take_over(holder_token, heartbeat)`` says so (a stale
-        heartbeat, an earlier try of the same task). Otherwise returns the holder.
-        """
-        self._require_writable("SyncLedger leases")
-        if self.insert_if_absent((self.sync_id, LEASE_ID, token, self._now())):
-            return None
-        rows = list(self.select_by_keys(("body_sha256", "synced_at"), [(self.sync_id, LEASE_ID)]))
-        if not rows:  # released between the insert and the read: the caller tries again
-            return LeaseHolder("", None)
-        holder, at = str(rows[0][0]), _as_datetime(rows[0][1])
-        if take_over(holder, at) and self._update_lease(token, holder=holder):
-            return None
-        return LeaseHolder(holder, at)
-
-    def refresh_lease(self, token: str) -> bool:
-        """Move the lease's heartbeat to now; whether ``token`` still holds it."""
-        return self._update_lease(token, holder=token)
-
-    def release_lease(self, token: str) -> None:
-        """Delete the lease if ``token`` holds it."""
-        p = self._placeholder
-
-        def delete(cursor: Any) -> None:
-            cursor.execute(
-                f"DELETE FROM {self.table} WHERE sync_id = {p} AND interview_request_id = {p} AND body_sha256 = {p}",
-                (self.sync_id, LEASE_ID, token),
-            )
-
-        self._write(delete)
-
-    def _update_lease(self, token: str, *, holder: str) -> bool:
-        p = self._placeholder
-
-        def update(cursor: Any) -> bool:
-            cursor.execute(
-                f"UPDATE {self.table} SET body_sha256 = {p}, synced_at = {p} "
-                f"WHERE sync_id = {p} AND interview_request_id = {p} AND body_sha256 = {p}",
-                (token, self._now(), self.sync_id, LEASE_ID, holder),
-            )
-            return bool(cursor.rowcount == 1)
-
-        return self._write(update)
-
-
-@dataclass(frozen=True)
-class LeaseHolder:
-    """Who holds a sync's lease: its token and its last heartbeat (naive UTC)."""
-
-    token: str
-    heartbeat: datetime.datetime | None
+        self.sql.require_writable("SyncLedger.record() and forget()")
+        return self.sql.delete_keys((self.sync_id, request_id) for request_id in interview_request_ids)

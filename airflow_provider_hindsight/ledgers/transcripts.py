@@ -1,80 +1,173 @@
 """The landing table: one row per interview, its status and its transcript, in the user's warehouse.
 
-Declared on :class:`~.sql.SqlTable`, so creation on first use (two runs at once both go on), the
-column check, the write probe, SQLite's write-ahead logging and the batched upserts are the shared
-machinery's. Columns (timestamps as ``TIMESTAMP``, UTC without time zone; text on SQLite):
+Not a ledger (nothing in it decides what is sent): the operator's output table, kept through a
+:class:`~.sql.SqlTable`, so creation on first use (two runs at once both go on), the column check,
+the write probe, SQLite's write-ahead logging and the batched upserts are the shared machinery's,
+and its messages name ``sql_conn_id`` and ``table``. Columns (timestamps as ``TIMESTAMP``, UTC
+without time zone; text on SQLite):
 
 ``interview_request_id`` (primary key), ``status``, ``contact_id``, ``deal_id``, ``survey_url``,
 ``objective``, ``email_sent_at``, ``interview_created_at``, ``transcript_document_id``,
-``transcript_created_at``, ``transcript`` (the markdown), ``fetched_at``.
+``transcript_created_at``, ``transcript`` (the markdown), ``fetched_at``, and for the polling plan
+``polls`` (how many times it was fetched), ``next_poll_at`` and ``polling_stopped_at``. A table from
+an earlier version gains the last three on first use (see :mod:`.schema`); its rows read them as
+``NULL`` until landed again.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
-from airflow_provider_hindsight.ledgers.statements import Column
+from airflow_provider_hindsight.ledgers.table import Column, TableSpec
+from airflow_provider_hindsight.ledgers.values import utc_timestamp
 
 DEFAULT_TRANSCRIPTS_TABLE = "hindsight_transcripts"
 PROBE_ID = 0
 """The ``interview_request_id`` of the write probe: ids are positive, so it never meets a real row."""
 
-_COLUMNS = (
-    Column("interview_request_id", "BIGINT"),
-    Column("status", "VARCHAR(16)"),
-    Column("contact_id", "VARCHAR(255)", nullable=True),
-    Column("deal_id", "VARCHAR(255)", nullable=True),
-    Column("survey_url", "VARCHAR(2048)", nullable=True),
-    Column("objective", "TEXT", nullable=True),
-    Column("email_sent_at", "TIMESTAMP", nullable=True),
-    Column("interview_created_at", "TIMESTAMP", nullable=True),
-    Column("transcript_document_id", "VARCHAR(255)", nullable=True),
-    Column("transcript_created_at", "TIMESTAMP", nullable=True),
-    Column("transcript", "TEXT", nullable=True),
-    Column("fetched_at", "TIMESTAMP"),
+SPEC = TableSpec(
+    kind="Hindsight transcripts table",
+    columns=(
+        Column("interview_request_id", "BIGINT"),
+        Column("status", "VARCHAR(16)"),
+        Column("contact_id", "VARCHAR(255)", nullable=True),
+        Column("deal_id", "VARCHAR(255)", nullable=True),
+        Column("survey_url", "VARCHAR(2048)", nullable=True),
+        Column("objective", "TEXT", nullable=True),
+        Column("email_sent_at", "TIMESTAMP", nullable=True),
+        Column("interview_created_at", "TIMESTAMP", nullable=True),
+        Column("transcript_document_id", "VARCHAR(255)", nullable=True),
+        Column("transcript_created_at", "TIMESTAMP", nullable=True),
+        Column("transcript", "TEXT", nullable=True),
+        Column("fetched_at", "TIMESTAMP"),
+        Column("polls", "INTEGER", nullable=True),
+        Column("next_poll_at", "TIMESTAMP", nullable=True),
+        Column("polling_stopped_at", "TIMESTAMP", nullable=True),
+    ),
+    key=("interview_request_id",),
 )
-TRANSCRIPT_COLUMNS: tuple[str, ...] = tuple(column.name for column in _COLUMNS)
+TRANSCRIPT_COLUMNS: tuple[str, ...] = SPEC.names
+
+
+_POLLING_COLUMNS = (
+    "interview_request_id",
+    "status",
+    "email_sent_at",
+    "interview_created_at",
+    "fetched_at",
+    "polls",
+    "next_poll_at",
+    "polling_stopped_at",
+)
+
+
+@dataclass(frozen=True)
+class LandedInterview:
+    """What the landing table holds of one interview for the polling plan; times naive UTC.
+
+    ``polls`` is ``None`` (and so are the other two polling times) on a row an earlier version landed.
+    """
+
+    interview_request_id: int
+    status: str
+    email_sent_at: datetime.datetime | None
+    interview_created_at: datetime.datetime | None
+    fetched_at: datetime.datetime | None
+    polls: int | None
+    next_poll_at: datetime.datetime | None
+    polling_stopped_at: datetime.datetime | None
+
+    @property
+    def started_at(self) -> datetime.datetime | None:
+        """Where its age counts from: ``email_sent_at``, or its creation when no e-mail was sent."""
+        return self.email_sent_at or self.interview_created_at
 
 
 def validate_transcripts_table(table: object) -> str:
     return validate_table_name(table, parameter="table", example=DEFAULT_TRANSCRIPTS_TABLE)
 
 
-class TranscriptTable(SqlTable):
+class TranscriptTable:
     """The landing table ``table`` on the Airflow SQL connection ``sql_conn_id``.
 
     Call :meth:`prepare` first, then :meth:`statuses` and :meth:`land` as the run goes, and
     :meth:`close` at the end (or use it as a context manager).
     """
 
-    KIND = "Hindsight transcripts table"
-    COLUMNS = _COLUMNS
-    KEY = ("interview_request_id",)
-    MISSING_TABLE_MEANS = "no interview was landed yet"
-
     def __init__(self, *, sql_conn_id: str, table: str = DEFAULT_TRANSCRIPTS_TABLE) -> None:
-        super().__init__(ledger_conn_id=sql_conn_id, table=validate_transcripts_table(table))
+        self.sql = SqlTable(
+            SPEC,
+            conn_id=sql_conn_id,
+            table=validate_transcripts_table(table),
+            probe_rows=self._probe_rows,
+            noun="transcripts table",
+            conn_parameter="sql_conn_id",
+            table_parameter="table",
+            missing_means="no interview was landed yet",
+        )
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
-        now = self._now()
-        return [(PROBE_ID, status, *([None] * 9), now) for status in ("created", "sent")]
+        now = self.sql.now()
+        return [(PROBE_ID, status, *([None] * 9), now, 1, now, None) for status in ("created", "sent")]
+
+    def prepare(self, *, create: bool = True) -> None:
+        """See :meth:`~.sql.SqlTable.prepare`."""
+        self.sql.prepare(create=create)
+
+    def close(self) -> None:
+        self.sql.close()
+
+    def __enter__(self) -> TranscriptTable:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def statuses(self, interview_request_ids: Iterable[int]) -> dict[int, str]:
         """``{id: status}`` of the given ids that have a row; one query per 500 ids."""
-        self._require_prepared()
-        if not self.exists:
+        self.sql.require_prepared()
+        if not self.sql.exists:
             return {}
-        rows = self.select_by_keys(("interview_request_id", "status"), ((key,) for key in interview_request_ids))
+        rows = self.sql.select_by_keys(("interview_request_id", "status"), ((key,) for key in interview_request_ids))
         return {int(key): str(status) for key, status in rows}
 
-    def row(self, answer: Mapping[str, Any], fetched_at: Any) -> tuple[Any, ...]:
-        """The table's row for one ``GET /interviews/{id}`` answer."""
+    def landed(self, interview_request_ids: Iterable[int]) -> dict[int, LandedInterview]:
+        """What the table holds of the given ids that have a row, for the polling plan; one query per 500 ids."""
+        self.sql.require_prepared()
+        if not self.sql.exists:
+            return {}
+        rows = self.sql.select_by_keys(_POLLING_COLUMNS, ((key,) for key in interview_request_ids))
+        found = {}
+        for key, status, sent, created, fetched, polls, next_poll, stopped in rows:
+            found[int(key)] = LandedInterview(
+                int(key),
+                str(status),
+                utc_timestamp(sent),
+                utc_timestamp(created),
+                utc_timestamp(fetched),
+                None if polls is None else int(polls),
+                utc_timestamp(next_poll),
+                utc_timestamp(stopped),
+            )
+        return found
+
+    def row(
+        self,
+        answer: Mapping[str, Any],
+        fetched_at: Any,
+        *,
+        polls: int | None = None,
+        next_poll_at: datetime.datetime | None = None,
+        polling_stopped_at: datetime.datetime | None = None,
+    ) -> tuple[Any, ...]:
+        """The table's row for one ``GET /interviews/{id}`` answer, with the polling plan's columns (naive UTC)."""
         transcript = answer.get("transcript")
         transcript = transcript if isinstance(transcript, Mapping) else {}
+        timestamp = self.sql.dialect.timestamp
         return (
             int(answer["interview_request_id"]),
             str(answer.get("status")),
@@ -82,38 +175,24 @@ class TranscriptTable(SqlTable):
             _text(answer.get("deal_id")),
             _text(answer.get("survey_url")),
             _text(answer.get("objective")),
-            self._timestamp(answer.get("email_sent_at")),
-            self._timestamp(answer.get("created_at")),
+            timestamp(answer.get("email_sent_at")),
+            timestamp(answer.get("created_at")),
             _text(transcript.get("document_id")),
-            self._timestamp(transcript.get("created_at")),
+            timestamp(transcript.get("created_at")),
             _text(transcript.get("content")),
             fetched_at,
+            polls,
+            timestamp(next_poll_at),
+            timestamp(polling_stopped_at),
         )
 
     def land(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Upsert rows (the last of an id wins), committed per 500; returns how many."""
-        self._require_writable("TranscriptTable.land()")
-        return self.upsert_rows(rows)
+        self.sql.require_writable("TranscriptTable.land()")
+        return self.sql.upsert_rows(rows)
 
     def now(self) -> Any:
-        return self._now()
-
-    def _timestamp(self, value: object) -> Any:
-        """An API time (ISO-8601 UTC) as a naive UTC ``datetime``, or ISO text for SQLite; ``None`` if absent."""
-        if not isinstance(value, str) or not value:
-            return None
-        try:
-            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return moment.isoformat(sep=" ") if self._is_sqlite else moment
-
-    def _error(self, message: str) -> HindsightLedgerError:
-        """The shared machinery's message, in this operator's parameter names."""
-        message = message.replace("ledger_conn_id", "sql_conn_id").replace("ledger_table", "table")
-        return super()._error(message.replace("the ledger table", "the table"))
+        return self.sql.now()
 
 
 def _text(value: object) -> str | None:

@@ -18,21 +18,17 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
-from airflow_provider_hindsight.hooks.sql import sql_hook
-from airflow_provider_hindsight.ledgers.sql import (
-    LEDGER_BATCH,
-    DatabaseFault,
-    batches,
-    classify_database_error,
-    validate_table_name,
-)
+from airflow_provider_hindsight.ledgers.faults import DatabaseFault, classify_database_error
+from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches, validate_table_name
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
     TranscriptTable,
     validate_transcripts_table,
 )
+from airflow_provider_hindsight.ledgers.values import whole_number
 from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
+from airflow_provider_hindsight.sql_connection import sql_hook
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
 
 if TYPE_CHECKING:
@@ -55,16 +51,7 @@ class Fetch:
 
 
 def _fetch_from(value: object) -> Fetch:
-    return Fetch(validate_interview_request_id(_whole(value)))
-
-
-def _whole(value: object) -> object:
-    """Drivers return NUMERIC ids as ``Decimal``: a whole one is the int id."""
-    from decimal import Decimal
-
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return int(value)
-    return value
+    return Fetch(validate_interview_request_id(whole_number(value)))
 
 
 def _duplicate(key: Any, first: int) -> tuple[str, str]:

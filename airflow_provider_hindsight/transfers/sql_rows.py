@@ -25,7 +25,7 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.hooks.sql import sql_hook
+from airflow_provider_hindsight.sql_connection import sql_hook
 from airflow_provider_hindsight.transfers.streaming import (
     idle_in_transaction_timeout,
     streaming_cursor,

@@ -70,11 +70,15 @@ def gets(emulator: HindsightEmulator) -> list[int]:
 
 
 def test_the_first_run_creates_the_table_and_lands_every_interview(
-    backend: Backend, emulator: HindsightEmulator
+    backend: Backend, emulator: HindsightEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="airflow_provider_hindsight.ledgers")
     run = land(ids_sql=ids_table(backend, [1, 2, 3, 4]))
 
     assert run.error is None
+    said = [record.getMessage() for record in caplog.records if record.name.startswith("airflow_provider_hindsight")]
+    assert f"Created the transcripts table hindsight_transcripts on '{CONN_ID}'." in said
+    assert not [line for line in said if "ledger" in line], "the landing table is not a ledger"
     assert (
         run.result
         == run.summary

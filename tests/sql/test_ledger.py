@@ -17,7 +17,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
-from airflow_provider_hindsight.ledgers import sql as ledger_sql
+from airflow_provider_hindsight.ledgers import dialect as ledger_dialect
 from airflow_provider_hindsight.ledgers.sync import (
     HindsightLedgerError,
     SyncLedger,
@@ -184,7 +184,7 @@ def test_concurrent_writers_of_one_sync_id_both_finish(
 ) -> None:
     """Two runs record overlapping keys, in opposite orders, many times: no error, the last write wins."""
     if not upsert:
-        monkeypatch.setattr(ledger_sql, "upsert_statement", lambda *arguments: None)
+        monkeypatch.setattr(ledger_dialect, "upsert_statement", lambda *arguments: None)
     rounds, start = 12, threading.Barrier(2)
     keys = {"a": list(range(1, 301)), "b": list(range(300, 100, -1))}
     errors: list[BaseException] = []
@@ -270,7 +270,7 @@ def test_sqlite_ledger_in_the_file_being_streamed(
     """One SELECT open on the file for the whole run, ledger reads and writes between its batches."""
     from airflow.providers.sqlite.hooks.sqlite import SqliteHook
 
-    monkeypatch.setattr(ledger_sql, "SQLITE_BUSY_TIMEOUT_MS", 2000)  # a lock would fail fast, not hang
+    monkeypatch.setattr(ledger_dialect, "SQLITE_BUSY_TIMEOUT_MS", 2000)  # a lock would fail fast, not hang
     path = Path(backend.query("PRAGMA database_list")[0][2])
     _fill_source(path)
     assert backend.query("PRAGMA journal_mode") == [("delete",)]

@@ -19,6 +19,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_hindsight.exceptions import HindsightTransientError
+from airflow_provider_hindsight.ledgers import dialect as ledger_dialect
 from airflow_provider_hindsight.ledgers import sql as ledger_sql
 from airflow_provider_hindsight.ledgers.faults import (
     DatabaseFault,
@@ -43,8 +44,8 @@ PERMISSION_ADVICE = "give the connection's user SELECT, INSERT, UPDATE and DELET
 
 @pytest.fixture(autouse=True)
 def short_lock_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_sql, "POSTGRES_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS)
-    monkeypatch.setattr(ledger_sql, "SQLITE_BUSY_TIMEOUT_MS", LOCK_TIMEOUT_MS)
+    monkeypatch.setattr(ledger_dialect, "POSTGRES_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS)
+    monkeypatch.setattr(ledger_dialect, "SQLITE_BUSY_TIMEOUT_MS", LOCK_TIMEOUT_MS)
     monkeypatch.setattr(ledger_sql, "BUSY_PAUSE_SECONDS", 0.05)
 
 
@@ -104,10 +105,11 @@ def table_locked(backend: Backend, mode: str = "ACCESS EXCLUSIVE") -> Iterator[C
 
 
 def writer_role(backend: Backend, *, lock_timeout: str | None, privileges: str = ALL_RIGHTS) -> str:
-    """A login role with ``privileges`` on the ledger table (and a role-level lock_timeout); its connection id."""
+    """A login role with ``privileges`` on the ledger and lease tables (and a role-level lock_timeout); its
+    connection id."""
     ((database,),) = backend.query("SELECT current_database()")
     role = f"writer_{database}"  # roles belong to the server: one per test database
-    backend.run(f"CREATE ROLE {role} LOGIN", f"GRANT {privileges} ON {TABLE} TO {role}")
+    backend.run(f"CREATE ROLE {role} LOGIN", f"GRANT {privileges} ON {TABLE}, {TABLE}_leases TO {role}")
     if lock_timeout is not None:
         backend.run(f"ALTER ROLE {role} SET lock_timeout = '{lock_timeout}'")
     return backend.set_connection("writer_ledger", login=role)
@@ -386,10 +388,10 @@ def test_busy_error_pickles() -> None:
 
 def _query(ledger: SyncLedger, sql: str) -> list[tuple[Any, ...]]:
     """A statement on the ledger's own connection (its session settings), committed."""
-    cursor = ledger._connection.cursor()
+    cursor = ledger.sql._connection.cursor()
     try:
         cursor.execute(sql)
         return [tuple(row) for row in cursor.fetchall()]
     finally:
         cursor.close()
-        ledger._connection.commit()
+        ledger.sql._connection.commit()

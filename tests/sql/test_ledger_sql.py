@@ -1,4 +1,5 @@
-"""The machinery every ledger shares (ledgers/sql.py), through a small ledger of its own, on SQLite and Postgres."""
+"""The machinery every table shares (ledgers/sql.py's SqlTable), through a small ledger of its own, on SQLite and
+Postgres."""
 
 from __future__ import annotations
 
@@ -11,38 +12,55 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.ledgers import sql as ledger_sql
+from airflow_provider_hindsight.ledgers import dialect as ledger_dialect
+from airflow_provider_hindsight.ledgers.schema import TableSchema
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
-from airflow_provider_hindsight.ledgers.statements import Column
+from airflow_provider_hindsight.ledgers.table import Column, TableSpec
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
 CONN_ID = "claims_db"
 TABLE = "claims"
 LOGGER = "airflow_provider_hindsight.ledgers"
-"""The ledgers' loggers: ledgers.sql, and ledgers.schema for creating the table and switching to WAL."""
-
-
-class ClaimLedger(SqlTable):
-    """A create-once ledger in miniature: one row per key, claimed by an insert."""
-
-    KIND = "claim ledger"
-    COLUMNS = (
+"""The ledgers' loggers: ledgers.sql, ledgers.schema for creating the table, ledgers.dialect for switching to WAL."""
+SPEC = TableSpec(
+    kind="claim ledger",
+    columns=(
         Column("request_key", "VARCHAR(256)"),
         Column("state", "VARCHAR(16)"),
         Column("interview_request_id", "BIGINT", nullable=True),
         Column("attempted_at", "TIMESTAMP"),
-    )
-    KEY = ("request_key",)
+    ),
+    key=("request_key",),
+)
+
+
+class ClaimLedger:
+    """A create-once ledger in miniature, built as the real ones are: one row per key, claimed by an insert."""
+
+    def __init__(self, *, ledger_conn_id: str, table: str) -> None:
+        self.sql = SqlTable(SPEC, conn_id=ledger_conn_id, table=table, probe_rows=self._probe_rows)
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
-        return [("<ledger probe>", state, None, self._now()) for state in ("pending", "created")]
+        return [("<ledger probe>", state, None, self.sql.now()) for state in ("pending", "created")]
+
+    def prepare(self, *, create: bool) -> None:
+        self.sql.prepare(create=create)
+
+    def close(self) -> None:
+        self.sql.close()
+
+    def __enter__(self) -> ClaimLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def claim(self, key: str) -> bool:
-        return self.insert_if_absent((key, "pending", None, self._now()))
+        return self.sql.insert_if_absent((key, "pending", None, self.sql.now()))
 
     def states(self, keys: list[str]) -> dict[str, tuple[str, int | None]]:
-        rows = self.select_by_keys(("request_key", "state", "interview_request_id"), ((key,) for key in keys))
+        rows = self.sql.select_by_keys(("request_key", "state", "interview_request_id"), ((key,) for key in keys))
         return {key: (state, request_id) for key, state, request_id in rows}
 
 
@@ -88,18 +106,21 @@ def test_the_table_is_created_from_the_column_spec(
 
 
 def test_a_table_created_by_another_run_meanwhile_is_found_not_created(
-    backend: Backend, new_ledger: Callable[..., ClaimLedger], caplog: pytest.LogCaptureFixture
+    backend: Backend,
+    new_ledger: Callable[..., ClaimLedger],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The other run created it between this run's read and its CREATE TABLE IF NOT EXISTS."""
     new_ledger().prepare(create=True)
     caplog.set_level(logging.INFO, logger=LOGGER)
     caplog.clear()
     ledger = new_ledger()
-    real_read = ledger._read_columns
+    real_read = TableSchema.read_columns
     reads = iter([(None, RuntimeError("no such table: claims"))])
-    ledger._read_columns = lambda: next(reads, None) or real_read()  # type: ignore[method-assign]
+    monkeypatch.setattr(TableSchema, "read_columns", lambda schema: next(reads, None) or real_read(schema))
     ledger.prepare(create=True)
-    assert ledger.writable
+    assert ledger.sql.writable
     found = [message for message in messages(caplog) if "ledger table" in message]
     assert found == [f"Found the ledger table {TABLE} on '{CONN_ID}': another run created it at the same moment."]
 
@@ -115,8 +136,8 @@ def test_insert_if_absent_loses_quietly_and_the_connection_stays_usable(
     # the failed insert was rolled back: the connection reads and writes on
     assert ledger.states(["D-1042:C-7781", "D-1:C-2"]) == {"D-1042:C-7781": ("pending", None)}
     assert ledger.claim("D-1:C-2") is True
-    assert ledger.update_by_key(("state", "interview_request_id"), [("created", 4821, "D-1042:C-7781")]) == 1
-    assert ledger.update_by_key(("state",), [("created", "no such key")]) == 0
+    assert ledger.sql.update_by_key(("state", "interview_request_id"), [("created", 4821, "D-1042:C-7781")]) == 1
+    assert ledger.sql.update_by_key(("state",), [("created", "no such key")]) == 0
     assert ledger.states(["D-1042:C-7781", "D-1:C-2"]) == {
         "D-1042:C-7781": ("created", 4821),
         "D-1:C-2": ("pending", None),
@@ -128,7 +149,7 @@ def test_insert_if_absent_raises_on_other_integrity_errors(new_ledger: Callable[
     ledger = new_ledger()
     ledger.prepare(create=True)
     with pytest.raises(Exception, match=r"(?i)null"):
-        ledger.insert_if_absent(("k", None, None, ledger._now()))  # state is NOT NULL: not a lost claim
+        ledger.sql.insert_if_absent(("k", None, None, ledger.sql.now()))  # state is NOT NULL: not a lost claim
     assert ledger.claim("k") is True
 
 
@@ -162,18 +183,18 @@ def test_upsert_and_delete_by_a_one_column_key(
     new_ledger: Callable[..., ClaimLedger], upsert: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not upsert:
-        monkeypatch.setattr(ledger_sql, "upsert_statement", lambda *arguments: None)
+        monkeypatch.setattr(ledger_dialect, "upsert_statement", lambda *arguments: None)
     ledger = new_ledger()
     ledger.prepare(create=True)
-    now = ledger._now()
+    now = ledger.sql.now()
     keys = [f"k{number:04}" for number in range(1, 1201)]
-    assert ledger.upsert_rows((key, "pending", None, now) for key in keys) == 1200
-    assert ledger.upsert_rows([("k0001", "created", 1, now), ("k0002", "rejected", None, now)]) == 2
+    assert ledger.sql.upsert_rows((key, "pending", None, now) for key in keys) == 1200
+    assert ledger.sql.upsert_rows([("k0001", "created", 1, now), ("k0002", "rejected", None, now)]) == 2
     states = ledger.states(keys)
     assert len(states) == 1200
     assert states["k0001"] == ("created", 1)
     assert states["k0002"] == ("rejected", None)
-    assert ledger.delete_keys((key,) for key in keys[:600]) == 600
+    assert ledger.sql.delete_keys((key,) for key in keys[:600]) == 600
     assert sorted(ledger.states(keys)) == keys[600:]
 
 
@@ -196,8 +217,8 @@ def test_the_switch_to_write_ahead_logging_is_logged_once(
 
 def test_driver_messages_never_show_the_password() -> None:
     ledger = ClaimLedger(ledger_conn_id=CONN_ID, table=TABLE)
-    ledger._secret = "s3cr3t-pw"
-    message = ledger._message(RuntimeError('connection to "db" failed:\n  password "s3cr3t-pw"  rejected'))
+    ledger.sql.messages.secret = "s3cr3t-pw"
+    message = ledger.sql.describe(RuntimeError('connection to "db" failed:\n  password "s3cr3t-pw"  rejected'))
     assert message == 'connection to "db" failed: password "***" rejected'
 
 
@@ -213,7 +234,7 @@ def test_table_names_are_checked_naming_the_parameter(table: Any) -> None:
 
 
 def test_create_table_sql() -> None:
-    assert ClaimLedger.create_table_sql("s.claims") == (
+    assert SPEC.create_sql("s.claims") == (
         "CREATE TABLE IF NOT EXISTS s.claims (\n"
         "    request_key VARCHAR(256) NOT NULL,\n"
         "    state VARCHAR(16) NOT NULL,\n"
@@ -232,14 +253,14 @@ def test_keys_of_several_prefixes_are_looked_up_and_deleted_together(
 
     with SyncLedger(ledger_conn_id=backend.conn_id, sync_id="dag.one") as ledger:
         ledger.prepare(create=True)
-        now = ledger._now()
+        now = ledger.sql.now()
         sync_ids = ("dag.one", "dag.two")
         rows = [(sync_id, number, f"{sync_id}-{number}", now) for sync_id in sync_ids for number in (1, 2)]
-        assert ledger.upsert_rows(rows) == 4
+        assert ledger.sql.upsert_rows(rows) == 4
         keys = [("dag.two", 2), ("dag.one", 1), ("dag.three", 1)]
-        found = sorted(ledger.select_by_keys(("sync_id", "interview_request_id", "body_sha256"), keys))
+        found = sorted(ledger.sql.select_by_keys(("sync_id", "interview_request_id", "body_sha256"), keys))
         assert found == [("dag.one", 1, "dag.one-1"), ("dag.two", 2, "dag.two-2")]
-        assert ledger.delete_keys(keys) == 3
+        assert ledger.sql.delete_keys(keys) == 3
         assert sorted(backend.query("SELECT sync_id, interview_request_id FROM hindsight_sync_ledger")) == [
             ("dag.one", 2),
             ("dag.two", 1),
@@ -248,7 +269,7 @@ def test_keys_of_several_prefixes_are_looked_up_and_deleted_together(
 
 def test_use_before_prepare_is_refused_at_the_call() -> None:
     ledger = ClaimLedger(ledger_conn_id=CONN_ID, table=TABLE)
-    with pytest.raises(RuntimeError, match=r"ClaimLedger.prepare\(\) must run before"):
-        ledger.select_by_keys(("state",), [("k",)])
-    with pytest.raises(RuntimeError, match=r"ClaimLedger writes need prepare\(create=True\)"):
-        ledger.claim("k")
+    with pytest.raises(RuntimeError, match=r"prepare\(\) must run before the ledger table claims is used"):
+        ledger.sql.select_by_keys(("state",), [("k",)])
+    with pytest.raises(RuntimeError, match=r"writes to the ledger table claims need prepare\(create=True\)"):
+        ledger.sql.insert_if_absent(("k", "pending", None, "2026-01-01 00:00:00"))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError
-from airflow_provider_hindsight.hooks.sql import provider_package, sql_hook
+from airflow_provider_hindsight.sql_connection import provider_package, sql_hook
 
 
 @pytest.mark.parametrize(

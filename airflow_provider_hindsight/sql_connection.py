@@ -1,7 +1,8 @@
-"""The SQL hook behind an Airflow connection id, for the transfer's source and the sync ledger.
+"""The SQL hook behind an Airflow connection id, for the transfers' sources, the landing table and the ledgers.
 
 One place turns ``sql_conn_id`` or ``ledger_conn_id`` into a common-sql ``DbApiHook``, and says
-which parameter, which connection and what fix when it cannot.
+which parameter, which connection and what fix when it cannot. It lives outside ``hooks/`` (the
+Hindsight API's hooks): the ledgers know no Hindsight transport.
 """
 
 from __future__ import annotations

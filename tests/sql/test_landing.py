@@ -261,6 +261,22 @@ def test_poll_all_fetches_every_interview_not_completed_stopped_or_not(
     assert (run.summary["pending"], run.summary["already_completed"], run.summary["not_due"]) == (2, 2, 0)
 
 
+def test_a_dry_run_counts_what_the_plan_would_fetch_and_writes_nothing(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+    backdate(backend, 3, started=40 * DAY, fetched=10 * DAY)
+    backdate(backend, 4, started=2 * DAY, fetched=5 * HOUR)
+    before = rows(backend)
+    emulator.reset_requests()
+
+    run = land(ids_sql=sql, dry_run=True)
+
+    assert emulator.request_count == 0 and rows(backend) == before  # 3 is not marked stopped either
+    assert (run.summary["pending"], run.summary["stopped"], run.summary["already_completed"]) == (1, 1, 2)
+
+
 def test_max_requests_fetches_never_polled_first_then_the_most_overdue(
     backend: Backend, emulator: HindsightEmulator
 ) -> None:

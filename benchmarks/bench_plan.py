@@ -26,6 +26,7 @@ Writes ``docs/_generated/plan-numbers.md`` and ``docs/_static/polling-plan.png``
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import os
@@ -149,7 +150,7 @@ def measure_compressed(scale: float, creating_days: float, work: Path) -> dict[s
     with closing(sqlite3.connect(database)) as db:
         db.execute(f"CREATE TABLE {IDS_TABLE} (interview_request_id INTEGER)")
         db.commit()
-    with HindsightEmulator(API_KEY, record_requests=False) as emulator:
+    with HindsightEmulator(API_KEY) as emulator:
         connection_env(emulator.base_url, str(database))
         origin = math.ceil(time.time()) + 2.0
         events: list[tuple[float, int, int]] = []  # (real time, kind, id or run): creates, answers, landings
@@ -171,13 +172,21 @@ def measure_compressed(scale: float, creating_days: float, work: Path) -> dict[s
                     emulator.complete(subject)
                 else:
                     began = time.time()
-                    run_starts.append((began - origin) * scale)
+                    run_starts.append(began)
                     landing(scale).execute({"ti": _Ti()})
                     late.append(time.time() - began)
         measured = gets(emulator)
+        fetch_times = sorted(request.time for request in emulator.requests if request.method == "GET")
+    # Each run decided at its start and fetched when its first GET arrived (its fetches take milliseconds).
+    measured_runs = []
+    for number, began in enumerate(run_starts):
+        first = bisect.bisect_left(fetch_times, began)
+        ends = run_starts[number + 1] if number + 1 < len(run_starts) else math.inf
+        fetched = fetch_times[first] if first < len(fetch_times) and fetch_times[first] < ends else began
+        measured_runs.append(((began - origin) * scale, (fetched - origin) * scale))
     plan = PollingPlan()
     appear = 0.02 * scale  # created 20 ms after the whole second its e-mail time says
-    actual = simulate_plan(scenario, plan, interviews=interviews, runs=run_starts, appear_after=appear)
+    actual = simulate_plan(scenario, plan, interviews=interviews, runs=measured_runs, appear_after=appear)
     nominal = simulate_plan(scenario, plan, interviews=interviews, appear_after=appear)
     simulated = actual.gets_between(-1, math.inf)
     return {
@@ -285,8 +294,9 @@ def write_chart(results: dict[str, Any]) -> None:
     ):
         ages = a["life"][name]
         life.step([age / DAY for age in ages], range(1, len(ages) + 1), where="post", label=label, color=colour)
-    life.plot([0, 35], [1, 35 * 24], color="#b7791f", linestyle="--", label="polling every pending id hourly")
-    life.set_yscale("log")
+    hours = range(35 * 24 + 1)
+    life.plot([hour / 24 for hour in hours], [hour + 1 for hour in hours], color="#b7791f", linestyle="--")
+    life.lines[-1].set_label("polling every pending id hourly")
     life.set_title("GETs over the life of one interview that never answers")
     life.set_xlabel("age (days)")
     life.set_ylabel("GETs so far")
@@ -340,10 +350,15 @@ def main() -> int:
     parser.add_argument("--creating-days", type=float, default=10.0, help="b): days of creates (then 31 more)")
     parser.add_argument("--only", default="year,compressed,back_to_back")
     parser.add_argument("--quick", action="store_true", help="b) at 4 x the scale, 3 days of creates; no docs")
+    parser.add_argument("--previous", help="an earlier run's printed JSON: its b) and c) when not measured now")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     scale, creating = (args.scale * 4, 3.0) if args.quick else (args.scale, args.creating_days)
-    results: dict[str, Any] = {"year": measure_year(args.months)}
+    results: dict[str, Any] = {}
+    if args.previous:
+        previous = json.loads(Path(args.previous).read_text())
+        results.update({key: value for key, value in previous.items() if key in ("compressed", "back_to_back")})
+    results["year"] = measure_year(args.months)
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as directory:
         work = Path(directory)
         if "back_to_back" in wanted:

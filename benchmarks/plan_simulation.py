@@ -118,19 +118,21 @@ def simulate_plan(
     plan: PollingPlan,
     *,
     interviews: list[tuple[float, float | None]] | None = None,
-    runs: list[float] | None = None,
+    runs: list[tuple[float, float]] | None = None,
     appear_after: float = 0.0,
 ) -> Outcome:
-    """Landing runs every ``landing_every`` (or at ``runs``) that fetch what ``plan`` says is due.
+    """Landing runs every ``landing_every`` that fetch what ``plan`` says is due.
 
-    An interview is in the landing's input from ``appear_after`` seconds after its start.
+    ``runs`` replaces the schedule with measured runs: ``(decided_at, fetched_at)``, when a run asked
+    the plan and when its fetches happened. An interview is in the landing's input from
+    ``appear_after`` seconds after its start.
     """
     interviews = scenario.interviews() if interviews is None else interviews
     outcome = Outcome("plan")
     active: dict[int, PollState[int]] = {}
     polls: dict[int, int] = {}
     created = 0
-    for now in scenario.runs() if runs is None else runs:
+    for now, fetched_at in [(moment, moment) for moment in scenario.runs()] if runs is None else runs:
         while created < len(interviews) and interviews[created][0] + appear_after <= now:
             active[created] = PollState(created)
             polls[created] = 0
@@ -140,12 +142,12 @@ def simulate_plan(
         for key in schedule.due:
             started, answered = interviews[key]
             polls[key] += 1
-            if answered is not None and answered <= now:
-                outcome.landed.append((answered - started, now - answered))
+            if answered is not None and answered <= fetched_at:
+                outcome.landed.append((answered - started, fetched_at - answered))
                 outcome.per_interview.append(polls.pop(key))
                 del active[key]
             else:
-                active[key] = PollState(key, started_at=started, last_polled_at=now)
+                active[key] = PollState(key, started_at=started, last_polled_at=fetched_at)
         for key in schedule.stopped:
             started, answered = interviews[key]
             if answered is not None and answered <= scenario.duration:

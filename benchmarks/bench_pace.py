@@ -3,7 +3,7 @@
     python benchmarks/bench_pace.py            # about 2.7 minutes
     python benchmarks/bench_pace.py --quick    # about 1 minute
 
-Two runs of ``HindsightHook.update_interviews`` (16 threads, one shared pacer), the emulator in its own
+Two runs of ``bulk.engine.update_interviews`` (16 threads, one shared pacer), the emulator in its own
 process (``emulator_process.py``) so that it shares no GIL with the load:
 
 1. at the limit: the connection paces at 1,000 a minute (Enterprise) and the emulator allows 50
@@ -94,7 +94,8 @@ def allowed(run: Run) -> int:
 
 
 def send(title: str, settings: EmulatorSettings, rows: int) -> Run:
-    """Send ``rows`` updates through ``HindsightHook.update_interviews`` to an emulator with ``settings``."""
+    """Send ``rows`` updates through ``bulk.engine.update_interviews`` to an emulator with ``settings``."""
+    from airflow_provider_hindsight.bulk.engine import update_interviews
     from airflow_provider_hindsight.hooks.hindsight import HindsightHook
     from airflow_provider_hindsight.hooks.pacing import RatePacer
 
@@ -122,7 +123,7 @@ def send(title: str, settings: EmulatorSettings, rows: int) -> Run:
         updates = [{"interview_request_id": n, "objective": "Renewal"} for n in range(1, rows + 1)]
         progress(f"{title}: {rows} rows ...")
         started = time.monotonic()
-        results = list(hook.update_interviews(updates))
+        results = list(update_interviews(hook, updates))
         run.seconds = time.monotonic() - started
         run.succeeded = sum(result.succeeded for result in results)
         run.status_counts = server.counts()

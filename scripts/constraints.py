@@ -99,7 +99,9 @@ def check(path: Path) -> int:
             problems.append(f"{name} {dist.version} (constraints: {pinned})")
     if problems:
         print(f"This environment differs from {path}:", *problems, sep="\n  ", file=sys.stderr)
-        print("Rebuild it (make clean, then the target), or refresh the constraints: make constraints.", file=sys.stderr)
+        print(
+            "Rebuild it (make clean, then the target), or refresh the constraints: make constraints.", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -2,7 +2,8 @@
 
 A wrong API key fails every row the same way, and an API that is down fails each row only after
 its retries: without a breaker, 50,000 rows would collect 50,000 401s, or hold a worker slot for
-hours. The breaker trips on the first 401/403, and on a sustained run of transient failures.
+hours. The breaker trips on the first 401/403, on the first redirect (the connection's base URL is
+wrong for every row), and on a sustained run of transient failures.
 """
 
 from __future__ import annotations
@@ -10,28 +11,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from airflow_provider_hindsight.bulk.rows import RowResult
+from airflow_provider_hindsight.bulk.rows import RowResult, RunStop
 
 AUTH_STATUSES = frozenset({401, 403})
+REDIRECT_CODE = "redirect"
+"""The error code of a 3xx answer (:func:`~airflow_provider_hindsight.hooks.request.redirect_error`)."""
 DEFAULT_MAX_CONSECUTIVE_TRANSIENT = 10
 DEFAULT_MAX_OUTAGE_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class RunStop:
-    """Why a bulk run stopped sending: ``transient`` says whether a later run may succeed."""
-
-    reason: str
-    code: str
-    transient: bool
 
 
 class CircuitBreaker:
     """Watches row results and trips when the rest of the run cannot succeed.
 
     - the first 401 or 403: the key is wrong or not allowed, for every row (permanent);
+    - the first redirect: the connection's base URL is wrong, for every row (permanent);
     - ``max_consecutive_transient`` rows in a row that failed transiently after their retries, or
       transient failures only for longer than ``max_outage_seconds`` since the last success (or
       the start): the API is down or unreachable (transient).
@@ -74,6 +68,14 @@ class CircuitBreaker:
                     f"every other row would be refused too. Check the API key in the API key field of the "
                     f"connection{self._connection}",
                     "stopped_auth",
+                    transient=False,
+                )
+            elif result.code == REDIRECT_CODE:
+                self._trip(
+                    f"the API answered row {result.row} ({result.key}) with a redirect (HTTP {result.status_code}), "
+                    f"which is never followed: every other row would be redirected too. Set the host of the "
+                    f"connection{self._connection} to the API's base URL itself",
+                    "stopped_redirect",
                     transient=False,
                 )
             elif result.transient:

@@ -1,25 +1,55 @@
 """The bulk engine: many requests at the hook's pace, in a thread pool fed lazily, one result per row.
 
 At most ``2 * max_workers`` rows are in flight, so memory stays flat however many rows come. What a
-row's request is, is the caller's ``send`` (an update, a create, a read); the engine only runs it,
-hands its result to the circuit breaker in the worker (before any other row starts), and ends the
-rows not yet sent once the breaker trips.
+row's request is, is the caller's ``send`` (an update, a create, a read), usually a hook's method
+handed over: the hooks know no bulk run. The engine only runs it, hands its result to the circuit
+breaker in the worker (before any other row starts), and ends the rows not yet sent once the
+breaker trips. :func:`update_interviews` is the engine for updates, for users' own tasks.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
-from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
+from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightRunStoppedError
+
+if TYPE_CHECKING:
+    from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+    from airflow_provider_hindsight.resources.interviews import InterviewUpdate
 
 Send = Callable[[int, Any, threading.Event], "dict[str, Any] | RowResult"]
 """Sends one job: ``(position, job, stopped)``, ``stopped`` being the breaker's event. Returns the API's
 answer, or the row's own result when it ended otherwise (a create another run had claimed)."""
+
+
+def update_interviews(
+    hook: HindsightHook,
+    rows: Iterable[Mapping[str, Any] | InterviewUpdate],
+    *,
+    breaker: CircuitBreaker | None = None,
+) -> Iterator[RowResult]:
+    """Send many updates through ``hook``, at its pace with its ``max_workers``; one :class:`RowResult` per row.
+
+    Results come in completion order. Rows are consumed lazily (at most ``2 * max_workers`` in
+    flight: flat memory); invalid rows and repeated ids are reported, never sent. ``breaker`` (a new
+    one by default) stops the run when no further row can succeed: the rest end ``not_sent``;
+    ``breaker.stop`` says why.
+    """
+    return run_rows(check_rows(rows), update_send(hook), max_workers=hook.max_workers, breaker=breaker)
+
+
+def update_send(hook: HindsightHook) -> Send:
+    """The engine's ``send`` for updates: the hook's PATCH, whose attempts end when the run stops."""
+
+    def send(position: int, update: InterviewUpdate, stopped: threading.Event) -> dict[str, Any]:
+        return hook.send_update(update, stopped=stopped)
+
+    return send
 
 
 def run_rows(

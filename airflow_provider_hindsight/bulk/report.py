@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_hindsight.bulk.circuit import RunStop
-from airflow_provider_hindsight.bulk.rows import RowResult
+from airflow_provider_hindsight.bulk.rows import RowResult, RunStop
 from airflow_provider_hindsight.exceptions import HindsightPermanentError, HindsightTransientError
 
 LOGGED_FAILURES = 50

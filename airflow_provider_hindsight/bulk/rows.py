@@ -2,7 +2,7 @@
 
 :func:`check_rows` validates and de-duplicates rows lazily (memory stays flat: the keys seen spill
 to a temporary SQLite file past :attr:`FirstRows.IN_MEMORY`); :class:`RowResult` is how one row
-ended, with a named constructor for each way.
+ended, with a named constructor for each way; :class:`RunStop` is why a run stopped sending.
 """
 
 from __future__ import annotations
@@ -11,23 +11,20 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any
 
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightValidationError
 from airflow_provider_hindsight.resources.interviews import UPDATE_FIELDS, InterviewUpdate, build_interview_update
 
-if TYPE_CHECKING:
-    from airflow_provider_hindsight.bulk.circuit import RunStop
 
+@dataclass(frozen=True)
+class RunStop:
+    """Why a bulk run stopped sending (the circuit breaker's verdict): ``transient`` says whether a later
+    run may succeed. The rows it left unsent end :meth:`RowResult.not_sent` with it."""
 
-class Job(Protocol):
-    """A checked row ready to send; ``key`` names it in results (an interview id, a request key)."""
-
-    @property
-    def key(self) -> Any: ...
-
-
-J = TypeVar("J", bound=Job)
+    reason: str
+    code: str
+    transient: bool
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook, mask_secret
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_hindsight import __version__
-from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
-from airflow_provider_hindsight.bulk.engine import Send, run_rows
-from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import (
+    HindsightAuthError,
+    HindsightBadRequestError,
     HindsightConfigurationError,
     HindsightError,
+    HindsightNotFoundError,
     HindsightRateLimitError,
     HindsightRunStoppedError,
+    HindsightServerError,
     HindsightValidationError,
 )
 from airflow_provider_hindsight.hooks.connection import (
@@ -46,10 +47,11 @@ from airflow_provider_hindsight.hooks.request import (
     create_request,
     get_request,
     interpret_answer,
+    key_check_request,
     network_error,
     update_request,
 )
-from airflow_provider_hindsight.hooks.retry import RetryPolicy
+from airflow_provider_hindsight.hooks.retry import ONCE, RetryPolicy
 from airflow_provider_hindsight.resources.interviews import (
     InterviewCreate,
     InterviewUpdate,
@@ -66,6 +68,23 @@ DEFAULT_MAX_WORKERS = 16
 MAX_WORKERS_LIMIT = 256
 """More threads than this only add contention: the pace, not the thread count, sets the rate."""
 
+T = TypeVar("T")
+
+
+class shared_by_threads(cached_property[T]):
+    """``cached_property`` that builds its value once when several threads ask at once.
+
+    ``functools.cached_property`` has no lock from Python 3.12: two worker threads reading ``pacer``
+    together could each build one, and two pacers double the pace. One lock per hook, taken only until
+    the value is cached (then the instance attribute answers without calling this).
+    """
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        with instance.__dict__.setdefault("_shared_by_threads_lock", threading.RLock()):
+            return super().__get__(instance, owner)
+
 
 class HindsightHook(BaseHook):
     """Talks to the Hindsight API with the key and settings of an Airflow connection.
@@ -81,8 +100,8 @@ class HindsightHook(BaseHook):
     :param max_retry_wait: the longest single wait between attempts. A longer ``Retry-After`` is
         raised at once as :class:`~airflow_provider_hindsight.exceptions.HindsightRateLimitError`
         with ``retry_after`` set.
-    :param max_workers: concurrent requests of :meth:`update_interviews`, and the size of the
-        session's connection pool.
+    :param max_workers: the size of the session's connection pool: the most threads that send through
+        this hook at once (a bulk run's workers).
     """
 
     conn_name_attr = "hindsight_conn_id"
@@ -119,7 +138,7 @@ class HindsightHook(BaseHook):
 
     # -- connection ---------------------------------------------------------------------------
 
-    @cached_property
+    @shared_by_threads
     def settings(self) -> ConnectionSettings:
         """The connection's settings, validated once; hook arguments win over extras."""
         try:
@@ -159,7 +178,7 @@ class HindsightHook(BaseHook):
             )
         return settings
 
-    @cached_property
+    @shared_by_threads
     def session(self) -> requests.Session:
         """The keep-alive session, with auth and JSON headers, its pool sized for ``max_workers``."""
         session = requests.Session()
@@ -176,14 +195,13 @@ class HindsightHook(BaseHook):
         )
         return session
 
-    @cached_property
+    @shared_by_threads
     def pacer(self) -> RatePacer:
         """The pace shared by every thread using this hook."""
         return RatePacer(
             self.settings.requests_per_minute,
             clock=lambda: self.clock(),
             sleep=lambda seconds: self.sleep(seconds),
-            on_change=self.log_pace_change,
         )
 
     def log_pace_change(self, change: PaceChange) -> None:
@@ -198,7 +216,7 @@ class HindsightHook(BaseHook):
                 change.reason,
             )
 
-    @cached_property
+    @shared_by_threads
     def retry_policy(self) -> RetryPolicy:
         """Retries for this hook: the connection's ``max_retries`` and the hook's ``max_retry_wait``."""
         return RetryPolicy(max_retries=self.settings.max_retries, max_wait=self.max_retry_wait)
@@ -245,7 +263,7 @@ class HindsightHook(BaseHook):
         first_attempt: bool,
         before_send: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        self.pacer.acquire()
+        self.pacer.acquire(self.log_pace_change)
         if first_attempt and stopped is not None and stopped.is_set():
             raise HindsightRunStoppedError(request.subject)
         if first_attempt and before_send is not None:
@@ -256,6 +274,7 @@ class HindsightHook(BaseHook):
                 self.settings.base_url + request.path,
                 data=request.body,
                 timeout=self.settings.timeout,
+                allow_redirects=False,  # a redirected PATCH or POST arrives as a GET: see redirect_error
             )
         except requests.RequestException as error:
             raise network_error(network_cause(error), self.settings, request.subject) from None
@@ -272,8 +291,8 @@ class HindsightHook(BaseHook):
         with self._rate_limited_lock:
             self.rate_limited_count += 1
         if wait_for is not None:
-            self.pacer.pause(min(wait_for, self.max_retry_wait))
-        self.pacer.slow_down()
+            self.pacer.pause(min(wait_for, self.max_retry_wait), self.log_pace_change)
+        self.pacer.slow_down(self.log_pace_change)
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -368,57 +387,26 @@ class HindsightHook(BaseHook):
         """``GET /interviews/{id}``: status, survey link, dates and the transcript (``None`` until completed)."""
         return self.request(get_request(validate_interview_request_id(interview_request_id)), stopped=stopped)
 
-    # -- many updates -------------------------------------------------------------------------
-
-    def update_interviews(
-        self,
-        rows: Iterable[Mapping[str, Any] | InterviewUpdate],
-        *,
-        breaker: CircuitBreaker | None = None,
-    ) -> Iterator[RowResult]:
-        """Send many updates at the hook's pace and yield one :class:`RowResult` per row, in completion order.
-
-        Rows are consumed lazily (at most ``2 * max_workers`` in flight: flat memory); invalid rows and
-        repeated ids are reported, never sent. ``breaker`` (a new one by default) stops the run when no
-        further row can succeed: the rest end ``not_sent``; ``breaker.stop`` says why.
-        """
-        return self.run(check_rows(rows), self.send_update_row, breaker=breaker)
-
-    def send_update_row(self, position: int, update: InterviewUpdate, stopped: threading.Event) -> dict[str, Any]:
-        """The bulk engine's ``send`` for updates."""
-        return self.send_update(update, stopped=stopped)
-
-    def run(
-        self, checked: Iterable[CheckedRow], send: Send, *, breaker: CircuitBreaker | None = None
-    ) -> Iterator[RowResult]:
-        """Run the bulk engine with this hook's workers, once its session and pacer exist."""
-        # cached_property has no lock on Python 3.12+: create the shared session and pacer before the
-        # threads start, or several threads could each build their own pacer and multiply the pace.
-        _ = (self.session, self.pacer)
-        return run_rows(checked, send, max_workers=self.max_workers, breaker=breaker)
-
     # -- Airflow UI ---------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key without changing anything: an empty PATCH to interview 0.
+        """Check the key without changing anything, for the UI's Test button: one empty PATCH to interview 0.
 
-        401 means the key was refused; 400 or 404 means it was accepted (there is no interview 0
-        and an empty body changes nothing).
+        Sent once through the request core (no retries: someone is waiting). 401 or 403 means the key
+        was refused; 400 or 404 means it was accepted (there is no interview 0 and an empty body
+        changes nothing), and so does a 429 (the key is checked before the rate limit).
         """
         try:
-            response = self.session.patch(
-                f"{self.settings.base_url}/interviews/0", data=b"{}", timeout=self.settings.timeout
-            )
-        except HindsightError as error:
+            self.request(key_check_request(ONCE))
+        except (HindsightBadRequestError, HindsightNotFoundError, HindsightRateLimitError):
+            pass
+        except HindsightAuthError as error:
+            return False, f"{self.settings.host} refused the API key (HTTP {error.status_code})."
+        except HindsightServerError as error:
+            return False, f"{self.settings.host} answered HTTP {error.status_code}; try again later."
+        except HindsightError as error:  # no key, a redirect, the network, an answer that is not the API's
             return False, str(error)
-        except requests.RequestException as error:
-            return False, str(network_error(network_cause(error), self.settings, "interview 0"))
-        host = self.settings.host
-        if response.status_code in (400, 404, 429) or response.ok:
-            return True, f"Connected to {host}: the API key was accepted."
-        if response.status_code in (401, 403):
-            return False, f"{host} refused the API key (HTTP {response.status_code})."
-        return False, f"{host} answered HTTP {response.status_code}; try again later."
+        return True, f"Connected to {self.settings.host}: the API key was accepted."
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 The same request core as :class:`~airflow_provider_hindsight.hooks.hindsight.HindsightHook` (it is
 a subclass): the same connection parsing, retry rules, answer interpretation and error mapping; only
 the transport and the waits differ. Nothing here blocks the event loop: the connection is read with
-the async API, waits are awaited, and the pacer is one per connection in the process
-(:func:`~airflow_provider_hindsight.hooks.pacing.shared_pacer`), so every trigger of a connection
+the async API, waits are awaited, and the pacer is one per connection and pace in the process
+(:class:`~airflow_provider_hindsight.hooks.pacing.SharedPacers`), so every trigger of a connection
 in one triggerer shares one budget.
 
 ``HTTPS_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE`` are honoured by httpx itself; ``REQUESTS_CA_BUNDLE``
@@ -28,7 +28,7 @@ from airflow_provider_hindsight.exceptions import HindsightError, HindsightRateL
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.network import httpx_cause
-from airflow_provider_hindsight.hooks.pacing import RatePacer, shared_pacer
+from airflow_provider_hindsight.hooks.pacing import SHARED_PACERS, RatePacer, SharedPacers
 from airflow_provider_hindsight.hooks.request import ApiRequest, get_request, interpret_answer, network_error
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 
@@ -46,6 +46,8 @@ class HindsightAsyncHook(HindsightHook):
         """The client's transport; tests put an ``httpx.MockTransport`` here."""
         self.async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         """How retries wait on the event loop; tests replace it."""
+        self.pacers: SharedPacers = SHARED_PACERS
+        """Where the shared pacer comes from; tests put a registry on a fake clock here."""
 
     async def asettings(self) -> ConnectionSettings:
         """The connection's settings, read without blocking the event loop (then cached as ``settings``)."""
@@ -59,9 +61,8 @@ class HindsightAsyncHook(HindsightHook):
 
     @cached_property
     def pacer(self) -> RatePacer:
-        """One pacer per connection and base URL in this process, shared by every trigger using it."""
-        key = f"{self.hindsight_conn_id}|{self.settings.base_url}"
-        return shared_pacer(key, self.settings.requests_per_minute, on_change=self.log_pace_change)
+        """One pacer per connection, base URL and pace in this process, shared by every trigger using it."""
+        return self.pacers.get(self.hindsight_conn_id, self.settings.base_url, self.settings.requests_per_minute)
 
     async def arequest(self, request: ApiRequest) -> dict[str, Any]:
         """:meth:`HindsightHook.request` for the event loop: the same rule, pace and errors, awaited."""
@@ -78,7 +79,7 @@ class HindsightAsyncHook(HindsightHook):
         raise AssertionError("the retry loop ended without an outcome")  # pragma: no cover
 
     async def _asend_once(self, request: ApiRequest) -> dict[str, Any]:
-        await self.pacer.acquire_async()
+        await self.pacer.acquire_async(self.log_pace_change)
         try:
             response = await self.client.request(
                 request.method, self.settings.base_url + request.path, content=request.body

@@ -23,6 +23,7 @@ from airflow_provider_hindsight.exceptions import (
     error_from_response,
 )
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
+from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BASE_URL
 from airflow_provider_hindsight.hooks.retry import CREATE, IDEMPOTENT, RetryRule, requested_wait
 from airflow_provider_hindsight.resources.interviews import InterviewCreate, InterviewUpdate
 
@@ -60,8 +61,10 @@ def interpret_answer(
 ) -> dict[str, Any]:
     """The parsed 2xx body, or raise the typed error for this answer (``retry_after`` set from its headers).
 
-    ``conn_id`` is the hook's connection, named in the fix of a 401 or 403.
+    ``conn_id`` is the hook's connection, named in the fix of a 401 or 403 and of a redirect.
     """
+    if 300 <= status_code < 400:
+        raise redirect_error(request, status_code, headers.get("Location"), conn_id)
     try:
         body = json.loads(text) if text else None
     except ValueError:
@@ -78,6 +81,33 @@ def interpret_answer(
         )
     wait_for = requested_wait(headers) if status_code in (429, 503) else None
     raise error_from_response(status_code, body, retry_after=wait_for, conn_id=conn_id)
+
+
+MAX_LOCATION_CHARS = 200
+"""How much of a redirect's ``Location`` a message quotes."""
+
+
+def redirect_error(
+    request: ApiRequest, status_code: int, location: str | None, conn_id: str | None
+) -> HindsightConfigurationError:
+    """A 3xx is never followed: the base URL is wrong, and nothing was delivered.
+
+    Following it would turn a PATCH or a POST into a GET (``requests`` does, for 301/302/303), and
+    ``GET /interviews/{id}`` answers 200 with an ``interview_request_id``: an update that changed
+    nothing would count as delivered. Both transports refuse redirects and end here.
+    """
+    location = location[:MAX_LOCATION_CHARS] if location else None
+    where = repr(location) if location else "nowhere (no Location header)"
+    why = "" if request.method == "GET" else f" (a {request.method} would arrive as a GET and change nothing)"
+    connection = f" {conn_id!r}" if conn_id else ""
+    return HindsightConfigurationError(
+        f"The API answered HTTP {status_code} for {request.subject}, a redirect to {where}; redirects are never "
+        f"followed{why}, so nothing was delivered. Set the host of the connection{connection} to the API's base "
+        f"URL itself, such as {DEFAULT_BASE_URL}.",
+        status_code=status_code,
+        code="redirect",
+        details={"location": location} if location else None,
+    )
 
 
 def network_error(cause: str, settings: ConnectionSettings, subject: str) -> HindsightError:
@@ -129,10 +159,11 @@ def get_request(interview_request_id: int) -> ApiRequest:
     return ApiRequest("GET", f"/interviews/{interview_request_id}", None, IDEMPOTENT, subject, INTERVIEW_KEYS)
 
 
-def key_check_request() -> ApiRequest:
-    """The connection test's request: an empty ``PATCH /interviews/0``. No interview 0 exists and ``{}``
-    changes nothing, so a 400 or 404 means the key was accepted, a 401 or 403 that it was not."""
-    return ApiRequest("PATCH", "/interviews/0", b"{}", IDEMPOTENT, "the API key check (interview 0)")
+def key_check_request(rule: RetryRule = IDEMPOTENT) -> ApiRequest:
+    """The key check: an empty ``PATCH /interviews/0``. No interview 0 exists and ``{}`` changes nothing,
+    so a 400 or 404 means the key was accepted, a 401 or 403 that it was not. ``rule``: the UI's Test
+    button sends it once (:data:`~airflow_provider_hindsight.hooks.retry.ONCE`)."""
+    return ApiRequest("PATCH", "/interviews/0", b"{}", rule, "the API key check (interview 0)")
 
 
 CREATED_KEYS = ("interview_request_id", "survey_url", "status")

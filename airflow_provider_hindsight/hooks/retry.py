@@ -1,9 +1,10 @@
 """The retry policy: what is retried for each kind of request, how long to wait, and when to give up.
 
-Two rules: :data:`IDEMPOTENT` (PATCH and GET: retry every transient error) and :data:`CREATE`
+Three rules: :data:`IDEMPOTENT` (PATCH and GET: retry every transient error), :data:`CREATE`
 (``POST /interviews``: retry only what cannot have reached the API; once it may have arrived, the
-outcome is unknown and is never sent again). :class:`RetryPolicy` builds a tenacity loop for worker
-threads and one for the event loop from the same decisions.
+outcome is unknown and is never sent again) and :data:`ONCE` (the UI's connection test: one
+attempt). :class:`RetryPolicy` builds a tenacity loop for worker threads and one for the event loop
+from the same decisions.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ IDEMPOTENT = RetryRule("idempotent", is_retryable, _unchanged)
 """PATCH and GET: the same request twice has the same effect, so every transient error is retried."""
 CREATE = RetryRule("create", cannot_have_arrived, _unknown_outcome)
 """POST /interviews is not idempotent: retried only when it cannot have reached the API."""
+ONCE = RetryRule("once", lambda error: False, _unchanged)
+"""The connection test: someone waits at the UI's Test button, so its first answer is the verdict."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
+from airflow_provider_hindsight.bulk.engine import Send, run_rows, update_send
 from airflow_provider_hindsight.bulk.lease import SyncLease, owner_of
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
@@ -141,13 +142,13 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
     def _pace_and_429s(self) -> str:
         return f"{self.pace_text()}, {self.hook.rate_limited_count} answered 429"
 
-    def start_engine(self, checked: Iterable[CheckedRow], send: Any) -> Iterator[RowResult]:
+    def start_engine(self, checked: Iterable[CheckedRow], send: Send) -> Iterator[RowResult]:
         """The engine's results for ``checked``, with a new circuit breaker that :meth:`on_kill` can halt."""
         self._breaker = CircuitBreaker(conn_id=self.hindsight_conn_id)
         self.log.info(
             "Sending to %s at %s with %d workers.", self.hook.settings.base_url, self.pace_text(), self.max_workers
         )
-        return self.hook.run(checked, send, breaker=self._breaker)
+        return run_rows(checked, send, max_workers=self.max_workers, breaker=self._breaker)
 
     def finish(self, report: RunReport, context: Context) -> dict[str, Any]:
         """Push the summary to XCom (key ``summary``), then fail the task if the run says so; return the summary."""
@@ -274,7 +275,7 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         if self.is_dry_run:
             results: Iterable[RowResult] = self._dry_run_results(checked)
         else:
-            results = self.start_engine(checked, self.hook.send_update_row)
+            results = self.start_engine(checked, update_send(self.hook))
         error: Exception | None = None
         seen = sent = 0
         try:

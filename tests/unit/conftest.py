@@ -12,6 +12,7 @@ import pytest
 from airflow import __version__ as airflow_version
 
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+from airflow_provider_hindsight.hooks.pacing import SHARED_PACERS
 
 from .helpers import (
     API_KEY,
@@ -24,6 +25,13 @@ from .helpers import (
     MakeHook,
     SetConnection,
 )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_pacers() -> Iterator[None]:
+    """No pace, pause or slow-down of the process's shared pacers carries from one test to the next."""
+    yield
+    SHARED_PACERS.reset()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import re
 import threading
@@ -43,6 +45,28 @@ class FakeTime:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
+
+
+class TaskClocks:
+    """Fake monotonic time kept per asyncio task: every task starts at the same moment, and sleeping moves
+    only the sleeper's clock (then yields, so the other tasks ask the pacer as fast as they can).
+
+    A task's clock when ``acquire_async()`` returns is the moment the pacer told it to start, whatever
+    the machine's load.
+    """
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self._now: contextvars.ContextVar[float] = contextvars.ContextVar("now", default=start)
+
+    def now(self) -> float:
+        return self._now.get()
+
+    def sleep(self, seconds: float) -> None:
+        self._now.set(self._now.get() + seconds)
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await asyncio.sleep(0)
 
 
 class LogRecorder(logging.Handler):

@@ -19,9 +19,9 @@ from airflow_provider_hindsight.exceptions import (
     HindsightNotFoundError,
 )
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, RatePacer, shared_pacer
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, PaceChange, RatePacer, SharedPacers
 
-from .helpers import API_KEY, BASE_URL, FAST_RPM, FakeTime, SetConnection, envelope
+from .helpers import API_KEY, BASE_URL, FAST_RPM, FakeTime, SetConnection, TaskClocks, envelope
 
 
 class FakeLoopTime(FakeTime):
@@ -76,10 +76,91 @@ def test_threads_and_coroutines_draw_on_one_schedule() -> None:
     )
 
 
-def test_shared_pacer_is_one_per_key() -> None:
-    first = shared_pacer("unit-test|a", 300)
-    assert shared_pacer("unit-test|a", 999) is first
-    assert shared_pacer("unit-test|b", 300) is not first
+def test_shared_pacers_are_one_per_connection_base_url_and_pace() -> None:
+    pacers = SharedPacers()
+    first = pacers.get("hindsight_default", BASE_URL, 300)
+
+    assert pacers.get("hindsight_default", BASE_URL, 300.0) is first
+    assert pacers.get("hindsight_default", BASE_URL, 60).configured_requests_per_minute == 60  # not the first's
+    assert pacers.get("other", BASE_URL, 300) is not first
+    assert pacers.get("hindsight_default", "http://127.0.0.1:1/api/v1", 300) is not first
+    pacers.reset()
+    assert pacers.get("hindsight_default", BASE_URL, 300) is not first
+
+
+def test_shared_pacers_run_on_the_clock_they_are_given() -> None:
+    """Two hooks' tasks on one shared pacer start exactly one interval apart, on an injected clock."""
+    pace = 600
+    clocks = TaskClocks()
+    pacers = SharedPacers(clock=clocks.now, async_sleep=clocks.async_sleep)
+    starts: list[float] = []
+
+    async def one_hook(count: int) -> None:
+        pacer = pacers.get("hindsight_default", BASE_URL, pace)
+        for _ in range(count):
+            await pacer.acquire_async()
+            starts.append(clocks.now())
+
+    async def both() -> None:
+        await asyncio.gather(one_hook(10), one_hook(10))
+
+    asyncio.run(both())
+
+    interval = 60 / (pace * SAFETY_MARGIN)
+    ordered = sorted(starts)
+    assert ordered[0] == 1_000.0
+    assert [round(b - a, 9) for a, b in itertools.pairwise(ordered)] == [round(interval, 9)] * 19
+
+
+def test_a_change_of_pace_is_told_to_the_caller_that_met_it() -> None:
+    """A pacer shared by two hooks: each hook's log hears of what its own requests met, not the first's."""
+    fake = FakeTime()
+    mine: list[PaceChange] = []
+    theirs: list[PaceChange] = []
+    pacer = RatePacer(600, clock=fake.clock, sleep=fake.sleep)
+    pacer.acquire(theirs.append)
+
+    pacer.pause(3.0, mine.append)
+    pacer.slow_down(mine.append)
+
+    assert [(change.pause_seconds, change.reason) for change in mine] == [
+        (3.0, "the API asked to wait (Retry-After)"),
+        (0.0, "the API answered 429"),
+    ]
+    assert mine[1].new_requests_per_minute == pytest.approx(600 * 0.7 * SAFETY_MARGIN)
+    assert theirs == []
+
+
+class FakePermits:
+    """A permit source that answers the waits it was given, in turn, and counts the permits taken."""
+
+    def __init__(self, waits: list[float]) -> None:
+        self.waits = waits
+        self.taken = 0
+
+    def take(self) -> float:
+        self.taken += 1
+        return self.waits.pop(0)
+
+    async def atake(self) -> float:
+        return self.take()
+
+
+def test_the_pacer_waits_what_its_permit_source_says_after_its_own_turn() -> None:
+    fake = FakeLoopTime()
+    permits = FakePermits([0.0, 2.5, 0.0])
+    pacer = RatePacer(60, clock=fake.clock, sleep=fake.sleep, async_sleep=fake.async_sleep, permits=permits)
+    interval = 60 / (60 * SAFETY_MARGIN)
+
+    assert pacer.acquire() == 0.0
+    assert pacer.acquire() == pytest.approx(interval + 2.5)  # its own turn, then the budget's wait
+
+    async def on_the_loop() -> float:
+        return await pacer.acquire_async()
+
+    assert asyncio.run(on_the_loop()) == 0.0  # the budget's wait was longer than the pacer's own gap
+    assert permits.taken == 3
+    assert fake.sleeps == [pytest.approx(interval), 2.5]
 
 
 def make_hook(handler: Any, **kwargs: Any) -> tuple[HindsightAsyncHook, list[float]]:

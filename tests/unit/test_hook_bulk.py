@@ -1,14 +1,17 @@
-"""``HindsightHook.update_interviews`` (requests-mock): every row accounted for, lazily, and the circuit breaker."""
+"""``bulk.engine.update_interviews`` over a hook (requests-mock): every row accounted for, lazily, the breaker."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from airflow_provider_hindsight.bulk.engine import update_interviews
+from airflow_provider_hindsight.hooks import hindsight as hindsight_module
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, RatePacer
 
 from .helpers import (
     ANY_INTERVIEW,
@@ -40,7 +43,7 @@ def test_update_interviews_accounts_for_every_row(hook: HindsightHook, requests_
         ({"interview_request_id": 5}, {"code": "invalid_input", "names": "contact_context"}),
     ]
 
-    results = {result.row: result for result in hook.update_interviews(row for row, _ in cases)}
+    results = {result.row: result for result in update_interviews(hook, (row for row, _ in cases))}
 
     assert sorted(results) == list(range(1, len(cases) + 1))
     for position, (row, expected) in enumerate(cases, start=1):
@@ -73,7 +76,7 @@ def test_update_interviews_pulls_rows_lazily(
 
     consumed = []
     hook = make_hook(requests_per_minute=FAST_RPM, max_workers=max_workers)
-    for result in hook.update_interviews(rows()):
+    for result in update_interviews(hook, rows()):
         consumed.append(result)
         assert pulled <= len(consumed) + 2 * max_workers
 
@@ -112,7 +115,42 @@ def test_a_row_that_cannot_be_encoded_is_reported_not_fatal(
     requests_mock.patch(ANY_INTERVIEW, json=echo_id)
     rows = [{"interview_request_id": 1, "objective": "ok"}, bad_row, {"interview_request_id": 3, "objective": "ok"}]
 
-    results = sorted(hook.update_interviews(rows), key=lambda result: result.row)
+    results = sorted(update_interviews(hook, rows), key=lambda result: result.row)
 
     assert [result.succeeded for result in results] == [True, False, True]
     assert results[1].code == "invalid_input"
+
+
+def test_threads_that_ask_at_once_share_one_pacer(hook: HindsightHook, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No engine warms the hook up before its threads start: the hook builds its pacer once by itself.
+
+    Each build waits a little for a second one to begin: without the hook's own lock (Python 3.12's
+    ``cached_property`` has none) a second thread would, and two pacers would double the pace.
+    """
+    builds: list[RatePacer] = []
+    second_build = threading.Event()
+
+    def slow_pacer(*args: Any, **kwargs: Any) -> RatePacer:
+        builds.append(RatePacer(*args, **kwargs))
+        if len(builds) > 1:
+            second_build.set()
+        second_build.wait(timeout=0.5)
+        return builds[-1]
+
+    monkeypatch.setattr(hindsight_module, "RatePacer", slow_pacer)
+    threads = 8
+    go = threading.Barrier(threads)
+    seen: list[RatePacer] = []
+
+    def ask() -> None:
+        go.wait()
+        seen.append(hook.pacer)
+
+    workers = [threading.Thread(target=ask) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert len(builds) == 1
+    assert len(seen) == threads and {id(pacer) for pacer in seen} == {id(builds[0])}

@@ -25,9 +25,11 @@ from airflow_provider_hindsight.exceptions import (
     HindsightValidationError,
 )
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
+from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.resources.interviews import MAX_FIELD_CHARS, UPDATE_FIELDS
 
 from .helpers import (
+    ANY_INTERVIEW,
     API_KEY,
     CONTEXTS,
     DEFAULT_MAX_RETRIES,
@@ -40,9 +42,11 @@ from .helpers import (
     PUBLIC_BASE_URL,
     TRANSIENT_STATUSES,
     VALUES,
+    FakeTime,
     LogRecorder,
     MakeHook,
     SetConnection,
+    echo_id,
     envelope,
     ok,
     url,
@@ -435,19 +439,67 @@ def test_bad_fields_are_refused_naming_the_field(
 # -- test_connection -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "accepted"), [(400, True), (404, True), (401, False), (403, False), (500, False)])
+TEST_BUTTON_ANSWERS = [
+    (400, True, "Connected to 127.0.0.1:8089: the API key was accepted."),
+    (404, True, "Connected to 127.0.0.1:8089: the API key was accepted."),
+    (429, True, "Connected to 127.0.0.1:8089: the API key was accepted."),
+    (401, False, "127.0.0.1:8089 refused the API key (HTTP 401)."),
+    (403, False, "127.0.0.1:8089 refused the API key (HTTP 403)."),
+    (500, False, "127.0.0.1:8089 answered HTTP 500; try again later."),
+    (503, False, "127.0.0.1:8089 answered HTTP 503; try again later."),
+]
+
+
+@pytest.mark.parametrize(("status", "accepted", "shown"), TEST_BUTTON_ANSWERS)
 def test_test_connection_sends_one_empty_patch(
-    hook: HindsightHook, requests_mock: Any, status: int, accepted: bool
+    hook: HindsightHook, requests_mock: Any, fake_time: FakeTime, status: int, accepted: bool, shown: str
 ) -> None:
-    requests_mock.patch(url(0), status_code=status, json=envelope("any", "any"))
+    requests_mock.patch(url(0), status_code=status, json=envelope("any", "any"), headers={"Retry-After": "30"})
+
+    assert hook.test_connection() == (accepted, shown)
+
+    (sent,) = requests_mock.request_history  # once: someone waits at the Test button, nothing is retried
+    assert (sent.method, sent.url, sent.body) == ("PATCH", url(0), b"{}")
+    assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert sent.headers["User-Agent"].startswith("airflow-provider-hindsight/")  # the request core's session
+    assert fake_time.sleeps == []
+
+
+def test_test_connection_takes_its_turn_at_the_hook_pace(
+    set_connection: SetConnection, make_hook: MakeHook, requests_mock: Any, fake_time: FakeTime
+) -> None:
+    """The key check goes through the request core: paced like every other request of the hook."""
+    set_connection(extra={"plan": "essentials"})
+    requests_mock.patch(ANY_INTERVIEW, json=echo_id)
+    requests_mock.patch(url(0), status_code=404, json=envelope("not_found", "Interview request not found"))
+    hook = make_hook()
+
+    hook.update_interview(1, objective="x")
+    assert hook.test_connection()[0] is True
+
+    assert fake_time.sleeps == [pytest.approx(60 / (PLAN_PACES["essentials"] * SAFETY_MARGIN))]
+
+
+def test_test_connection_refuses_a_redirect_and_names_where_it_points(hook: HindsightHook, requests_mock: Any) -> None:
+    location = "https://www.example.com/login"
+    requests_mock.patch(url(0), status_code=302, headers={"Location": location})
+    followed = requests_mock.get(location, json={"interview_request_id": 0})
 
     succeeded, message = hook.test_connection()
 
-    assert succeeded is accepted
-    (sent,) = requests_mock.request_history
-    assert (sent.method, sent.url, sent.json()) == ("PATCH", url(0), {})
-    assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
-    assert API_KEY not in message
+    assert succeeded is False
+    assert "HTTP 302" in message and repr(location) in message
+    assert not followed.called
+
+
+def test_test_connection_refuses_an_answer_that_is_not_the_api(hook: HindsightHook, requests_mock: Any) -> None:
+    requests_mock.patch(url(0), status_code=200, text="<html>Welcome</html>", headers={"Content-Type": "text/html"})
+
+    succeeded, message = hook.test_connection()
+
+    assert succeeded is False
+    assert "not with the documented JSON" in message
+    assert requests_mock.call_count == 1
 
 
 def test_test_connection_when_unreachable(hook: HindsightHook, requests_mock: Any) -> None:

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_hindsight.bulk.circuit import RunStop
 from airflow_provider_hindsight.bulk.report import LOGGED_FAILURES, RunReport
-from airflow_provider_hindsight.bulk.rows import RowResult
+from airflow_provider_hindsight.bulk.rows import RowResult, RunStop
 from airflow_provider_hindsight.exceptions import (
     HindsightBadRequestError,
     HindsightPermanentError,

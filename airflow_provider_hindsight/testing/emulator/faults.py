@@ -15,8 +15,8 @@ from typing import Literal
 
 from airflow_provider_hindsight.testing.emulator.answers import Answer, error, header_number
 
-FaultKind = Literal["status", "invalid_json", "delay", "drop", "create_then_drop", "create_then_delay"]
-BEFORE_HANDLING: frozenset[str] = frozenset({"status", "invalid_json", "delay", "drop"})
+FaultKind = Literal["status", "invalid_json", "delay", "drop", "redirect", "create_then_drop", "create_then_delay"]
+BEFORE_HANDLING: frozenset[str] = frozenset({"status", "invalid_json", "delay", "drop", "redirect"})
 AFTER_CREATE: frozenset[str] = frozenset({"create_then_drop", "create_then_delay"})
 METHODS = ("GET", "PATCH", "POST")
 
@@ -44,6 +44,7 @@ class Fault:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     html: bool = False
     delay: float = 0.0
+    location: str | None = None
 
     def matches(self, method: str, interview_request_id: int | None, contact_email: str | None) -> bool:
         return (
@@ -105,10 +106,13 @@ def status_fault_headers(retry_after: float | str | None, ratelimit_reset: float
     return headers
 
 
-def fault_answer(fault: Fault) -> Answer:
-    """The answer a fault of :data:`BEFORE_HANDLING` gives instead of the normal one (not ``delay``)."""
+def fault_answer(fault: Fault, path: str) -> Answer:
+    """The answer a fault of :data:`BEFORE_HANDLING` gives to a request for ``path`` instead of the normal one
+    (not ``delay``)."""
     if fault.kind == "drop":
         return Answer(0)
+    if fault.kind == "redirect":
+        return Answer(fault.status, b"", "text/html", {"Location": fault.location or path})
     if fault.kind == "invalid_json":
         return Answer(200, b"<html>OK</html>", "text/html")
     try:

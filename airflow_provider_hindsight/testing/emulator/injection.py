@@ -63,6 +63,25 @@ class FaultInjection:
         """Read the next ``times`` matching requests, then close the connection without an answer (nothing changes)."""
         self._fault_book.add(Fault("drop", times, interview_request_id, method))
 
+    def inject_redirect(
+        self,
+        status: int = 302,
+        *,
+        location: str | None = None,
+        times: int = 1,
+        interview_request_id: int | None = None,
+        method: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` matching requests with a redirect (300-399) to ``location``.
+
+        By default ``Location`` is the request's own path: a client that follows a 301/302/303 sends
+        a GET there, and ``GET /interviews/{id}`` answers 200, as a wrong base URL behind a proxy
+        would. Nothing is created or changed.
+        """
+        if not 300 <= status <= 399:
+            raise ValueError("status must be an HTTP redirect status (300-399)")
+        self._fault_book.add(Fault("redirect", times, interview_request_id, method, status=status, location=location))
+
     def inject_create_then_drop(self, *, times: int = 1, contact_email: str | None = None) -> None:
         """Let the next ``times`` valid ``POST /interviews`` create their interview, then drop the connection.
 

@@ -154,7 +154,7 @@ class Api:
         fault = self.faults.take(faults.BEFORE_HANDLING, method, request.interview_request_id)
         if fault is not None:
             if fault.kind != "delay":
-                return faults.fault_answer(fault), route.name
+                return faults.fault_answer(fault, path), route.name
             self._wait(fault.delay)
         limited = self._limit()
         if limited is not None:

@@ -231,8 +231,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         started_at = posix(utc_timestamp(answer.get("email_sent_at")) or utc_timestamp(answer.get("created_at")))
         next_poll_at = self.plan.next_poll_at(started_at, fetched_at)
         done = answer.get("status") == "completed" or self.plan.stopped(started_at, next_poll_at)
-        stored_fetched_at = table.sql.dialect.timestamp(utc(fetched_at))
-        return table.row(answer, stored_fetched_at, polls=polls, next_poll_at=None if done else utc(next_poll_at))
+        return table.row(answer, table.now(), polls=polls, next_poll_at=None if done else utc(next_poll_at))
 
     def _send(self, position: int, job: Fetch, stopped: threading.Event) -> dict[str, Any]:
         return self.hook.get_interview(job.interview_request_id, stopped=stopped)

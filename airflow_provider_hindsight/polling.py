@@ -96,7 +96,7 @@ class Verdict(enum.Enum):
     COMPLETED = "completed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PollState(Generic[K]):
     """What is known of one interview: its id, when it started, when it was last polled.
 

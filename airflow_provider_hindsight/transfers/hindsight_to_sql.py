@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
@@ -39,7 +39,6 @@ from airflow_provider_hindsight.polling import (
     PollingPlan,
     PollingPlanError,
     PollState,
-    Schedule,
     optional_seconds,
     seconds,
     validate_max_requests,
@@ -69,6 +68,15 @@ class Fetch:
     @property
     def key(self) -> int:
         return self.interview_request_id
+
+
+class _Known(NamedTuple):
+    """What planning keeps of an id between reading the table and fetching: little, for ``max_requests``."""
+
+    position: int
+    polls: int
+    stop_recorded: bool
+    """Its row already has ``polling_stopped_at``."""
 
 
 def _not_fetched(position: int, key: int, outcome: str) -> RowResult:
@@ -256,36 +264,46 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
     ) -> Iterator[CheckedRow]:
         """The ids the polling plan says are due, in its order; the others end here with their outcome.
 
-        Planned 500 ids at a time, or all at once under ``max_requests`` (its order is the whole run's).
-        Ids found past ``stop_polling_after`` for the first time get their ``polling_stopped_at``.
+        The table is read 500 ids at a time, and they are planned as they come; under
+        ``max_requests`` all at once at the end (its order is the whole run's), keeping of each id only
+        what planning needs.
         """
-        chunks = batches(checked, LEDGER_BATCH) if self.max_requests is None else iter([list(checked)])
-        for chunk in chunks:
-            positions = {job.key: position for position, job in chunk if not isinstance(job, RowResult)}
+        states: list[PollState[int]] = []
+        known: dict[int, _Known] = {}
+        for chunk in batches(checked, LEDGER_BATCH):
             yield from ((position, job) for position, job in chunk if isinstance(job, RowResult))
-            known = table.landed(positions)
-            now = time.time()
-            states = [_state(key, known.get(key)) for key in positions]
-            schedule = self.plan.due(states, now, max_requests=self.max_requests, poll_all=poll_all)
-            newly_stopped = [key for key in schedule.stopped if known[key].polling_stopped_at is None]
-            if newly_stopped and not self.is_dry_run:
-                stopped_at = table.now()
-                table.sql.update_by_key(("polling_stopped_at",), [(stopped_at, key) for key in newly_stopped])
-            yield from self._unfetched(schedule, positions)
-            for key in schedule.due:
-                self._polls[key] = _polls(known.get(key))
-                yield positions[key], Fetch(key)
+            jobs = [(position, job.key) for position, job in chunk if not isinstance(job, RowResult)]
+            landed = table.landed(key for _, key in jobs)
+            for position, key in jobs:
+                row = landed.get(key)
+                states.append(_state(key, row))
+                known[key] = _Known(position, _polls(row), row is not None and row.polling_stopped_at is not None)
+            if self.max_requests is None:
+                yield from self._schedule(states, known, table, poll_all=poll_all)
+                states, known = [], {}
+        if states:
+            yield from self._schedule(states, known, table, poll_all=poll_all)
 
-    @staticmethod
-    def _unfetched(schedule: Schedule[int], positions: dict[int, int]) -> Iterator[CheckedRow]:
-        """The ids of ``schedule`` that this run does not fetch, each ended with why."""
+    def _schedule(
+        self, states: list[PollState[int]], known: dict[int, _Known], table: TranscriptTable, *, poll_all: bool
+    ) -> Iterator[CheckedRow]:
+        """One plan over ``states``: the due ids as jobs, the others ended; newly stopped ids marked so."""
+        now = time.time()
+        schedule = self.plan.due(states, now, max_requests=self.max_requests, poll_all=poll_all)
+        newly_stopped = [key for key in schedule.stopped if not known[key].stop_recorded]
+        if newly_stopped and not self.is_dry_run:
+            stopped_at = table.now()
+            table.sql.update_by_key(("polling_stopped_at",), [(stopped_at, key) for key in newly_stopped])
         for outcome, keys in (
             ("already_completed", schedule.completed),
             ("not_due", schedule.not_due),
             ("stopped", schedule.stopped),
         ):
             for key in keys:
-                yield positions[key], _not_fetched(positions[key], key, outcome)
+                yield known[key].position, _not_fetched(known[key].position, key, outcome)
+        for key in schedule.due:
+            self._polls[key] = known[key].polls
+            yield known[key].position, Fetch(key)
 
     # -- the ids ------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Benchmark: what the polling plan costs and how fast it lands answers, simulated and against the emulator.
 
     python benchmarks/bench_plan.py              # the default run (make benchmark), about 20 minutes
-    python benchmarks/bench_plan.py --quick      # a smaller run, about 6 minutes; writes no docs
+    python benchmarks/bench_plan.py --quick      # a smaller run, about 4 minutes; writes no docs
 
 a) A year simulated in virtual time on the plan's own code (``plan_simulation.py``): 1,000 creates a
    month, 30 % of contacts answering after a lognormal time of median 36 hours (sigma 1: the

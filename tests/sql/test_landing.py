@@ -22,7 +22,7 @@ from airflow_provider_hindsight.exceptions import (
 from airflow_provider_hindsight.ledgers.transcripts import TRANSCRIPT_COLUMNS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
-from tests.helpers import Executed
+from tests.helpers import Executed, task_states, xcom_value
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
@@ -275,6 +275,23 @@ def test_a_dry_run_counts_what_the_plan_would_fetch_and_writes_nothing(
 
     assert emulator.request_count == 0 and rows(backend) == before  # 3 is not marked stopped either
     assert (run.summary["pending"], run.summary["stopped"], run.summary["already_completed"]) == (1, 1, 2)
+
+
+def test_a_scheduled_landing_fetches_nothing_soon_after_and_catches_up_when_a_param_says_so(
+    backend: Backend, emulator: HindsightEmulator, run_dag: Callable[..., Any]
+) -> None:
+    ids_table(backend, [1, 2, 3, 4])
+    # Each run says catch_up: dag.test() keeps a run's conf in the DAG's params for the next one.
+    assert task_states(run_dag("landing_scheduled", catch_up=False)) == {"land": "success"}
+    emulator.reset_requests()
+
+    again = run_dag("landing_scheduled", catch_up=False)
+
+    assert task_states(again) == {"land": "success"} and emulator.request_count == 0
+    assert xcom_value(again, "land", key="summary")["not_due"] == 2
+    caught_up = run_dag("landing_scheduled", catch_up=True)  # the run's conf overrides the param
+    assert xcom_value(caught_up, "land", key="summary")["pending"] == 2
+    assert gets(emulator) == [3, 4]
 
 
 def test_max_requests_fetches_never_polled_first_then_the_most_overdue(

@@ -292,8 +292,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         schedule = self.plan.due(states, now, max_requests=self.max_requests, poll_all=poll_all)
         newly_stopped = [key for key in schedule.stopped if not known[key].stop_recorded]
         if newly_stopped and not self.is_dry_run:
-            stopped_at = table.now()
-            table.sql.update_by_key(("polling_stopped_at",), [(stopped_at, key) for key in newly_stopped])
+            table.mark_stopped(newly_stopped)
         for outcome, keys in (
             ("already_completed", schedule.completed),
             ("not_due", schedule.not_due),

@@ -8,6 +8,7 @@ Every error names the argument and the fix.
 from __future__ import annotations
 
 import ast
+import datetime
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,6 +38,16 @@ def parse_flag(name: str, value: object) -> bool:
         f"{name} must be true or false (or a template rendering to true/false, 1/0, yes/no), got {value!r}.",
         field=name,
     )
+
+
+def check_duration(name: str, value: object) -> datetime.timedelta:
+    """A duration given as a ``timedelta`` or a positive number of seconds, or an error naming ``name``."""
+    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+        raise HindsightValidationError(
+            f"{name} must be a positive number of seconds or a datetime.timedelta, got {value!r}.", field=name
+        )
+    return datetime.timedelta(seconds=seconds)
 
 
 def check_max_failures(value: object) -> int | float:

@@ -4,15 +4,20 @@
 2. **create**: one interview request per closed deal, exactly once
    (``SqlToHindsightCreateInterviewsOperator`` and its interview ledger ``hindsight_interviews``).
 3. **enrich**: push each contact's deal context (``SqlToHindsightOperator``), joined through the ledger.
-4. **wait**: a deferrable ``HindsightInterviewSensor`` until every interview is completed; the task
-   holds no worker slot while it waits.
+4. **wait**: a deferrable ``HindsightInterviewSensor`` until every interview is completed, for at
+   most a week; the task holds no worker slot while it waits. Most contacts never answer, so at the
+   deadline it succeeds with the statuses it has (``succeed_on_timeout=True``) and the run goes on.
 5. **land**: ``HindsightInterviewsToSqlOperator`` upserts statuses and transcripts of the ledger's
    ``created`` interviews into ``hindsight_transcripts`` (completed ones are never fetched again).
 6. **analyse**: which competitors the transcripts name, joined with the deals.
 
-``make demo`` runs it against the emulator, which completes each interview a few seconds after it is
-created (``complete_after``); ``HINDSIGHT_EXAMPLE_POKE_INTERVAL`` shortens the sensor's interval for
-that. In production keep the default (300 s: see the docs' table of what polling costs).
+``example_hindsight_landing`` (below) lands the same ledger's interviews every six hours, so that
+answers that come after the sensor's deadline reach the warehouse too: the polling plan fetches only
+the interviews that are due, so a run soon after another costs next to nothing.
+
+``make demo`` runs both against the emulator, which completes each interview a few seconds after it
+is created (``complete_after``); ``HINDSIGHT_EXAMPLE_POKE_INTERVAL`` shortens the sensor's shortest
+interval for that. In production keep the default (300 s: see the docs' table of what polling costs).
 """
 
 from __future__ import annotations
@@ -111,8 +116,9 @@ def example_hindsight_lifecycle() -> None:
         interview_request_ids=ids,
         target_status="completed",
         deferrable=True,  # no worker slot while contacts take days to answer
-        poke_interval=POKE_INTERVAL,
+        poke_interval=POKE_INTERVAL,  # a young interview's interval; older ones are polled less often
         timeout=7 * 24 * 3600,
+        succeed_on_timeout=True,  # after a week, go on with the answers that came; the landing DAG catches later ones
     )
 
     land = HindsightInterviewsToSqlOperator(
@@ -143,3 +149,22 @@ def example_hindsight_lifecycle() -> None:
 
 
 example_hindsight_lifecycle()
+
+
+@dag(
+    dag_id="example_hindsight_landing",
+    schedule="0 */6 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    tags=["hindsight", "example"],
+)
+def example_hindsight_landing() -> None:
+    """Every six hours: land the interview ledger's interviews that are due on the polling plan."""
+    HindsightInterviewsToSqlOperator(
+        task_id="land_transcripts",
+        sql_conn_id=WAREHOUSE_CONN_ID,
+        table="hindsight_transcripts",
+    )
+
+
+example_hindsight_landing()

@@ -33,6 +33,7 @@ DAG_IDS = [
     "example_hindsight_warehouse_refresh",
     "example_hindsight_create",
     "example_hindsight_lifecycle",
+    "example_hindsight_landing",
 ]
 COMPLETE_AFTER = 4.0
 """Seconds after its creation the emulator completes an interview (a contact answering, sped up)."""

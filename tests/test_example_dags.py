@@ -25,6 +25,7 @@ def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
         "example_hindsight_warehouse_refresh",
         "example_hindsight_create",
         "example_hindsight_lifecycle",
+        "example_hindsight_landing",
     }
 
 
@@ -128,6 +129,10 @@ def test_lifecycle_example_waits_lands_the_transcripts_and_names_the_competitors
     assert set(task_states(again).values()) == {"success"}
     assert xcom_value(again, "land_transcripts")["already_completed"] == len(CLOSED_DEALS)
     assert len(emulator.created_interviews()) == len(CLOSED_DEALS)
+
+    landing = run_dag("example_hindsight_landing")  # the scheduled landing: nothing left to fetch
+    assert task_states(landing) == {"land_transcripts": "success"}
+    assert xcom_value(landing, "land_transcripts")["already_completed"] == len(CLOSED_DEALS)
 
 
 def test_create_example_invites_each_closed_deal_once_and_enriches_it(

@@ -7,8 +7,11 @@ Sits between row validation and the bulk engine, as change-only sync does for up
 - :meth:`CreateOnce.sort` reads the checked rows a batch at a time, looks their keys up in the
   ledger in one query per batch (memory stays flat) and passes on only the keys to send: new keys,
   ``rejected`` ones, and ``unknown`` ones when the user said ``resend_unknown``. ``created`` keys end
-  ``existing``; ``unknown`` keys and another run's ``pending`` claims end as unknown from before.
-  Only the rows to send have their fields validated and their body built.
+  ``existing``; ``unknown`` keys and another task instance's ``pending`` claims end as unknown from
+  before (a claim older than ``pending_timeout`` is marked ``unknown`` first). A ``pending`` claim
+  of an earlier try of this very task instance (its worker was killed mid-POST) is marked ``unknown``
+  at once and ends as this run's own unknown outcome: counted toward ``max_failures``, named in
+  :attr:`CreateOnce.own_unknown`. Only the rows to send have their fields validated and their body built.
 - :meth:`CreateOnce.send` runs in the engine's worker threads: it commits the claim (a ``pending``
   row) right before the POST leaves (after its turn at the pace), then records the answer for that
   row at once: ``created``, ``rejected`` (a 4xx), ``unknown`` (it may have arrived), or it deletes
@@ -20,6 +23,7 @@ Sits between row validation and the bulk engine, as change-only sync does for up
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ from airflow_provider_hindsight.exceptions import (
 )
 from airflow_provider_hindsight.ledgers.interviews import (
     CREATED,
+    DEFAULT_PENDING_TIMEOUT,
+    PENDING,
     REJECTED,
     UNKNOWN,
     Claim,
@@ -167,16 +173,33 @@ class CreateOnce:
     :param hook: the hook whose ``send_create`` posts (unused in a dry run).
     :param resend_unknown: send ``unknown`` keys again (the user checked they were not created).
     :param dry_run: look up only; nothing is claimed or written.
+    :param claimed_by: this task instance (``<dag_id>/<task_id>/<run_id>/<map_index>``), written with
+        each claim; ``None`` when not known (then no claim is recognised as this task's own).
+    :param pending_timeout: how old another task instance's ``pending`` claim must be to be marked ``unknown``.
     """
 
-    def __init__(self, ledger: InterviewLedger, hook: HindsightHook | None, *, resend_unknown: bool, dry_run: bool):
+    def __init__(
+        self,
+        ledger: InterviewLedger,
+        hook: HindsightHook | None,
+        *,
+        resend_unknown: bool,
+        dry_run: bool,
+        claimed_by: str | None = None,
+        pending_timeout: datetime.timedelta = DEFAULT_PENDING_TIMEOUT,
+    ):
         self.ledger = ledger
         self.hook = hook
         self.resend_unknown = resend_unknown
         self.dry_run = dry_run
+        self.claimed_by = claimed_by
+        self.pending_timeout = pending_timeout
         self.abandoned = 0
-        """Stale ``pending`` claims this run turned into ``unknown``."""
-        self._lock = threading.Lock()
+        """Stale ``pending`` claims of other task instances this run turned into ``unknown``."""
+        self.own_unknown: list[str] = []
+        """Keys an earlier try of this task instance claimed and never recorded, turned ``unknown`` by this run."""
+        self.pending_until: datetime.datetime | None = None
+        """When the first ``pending`` claim of another task instance found by this run turns ``unknown`` (naive UTC)."""
 
     def sort(self, checked: Iterable[CheckedRow]) -> Iterator[CheckedRow]:
         """Pass on rows to send (as :class:`PlannedCreate`) and finished rows; one ledger query per batch."""
@@ -201,7 +224,9 @@ class CreateOnce:
         if entry.state == REJECTED:
             return self._to_send(position, job, REJECTED)
         state = entry.state
-        if entry.is_stale(now):
+        if state == PENDING and self.claimed_by is not None and entry.claimed_by == self.claimed_by:
+            return self._own_claim(position, entry)
+        if entry.is_stale(now, self.pending_timeout):
             if not self.dry_run and self.ledger.mark_abandoned(entry):
                 self.abandoned += 1
             state = UNKNOWN
@@ -215,11 +240,30 @@ class CreateOnce:
                 "unknown from an earlier run: it may have been created. Not sent; check in Hindsight, then record "
                 "it or set resend_unknown.",
             )
+        until = (entry.attempted_at or now) + self.pending_timeout
+        self.pending_until = until if self.pending_until is None else min(self.pending_until, until)
         return _earlier_unknown(
             position,
             key,
             PENDING_ELSEWHERE,
-            "claimed by another run that has not recorded its answer yet (or was killed). Not sent.",
+            f"claimed by another run that has not recorded its answer yet (or was killed). Not sent; if that run is "
+            f"gone, it turns unknown at {until:%Y-%m-%d %H:%M} UTC (pending_timeout), and resend_unknown applies only "
+            "after that.",
+        )
+
+    def _own_claim(self, position: int, entry: LedgerEntry) -> RowResult:
+        """A claim an earlier try of this task instance left ``pending``: its POST may have arrived. Now unknown."""
+        if not self.dry_run:
+            self.ledger.mark_abandoned(entry, by="an earlier try of this task")
+        self.own_unknown.append(entry.request_key)
+        return RowResult(
+            position,
+            entry.request_key,
+            False,
+            None,
+            "unknown_outcome",
+            "claimed by an earlier try of this task, which was stopped before it recorded Hindsight's answer: it "
+            "may have been created. Not sent, now unknown.",
         )
 
     @staticmethod
@@ -243,7 +287,11 @@ class CreateOnce:
         def claim() -> None:
             try:
                 made = self.ledger.claim(
-                    key, contact_email=body["contact_email"], deal_id=body.get("deal_id"), replacing=planned.replacing
+                    key,
+                    contact_email=body["contact_email"],
+                    deal_id=body.get("deal_id"),
+                    replacing=planned.replacing,
+                    claimed_by=self.claimed_by,
                 )
             except Exception as error:
                 raise _ClaimFailed(self.ledger.describe(error)) from None

@@ -17,7 +17,6 @@ its own earlier try's lease over at once.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import secrets
 import time
@@ -36,12 +35,6 @@ STILL_WAITING_SECONDS = 300.0
 """How often a waiting run repeats its WARNING."""
 
 log = logging.getLogger(__name__)
-
-
-def owner_of(dag_id: object, task_id: object, run_id: object, map_index: object) -> str:
-    """The first 16 hex digits of a hash of the task instance: every try of one task instance shares it."""
-    identity = "\n".join(str(part) for part in (dag_id, task_id, run_id, map_index))
-    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 class SyncLease:

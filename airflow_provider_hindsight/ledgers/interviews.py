@@ -14,8 +14,12 @@ interview should exist once") in a table on any Airflow SQL connection. States:
   says so (``resend_unknown``).
 
 A claim whose create never reached Hindsight (429 or a refused connection after the retries, a run
-stopped early) is deleted again: nothing to remember, the next run sends it. A ``pending`` row older
-than :data:`STALE_PENDING_AFTER` belongs to a run that died: the next run marks it ``unknown``.
+stopped early) is deleted again: nothing to remember, the next run sends it. A claim records who
+made it (``claimed_by``: the task instance, ``<dag_id>/<task_id>/<run_id>/<map_index>``): a
+``pending`` row of an earlier try of the same task instance was left by a worker killed mid-create,
+and that task's retry marks it ``unknown`` at once; one of another task instance is marked
+``unknown`` once older than the create operators' ``pending_timeout`` (default
+:data:`DEFAULT_PENDING_TIMEOUT`). Both with :meth:`InterviewLedger.mark_abandoned`.
 
 The connection, the table's creation and checks, SQLite's write-ahead logging and the batched
 statements are its :class:`~.sql.SqlTable`'s. The bulk engine's worker threads claim and record
@@ -44,8 +48,8 @@ from airflow_provider_hindsight.ledgers.values import utc_timestamp
 
 __all__ = [
     "DEFAULT_INTERVIEW_TABLE",
+    "DEFAULT_PENDING_TIMEOUT",
     "MAX_REQUEST_KEY_CHARS",
-    "STALE_PENDING_AFTER",
     "STATES",
     "HindsightLedgerError",
     "InterviewLedger",
@@ -57,8 +61,9 @@ DEFAULT_INTERVIEW_TABLE = "hindsight_interviews"
 MAX_REQUEST_KEY_CHARS = 256
 PENDING, CREATED, REJECTED, UNKNOWN = "pending", "created", "rejected", "unknown"
 STATES = (PENDING, CREATED, REJECTED, UNKNOWN)
-STALE_PENDING_AFTER = datetime.timedelta(hours=1)
-"""A claim older than this has no live writer: one create takes at most a few minutes (timeout x attempts)."""
+DEFAULT_PENDING_TIMEOUT = datetime.timedelta(hours=1)
+"""A claim of another task instance older than this has no live writer: one create takes at most a few
+minutes (timeout x attempts)."""
 PROBE_KEY = "\x01hindsight-ledger-probe"
 """The write probe's ``request_key``; rolled back, and no real key starts with a control character."""
 
@@ -84,6 +89,7 @@ SPEC = TableSpec(
         *(Column(name, f"VARCHAR({size})", nullable=True) for name, size in _TEXT_LIMITS.items()),
         Column("attempted_at", "TIMESTAMP", nullable=True),
         Column("created_at", "TIMESTAMP", nullable=True),
+        Column("claimed_by", "VARCHAR(1000)", nullable=True),  # Airflow's ids are at most 250 characters each
     ),
     key=("request_key",),
 )
@@ -108,6 +114,7 @@ _ENTRY_COLUMNS = (
     "survey_url",
     "api_status",
     "attempted_at",
+    "claimed_by",
 )
 
 
@@ -128,10 +135,13 @@ class LedgerEntry:
     survey_url: str | None
     api_status: str | None
     attempted_at: datetime.datetime | None
+    claimed_by: str | None
+    """Which task instance made the claim (``<dag_id>/<task_id>/<run_id>/<map_index>``); ``None`` on rows of an
+    earlier version."""
 
-    def is_stale(self, now: datetime.datetime) -> bool:
+    def is_stale(self, now: datetime.datetime, pending_timeout: datetime.timedelta) -> bool:
         """A ``pending`` claim so old that the run that made it cannot still be sending it."""
-        return self.state == PENDING and (self.attempted_at is None or now - self.attempted_at > STALE_PENDING_AFTER)
+        return self.state == PENDING and (self.attempted_at is None or now - self.attempted_at > pending_timeout)
 
     def as_interview(self) -> dict[str, Any]:
         """The recorded interview, shaped like the 201 body (without ``survey_token``)."""
@@ -249,7 +259,7 @@ class InterviewLedger:
             return {}
         rows = list(self.sql.select_by_keys(_ENTRY_COLUMNS, ((key,) for key in request_keys)))
         entries = {}
-        for key, state, request_id, contact_id, deal_id, url, status, attempted in rows:
+        for key, state, request_id, contact_id, deal_id, url, status, attempted, claimer in rows:
             entries[str(key)] = LedgerEntry(
                 str(key),
                 str(state),
@@ -259,6 +269,7 @@ class InterviewLedger:
                 url,
                 status,
                 utc_timestamp(attempted),
+                claimer,
             )
         return entries
 
@@ -274,21 +285,35 @@ class InterviewLedger:
 
     @_on_ledger_thread
     def claim(
-        self, request_key: str, *, contact_email: str, deal_id: str | None, replacing: str | None
+        self,
+        request_key: str,
+        *,
+        contact_email: str,
+        deal_id: str | None,
+        replacing: str | None,
+        claimed_by: str | None = None,
     ) -> Claim | None:
         """Commit a ``pending`` row for ``request_key``; ``None`` when another run's row won.
 
-        ``replacing`` is the state the look-up found (``rejected``, ``unknown``, a stale ``pending``),
-        or ``None`` for a key the ledger had no row of: then it is an ``INSERT`` that loses quietly to
-        an existing key, else an ``UPDATE`` that only succeeds while the row is still in that state.
+        ``replacing`` is the state the look-up found (``rejected``, ``unknown``), or ``None`` for a key
+        the ledger had no row of: then it is an ``INSERT`` that loses quietly to an existing key, else
+        an ``UPDATE`` that only succeeds while the row is still in that state. ``claimed_by`` names the
+        task instance claiming it.
         """
         now = self.sql.now()
         if replacing is None:
-            row = self._row(request_key, PENDING, contact_email=contact_email, deal_id=deal_id, attempted_at=now)
+            row = self._row(
+                request_key,
+                PENDING,
+                contact_email=contact_email,
+                deal_id=deal_id,
+                attempted_at=now,
+                claimed_by=claimed_by,
+            )
             return Claim(request_key, now) if self.sql.insert_if_absent(row) else None
-        values = (PENDING, _fit("contact_email", contact_email), _fit("deal_id", deal_id), None, None, now)
+        values = (PENDING, _fit("contact_email", contact_email), _fit("deal_id", deal_id), None, None, now, claimed_by)
         changed = self._update_where(
-            ("state", "contact_email", "deal_id", "error_code", "error_message", "attempted_at"),
+            ("state", "contact_email", "deal_id", "error_code", "error_message", "attempted_at", "claimed_by"),
             values,
             request_key,
             replacing,
@@ -337,11 +362,14 @@ class InterviewLedger:
             self.sql.upsert_rows([row])
 
     @_on_ledger_thread
-    def mark_abandoned(self, entry: LedgerEntry) -> bool:
-        """Turn a stale ``pending`` row into ``unknown`` (its run died); ``False`` if it changed meanwhile."""
+    def mark_abandoned(self, entry: LedgerEntry, *, by: str = "a run") -> bool:
+        """Turn an abandoned ``pending`` row into ``unknown``; ``False`` if it changed meanwhile.
+
+        ``by`` says whose claim it was, for the row's ``error_message`` ("an earlier try of this task").
+        """
         at = entry.attempted_at
         when = at.isoformat(sep=" ", timespec="seconds") if at else "an unknown time"
-        message = f"claimed at {when} by a run that never recorded the answer (killed mid-create?)"
+        message = f"claimed at {when} UTC by {by} that never recorded the answer (killed mid-create?)"
         changed = self._update_where(
             ("state", "error_code", "error_message"),
             (UNKNOWN, "abandoned_claim", message),

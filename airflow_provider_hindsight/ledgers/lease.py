@@ -1,10 +1,11 @@
 """The sync leases: which run of a ``sync_id`` holds it now, in a table of its own beside the sync ledger.
 
 One row per ``sync_id`` (the primary key) in ``<ledger_table>_leases``: ``holder`` (the holding
-run's random token), ``owner`` (which task instance: every try of one shares it), ``started_at`` and
-``heartbeat_at`` (UTC). Taking a free lease is an ``INSERT`` (of two runs, exactly one gets it);
-taking over, refreshing and releasing are conditional on the holder, so a run never moves or deletes
-another run's lease. When to wait and when to take over is :mod:`airflow_provider_hindsight.bulk.lease`'s.
+run's random token), ``owner`` (the task instance, ``<dag_id>/<task_id>/<run_id>/<map_index>``: its
+tries share it), ``started_at`` and ``heartbeat_at`` (UTC). Taking a free lease is an ``INSERT`` (of
+two runs, exactly one gets it); taking over, refreshing and releasing are conditional on the holder,
+so a run never moves or deletes another run's lease. When to wait and when to take over is
+:mod:`airflow_provider_hindsight.bulk.lease`'s.
 
 Earlier versions kept the lease in the sync ledger itself, as the row ``interview_request_id = -1``;
 :meth:`~.sync.SyncLedger.prepare` deletes such a row of its ``sync_id`` on first use.
@@ -31,7 +32,7 @@ SPEC = TableSpec(
     columns=(
         Column("sync_id", f"VARCHAR({MAX_SYNC_ID_CHARS})"),
         Column("holder", "VARCHAR(64)"),
-        Column("owner", "VARCHAR(64)"),
+        Column("owner", "VARCHAR(1000)"),  # Airflow's ids are at most 250 characters each
         Column("started_at", "TIMESTAMP"),
         Column("heartbeat_at", "TIMESTAMP"),
     ),

@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
 from airflow_provider_hindsight.bulk.engine import Send, run_rows, update_send
-from airflow_provider_hindsight.bulk.lease import SyncLease, owner_of
+from airflow_provider_hindsight.bulk.lease import SyncLease
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightAuthError, HindsightError
@@ -57,13 +57,17 @@ def dag_run_start(context: Context | None) -> datetime.datetime | None:
     return start.astimezone(datetime.timezone.utc).replace(tzinfo=None) if start.tzinfo else start
 
 
-def task_instance_owner(operator: BaseOperator, context: Context | None) -> str:
-    """The lease owner of this task instance (its DAG, task, DAG run and map index): shared by its tries."""
+def task_instance_id(operator: BaseOperator, context: Context | None) -> str:
+    """This task instance, ``<dag_id>/<task_id>/<run_id>/<map_index>``: the same for each of its tries.
+
+    The owner of a sync's lease and the ``claimed_by`` of a create's claim: a retry knows what an
+    earlier try of its task instance left.
+    """
     values: Any = context or {}
     dag_run = values.get("dag_run")
     run_id = values.get("run_id") or getattr(dag_run, "run_id", None)
     map_index = getattr(values.get("ti"), "map_index", -1)
-    return owner_of(operator.dag_id, operator.task_id, run_id, map_index)
+    return "/".join(str(part) for part in (operator.dag_id, operator.task_id, run_id, map_index))
 
 
 def is_database_error(error: BaseException) -> bool:
@@ -215,7 +219,7 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         ledger.prepare(create=not self.is_dry_run)
         lease = None
         if not self.is_dry_run:  # one run of a sync_id at a time: wait for another one in progress
-            lease = SyncLease(ledger, owner=task_instance_owner(self, context))
+            lease = SyncLease(ledger, owner=task_instance_id(self, context))
             try:
                 lease.acquire()
             except BaseException:

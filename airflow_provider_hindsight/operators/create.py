@@ -10,6 +10,7 @@ row per ``request_key``, claimed before the POST, recorded at once after it. See
 from __future__ import annotations
 
 import contextlib
+import datetime
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from functools import cached_property
@@ -29,21 +30,26 @@ from airflow_provider_hindsight.bulk.create_once import (
 )
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
-from airflow_provider_hindsight.exceptions import HindsightUnknownOutcomeError, HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightError, HindsightUnknownOutcomeError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.inputs import parse_flag, reject_rendered_python_literal, rows_from
+from airflow_provider_hindsight.inputs import check_duration, parse_flag, reject_rendered_python_literal, rows_from
 from airflow_provider_hindsight.ledgers.interviews import (
     DEFAULT_INTERVIEW_TABLE,
+    DEFAULT_PENDING_TIMEOUT,
     InterviewLedger,
     validate_interview_table,
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
-from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator
+from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator, task_instance_id
 from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+RESOLVE_UNKNOWN = (
+    "Look each up in Hindsight: if it was created, record it as created in the ledger (see 'What to do with an "
+    "unknown key' in the docs); if not, rerun with resend_unknown=True."
+)
 LISTED_UNKNOWN_KEYS = 50
 """How many keys unknown from earlier runs one WARNING names; the rest are counted."""
 
@@ -59,6 +65,9 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
     :param sequence_id: default for rows that name neither ``sequence_id`` nor ``interview_type_id``
         (Hindsight e-mails the contact).
     :param interview_type_id: the same default for link-only requests (no e-mail).
+    :param pending_timeout: how old another task instance's ``pending`` claim must be before a run
+        marks it ``unknown`` (a ``timedelta`` or seconds; default one hour). A claim of an earlier try of
+        this same task instance is marked ``unknown`` at once.
     """
 
     def __init__(
@@ -69,11 +78,13 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
         resend_unknown: bool | str = False,
         sequence_id: str | None = None,
         interview_type_id: str | None = None,
+        pending_timeout: datetime.timedelta | float = DEFAULT_PENDING_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.ledger_conn_id = ledger_conn_id
         self.ledger_table = validate_interview_table(ledger_table)  # goes into SQL text: checked at parse time
+        self.pending_timeout = check_duration("pending_timeout", pending_timeout)
         self.resend_unknown = resend_unknown
         self.sequence_id = sequence_id
         self.interview_type_id = interview_type_id
@@ -95,7 +106,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
         return parse_flag("resend_unknown", self.resend_unknown)
 
     @contextlib.contextmanager
-    def open_ledger(self, resend_unknown: bool) -> Iterator[CreateOnce]:
+    def open_ledger(self, resend_unknown: bool, context: Context) -> Iterator[CreateOnce]:
         """Check the Hindsight connection, then the ledger (created unless a dry run), before any request."""
         _ = self.hook.settings  # a missing Hindsight connection fails before the ledger is touched
         ledger = InterviewLedger(ledger_conn_id=str(self.ledger_conn_id), table=self.ledger_table)
@@ -107,7 +118,14 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
                 self.ledger_conn_id,
                 ": unknown keys are sent again (resend_unknown)" if resend_unknown else "",
             )
-            yield CreateOnce(ledger, self.hook, resend_unknown=resend_unknown, dry_run=self.is_dry_run)
+            yield CreateOnce(
+                ledger,
+                self.hook,
+                resend_unknown=resend_unknown,
+                dry_run=self.is_dry_run,
+                claimed_by=task_instance_id(self, context),
+                pending_timeout=self.pending_timeout,
+            )
         finally:
             ledger.close()
 
@@ -137,20 +155,42 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
             report.record(result, outcome)
         if create_once.abandoned:
             self.log.warning(
-                "%d pending claims were older than an hour (their run died mid-create): marked unknown.",
+                "%d pending claims of other runs were older than pending_timeout (%s; their run died mid-create): "
+                "marked unknown.",
                 create_once.abandoned,
+                self.pending_timeout,
             )
-        earlier.warn(self.log, self.ledger_table)
-        return self.finish(report, context)
+        earlier.warn(self.log, self.ledger_table, create_once.pending_until)
+        return self.finish(report, context, own_unknown=create_once.own_unknown)
 
-    def finish(self, report: RunReport, context: Context) -> dict[str, Any]:
-        """The summary with keys unknown from earlier runs counted in ``unknown`` (not against ``max_failures``)."""
+    def finish(self, report: RunReport, context: Context, own_unknown: Sequence[str] = ()) -> dict[str, Any]:
+        """The summary with keys unknown from earlier runs counted in ``unknown`` (not against ``max_failures``).
+
+        When the task fails and an earlier try of it left keys in doubt (``own_unknown``), the error names them.
+        """
         stop = self._breaker.stop if self._breaker is not None else None
         summary = report.summary(stop, dry_run=self.is_dry_run)
         earlier = summary.pop(EARLIER_UNKNOWN, 0)
         summary["unknown"] += earlier
         context["ti"].xcom_push(key="summary", value=summary)
-        report.verdict(summary, max_failures=self.max_failures, stop=stop)
+        if own_unknown:
+            self.log.error(
+                "%d request keys were claimed by an earlier try of this task, which was stopped mid-create before "
+                "it recorded Hindsight's answer: %s. Each may have been created: now unknown, not sent. %s",
+                len(own_unknown),
+                _named(own_unknown),
+                RESOLVE_UNKNOWN,
+            )
+        try:
+            report.verdict(summary, max_failures=self.max_failures, stop=stop)
+        except HindsightError as error:
+            if not own_unknown:
+                raise
+            raise HindsightUnknownOutcomeError(
+                f"{error.message} An earlier try of this task was stopped mid-create: request keys "
+                f"{_named(own_unknown)} may have been created and are now unknown. A task retry cannot resolve "
+                f"them, so none follows. {RESOLVE_UNKNOWN}"
+            ) from error
         return summary
 
     def _dry_run_results(self, checked: Iterable[CheckedRow]) -> Iterator[RowResult]:
@@ -180,23 +220,37 @@ class UnknownKeys:
         if len(self.keys) < LISTED_UNKNOWN_KEYS:
             self.keys.append((str(result.key), result.code))
 
-    def warn(self, log: Any, table: str) -> None:
+    def warn(self, log: Any, table: str, pending_until: datetime.datetime | None) -> None:
         if not self.count:
             return
         named = ", ".join(
             key + (" (pending under another run)" if code == "pending_elsewhere" else "") for key, code in self.keys
         )
         more = f" and {self.count - len(self.keys)} more" if self.count > len(self.keys) else ""
+        pending = (
+            f" Keys pending under another run are not unknown yet: that run may still record them. If it was "
+            f"killed, they turn unknown once older than pending_timeout (the first at {pending_until:%Y-%m-%d %H:%M} "
+            "UTC), and resend_unknown applies to them only after that."
+            if pending_until is not None
+            else ""
+        )
         log.warning(
             "%d request keys were not sent because their outcome is unknown from an earlier run (or another run "
             "holds their claim): %s%s. Check in Hindsight whether each was created: if it was, record it as "
             "created in %s; if not, rerun with resend_unknown=True. See 'Creating interviews exactly once' in the "
-            "docs.",
+            "docs.%s",
             self.count,
             named,
             more,
             table,
+            pending,
         )
+
+
+def _named(keys: Sequence[str]) -> str:
+    """The first :data:`LISTED_UNKNOWN_KEYS` keys, then how many more."""
+    more = f" and {len(keys) - LISTED_UNKNOWN_KEYS} more" if len(keys) > LISTED_UNKNOWN_KEYS else ""
+    return ", ".join(keys[:LISTED_UNKNOWN_KEYS]) + more
 
 
 class HindsightCreateInterviewsOperator(BaseHindsightCreateOperator):
@@ -222,7 +276,7 @@ class HindsightCreateInterviewsOperator(BaseHindsightCreateOperator):
         """Create every row of ``interviews`` once and return the summary."""
         resend_unknown = self.check_create_arguments()
         rows = rows_from("interviews", self.interviews, single="HindsightCreateInterviewOperator")
-        with self.open_ledger(resend_unknown) as create_once:
+        with self.open_ledger(resend_unknown, context) as create_once:
             total = len(rows) if isinstance(rows, Sized) else None
             return self.push_creates(rows, context, create_once, total=total)
 
@@ -248,6 +302,8 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
     :param ledger_conn_id: an Airflow SQL connection with write access for the interview ledger.
     :param ledger_table: the ledger table (``name`` or ``schema.name``).
     :param resend_unknown: send the key again although its outcome is ``unknown``. Templated.
+    :param pending_timeout: how old another task instance's ``pending`` claim of the key must be before
+        it is marked ``unknown`` (a ``timedelta`` or seconds; default one hour).
     :param hindsight_conn_id: the ``hindsight`` connection.
     :param dry_run: validate and log which fields would be sent; send and write nothing.
     """
@@ -270,6 +326,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
         ledger_conn_id: str | None = None,
         ledger_table: str = DEFAULT_INTERVIEW_TABLE,
         resend_unknown: bool | str = False,
+        pending_timeout: datetime.timedelta | float = DEFAULT_PENDING_TIMEOUT,
         hindsight_conn_id: str = HindsightHook.default_conn_name,
         dry_run: bool = False,
         **kwargs: Any,
@@ -286,6 +343,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
         self.ledger_conn_id = ledger_conn_id
         self.ledger_table = validate_interview_table(ledger_table)  # goes into SQL text: checked at parse time
         self.resend_unknown = resend_unknown
+        self.pending_timeout = check_duration("pending_timeout", pending_timeout)
         self.hindsight_conn_id = hindsight_conn_id
         self.is_dry_run = dry_run
 
@@ -325,13 +383,20 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
             answer = self.hook.send_create(create, subject=named)
             self.log.info("Created %s: interview %s.", named, answer.get("interview_request_id"))
             return answer
-        return self._create_once(job, resend_unknown)
+        return self._create_once(job, resend_unknown, task_instance_id(self, context))
 
-    def _create_once(self, job: CreateJob, resend_unknown: bool) -> dict[str, Any]:
+    def _create_once(self, job: CreateJob, resend_unknown: bool, claimer: str) -> dict[str, Any]:
         _ = self.hook.settings  # the Hindsight connection is checked before the ledger is touched
         with InterviewLedger(ledger_conn_id=self.ledger_conn_id or "", table=self.ledger_table) as ledger:
             ledger.prepare()
-            create_once = CreateOnce(ledger, self.hook, resend_unknown=resend_unknown, dry_run=False)
+            create_once = CreateOnce(
+                ledger,
+                self.hook,
+                resend_unknown=resend_unknown,
+                dry_run=False,
+                claimed_by=claimer,
+                pending_timeout=self.pending_timeout,
+            )
             key = job.request_key
             entry = ledger.lookup([key]).get(key)
             plan = create_once.plan(1, job, entry, ledger.now())

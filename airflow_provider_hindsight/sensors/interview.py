@@ -3,8 +3,9 @@
 Deferrable (the default follows ``[operators] default_deferrable``): the task frees its worker slot
 and :class:`~airflow_provider_hindsight.triggers.interview.HindsightInterviewTrigger` polls in the
 triggerer. ``poke`` and ``reschedule`` modes poll through the sync hook. Either way each id is polled
-at most once per ``poke_interval``, at the connection's pace, and the task returns
-``{"<id>": "<status>", ...}``.
+on the polling plan (``poke_interval`` its shortest interval), at the connection's pace, and the task
+returns ``{"<id>": "<status>", ...}``. In reschedule mode the watch (statuses, each id's polling
+times, failures in a row) is kept between pokes by :class:`~airflow_provider_hindsight.sensors.memory.WatchMemory`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
@@ -32,12 +34,15 @@ from airflow_provider_hindsight.exceptions import (
 )
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.inputs import rendered_list
+from airflow_provider_hindsight.polling import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_AGE_FACTOR
 from airflow_provider_hindsight.resources.interviews import status_reached
-from airflow_provider_hindsight.triggers.interview import (
+from airflow_provider_hindsight.sensors.memory import WatchMemory
+from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger
+from airflow_provider_hindsight.triggers.watch import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     MAX_WAIT_IDS,
-    HindsightInterviewTrigger,
     InterviewWatch,
+    sensor_plan,
     validate_ids,
     validate_target_status,
 )
@@ -60,15 +65,20 @@ class HindsightInterviewSensor(BaseSensorOperator):
     :param hindsight_conn_id: the ``hindsight`` connection.
     :param requests_per_minute: pace; wins over the connection's plan.
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``).
-    :param poke_interval: seconds between two polls of one id (default 300). 500 ids every 300 s
-        take 100 requests a minute of the plan's limit: see the docs' table.
-    :param timeout: seconds from the first try's start until the sensor fails with
-        ``AirflowSensorTimeout`` (default 7 days).
+    :param poke_interval: the shortest time between two polls of one id (seconds, default 300): the
+        interval of a young interview. See the docs' table of what polling costs.
+    :param poll_age_factor: an id is polled again after this share of its age (default 0.1: a
+        two-day-old interview every 4.8 hours), at least ``poke_interval``.
+    :param max_poll_interval: the longest time between two polls of one id (default one day).
+    :param timeout: seconds from the first try's start until the deadline (default 7 days).
+    :param succeed_on_timeout: at the deadline, succeed and return the statuses seen so far (the ids
+        short of the target named in the log) instead of failing with ``AirflowSensorTimeout``: most
+        contacts never answer, so a campaign's sensor usually wants ``True``.
     :param max_consecutive_failures: transient poll failures in a row (after the hook's retries)
-        that fail the task retryably.
+        that fail the task retryably; counted across reschedules too.
 
-    Returns ``{"<id>": "<status>"}`` for every id. A 404 fails the task permanently naming the id; a
-    401/403 permanently naming the connection.
+    Returns ``{"<id>": "<status>"}`` for every id polled. A 404 fails the task permanently naming the
+    id; a 401/403 permanently naming the connection.
     """
 
     template_fields: Sequence[str] = ("interview_request_ids",)
@@ -85,6 +95,9 @@ class HindsightInterviewSensor(BaseSensorOperator):
         poke_interval: float = 300,
         timeout: float = DEFAULT_TIMEOUT,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        poll_age_factor: float = DEFAULT_POLL_AGE_FACTOR,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        succeed_on_timeout: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
@@ -94,6 +107,8 @@ class HindsightInterviewSensor(BaseSensorOperator):
         self.requests_per_minute = requests_per_minute
         self.deferrable = deferrable
         self.max_consecutive_failures = max_consecutive_failures
+        self.plan = sensor_plan(poke_interval, poll_age_factor, max_poll_interval)
+        self.succeed_on_timeout = succeed_on_timeout
         self._watch: InterviewWatch | None = None
 
     @cached_property
@@ -118,11 +133,11 @@ class HindsightInterviewSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         ids = self.ids()
         if not self.deferrable:
-            return super().execute(context)
+            return self._execute_polling(context)
         deadline = self.deadline(context)
         remaining = deadline - time.time()
         if remaining <= 0:
-            raise AirflowSensorTimeout(f"The sensor's deadline ({_iso(deadline)}) passed before it could wait.")
+            return self.timed_out({}, f"The sensor's deadline ({_iso(deadline)}) passed before it could wait")
         self.log.info(
             "Deferring: waiting for %d interviews to reach %r until %s.", len(ids), self.target_status, _iso(deadline)
         )
@@ -131,10 +146,12 @@ class HindsightInterviewSensor(BaseSensorOperator):
                 interview_request_ids=ids,
                 target_status=self.target_status,
                 hindsight_conn_id=self.hindsight_conn_id,
-                poke_interval=self.poke_interval,
+                poke_interval=self.plan.min_poll_interval,
                 deadline=deadline,
                 requests_per_minute=self.requests_per_minute,
                 max_consecutive_failures=self.max_consecutive_failures,
+                poll_age_factor=self.plan.poll_age_factor,
+                max_poll_interval=self.plan.max_poll_interval,
             ),
             method_name="execute_complete",
             timeout=datetime.timedelta(seconds=remaining + DEFERRAL_GRACE_SECONDS),
@@ -163,37 +180,81 @@ class HindsightInterviewSensor(BaseSensorOperator):
             self.log.info("Every interview has reached %r.", self.target_status)
             return statuses
         if status == "timeout":
-            reached = [key for key, value in statuses.items() if status_reached(value, self.target_status)]
-            raise AirflowSensorTimeout(
-                f"The sensor timed out after {self.timeout:.0f}s: {len(reached)} of "
-                f"{len(self.ids())} interviews reached {self.target_status!r} (last statuses in the task log)."
-            )
+            return self.timed_out(statuses, f"The sensor timed out after {self.timeout:.0f}s")
         self.log.info("Last statuses: %s", statuses)
         raise error_from_event(event.get("error") or {})
 
+    def timed_out(self, statuses: dict[str, str], why: str) -> dict[str, str]:
+        """The deadline passed: the statuses seen (``succeed_on_timeout``), else ``AirflowSensorTimeout``.
+
+        Either way the log names the ids short of the target and the last statuses, before the outcome.
+        """
+        ids = self.ids()
+        short = [key for key in ids if not status_reached(statuses.get(str(key)), self.target_status)]
+        summary = f"{len(ids) - len(short)} of {len(ids)} interviews reached {self.target_status!r}"
+        self.log.info("Last statuses: %s", statuses)
+        if short:
+            self.log.warning("Short of %r at the deadline: %s", self.target_status, ", ".join(map(str, short)))
+        if self.succeed_on_timeout:
+            self.log.info("%s: %s; succeeding with the statuses seen (succeed_on_timeout=True).", why, summary)
+            return statuses
+        raise AirflowSensorTimeout(f"{why}: {summary} (last statuses in the task log).")
+
     # -- poke and reschedule -----------------------------------------------------------------------
 
+    def _execute_polling(self, context: Context) -> Any:
+        """Airflow's own poke loop, with ``succeed_on_timeout`` and the reschedule-mode watch kept or forgotten."""
+        memory = WatchMemory(context) if self.reschedule else None
+        try:
+            result = super().execute(context)
+        except AirflowSensorTimeout:
+            if memory is not None:
+                memory.forget()
+            statuses = self._watch.statuses if self._watch is not None else {}
+            return self.timed_out(statuses, f"The sensor timed out after {self.timeout:.0f}s")
+        except (HindsightError, AirflowSkipException):  # an error or soft_fail ended it; a reschedule passes by
+            if memory is not None:
+                memory.forget()
+            raise
+        if memory is not None:
+            memory.forget()
+        return result
+
     def poke(self, context: Context) -> PokeReturnValue:
-        """Poll each pending id once through the sync hook; done when all reached the target."""
+        """Poll the pending ids that are due through the sync hook; done when all reached the target."""
+        memory = WatchMemory(context) if self.reschedule else None
         if self._watch is None:
             self._watch = InterviewWatch(
                 self.ids(),
                 self.target_status,
                 hindsight_conn_id=self.hindsight_conn_id,
+                plan=self.plan,
                 max_consecutive_failures=self.max_consecutive_failures,
             )
+            saved = memory.load() if memory is not None else None
+            if saved is not None:
+                self._watch.restore(saved)
         watch = self._watch
-        for interview_request_id in watch.pending:
+        due = watch.schedule(time.time()).due
+        for interview_request_id in due:
             try:
                 answer = self.hook.get_interview(interview_request_id)
             except HindsightError as error:
-                ending = watch.failed(interview_request_id, error)
+                ending = watch.failed(interview_request_id, error, time.time())
                 if ending is not None:
                     raise error_from_event(ending) from None
-                self.log.warning("Polling interview %d failed; trying it again later: %s", interview_request_id, error)
+                self.log.warning(
+                    "Polling interview %d failed (%d in a row); trying it again later: %s",
+                    interview_request_id,
+                    watch.consecutive_failures,
+                    error,
+                )
                 continue
-            watch.answered(interview_request_id, answer)
-        self.log.info("%s.", watch.progress())
+            watch.answered(interview_request_id, answer, time.time())
+        if due:
+            self.log.info("Polled %d due interviews: %s.", len(due), watch.progress())
+        if memory is not None and not watch.done:
+            memory.save(watch.to_json())
         return PokeReturnValue(is_done=watch.done, xcom_value=watch.statuses if watch.done else None)
 
 

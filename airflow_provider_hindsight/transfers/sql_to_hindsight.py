@@ -165,5 +165,5 @@ class SqlToHindsightCreateInterviewsOperator(SqlRowsMixin, SqlToHindsightLineage
         self.check_sql_arguments()
         resend_unknown = self.check_create_arguments()
         # The ledger opens before the query: it may share its database (SQLite WAL).
-        with self.open_ledger(resend_unknown) as create_once, self.stream_rows() as rows:
+        with self.open_ledger(resend_unknown, context) as create_once, self.stream_rows() as rows:
             return self.push_creates(rows, context, create_once)

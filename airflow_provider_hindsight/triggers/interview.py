@@ -1,18 +1,20 @@
 """``HindsightInterviewTrigger``: wait in the triggerer until interviews reach a status, without a worker slot.
 
-The trigger polls ``GET /interviews/{id}`` for each id through
+The trigger polls ``GET /interviews/{id}`` through
 :class:`~airflow_provider_hindsight.hooks.hindsight_async.HindsightAsyncHook`: the same pace, retry
 rule and error mapping as every other request, the pacer shared by every trigger of one connection
-in the triggerer, ``Retry-After`` honoured, nothing blocking the event loop. Each id is polled at
-most once per ``poke_interval``. It fires exactly one event, ids and statuses only (never a
+in the triggerer, ``Retry-After`` honoured, nothing blocking the event loop. Each id is polled on the
+polling plan (:mod:`airflow_provider_hindsight.polling`), ``poke_interval`` being its shortest
+interval; the ids due at once are polled concurrently, as many in flight as the connection's pace
+can use (:func:`polls_in_flight`). It fires exactly one event, ids and statuses only (never a
 transcript, never the key)::
 
     {"status": "success" | "timeout" | "error",
      "statuses": {"<id>": "<status>", ...},           # the last status seen of each id polled
      "error": None | {"interview_request_id", "status_code", "code", "message", "transient"}}
 
-:class:`InterviewWatch` is the bookkeeping both the trigger and the sensor's poke mode use: which
-ids are still pending, the last status of each, and what a failed poll means.
+The bookkeeping (statuses, the plan, failures in a row) is
+:class:`~airflow_provider_hindsight.triggers.watch.InterviewWatch`, which the sensor's poke uses too.
 """
 
 from __future__ import annotations
@@ -21,53 +23,39 @@ import asyncio
 import datetime
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_hindsight.exceptions import (
-    HindsightAuthError,
-    HindsightError,
-    HindsightNotFoundError,
-    HindsightRateLimitError,
-    HindsightValidationError,
-)
+from airflow_provider_hindsight.exceptions import HindsightError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
-from airflow_provider_hindsight.resources.interviews import STATUSES, status_reached, validate_interview_request_id
+from airflow_provider_hindsight.polling import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_AGE_FACTOR
+from airflow_provider_hindsight.triggers.watch import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    InterviewWatch,
+    sensor_plan,
+    validate_ids,
+    validate_target_status,
+)
 
-TARGET_STATUSES: tuple[str, ...] = ("sent", "completed")
-"""What a sensor can wait for: ``created`` is where every interview starts."""
-MAX_WAIT_IDS = 500
-"""Ids one sensor or trigger waits on: 500 ids serialise to about 4 KB in the metadata database."""
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
-"""Polls in a row that failed transiently (after the hook's own retries) before the wait gives up."""
-
-
-def validate_target_status(value: object) -> str:
-    """``"sent"`` or ``"completed"``, or an error naming ``target_status``."""
-    if isinstance(value, str) and value in TARGET_STATUSES:
-        return value
-    raise HindsightValidationError(
-        f"target_status must be one of {', '.join(TARGET_STATUSES)} (statuses go {' < '.join(STATUSES)}), "
-        f"got {value!r}.",
-        field="target_status",
-    )
+LATENCY_ALLOWANCE_SECONDS = 3.0
+"""The slowest answer at which a round still runs at the full pace: polls in flight = pace x this."""
+MAX_POLLS_IN_FLIGHT = 50
+"""At most this many polls of one trigger at once, whatever the pace (under httpx's 100 connections)."""
+DRAIN_SECONDS = 5.0
+"""When an error ends the wait, how long the polls already in flight may take to add their statuses."""
+Outcome = tuple[int, "dict[str, Any] | HindsightError"]
 
 
-def validate_ids(values: Iterable[object], *, field: str = "interview_request_ids") -> list[int]:
-    """Each id validated as for updates, repeats dropped (order kept); 1 to :data:`MAX_WAIT_IDS` of them."""
-    ids = list(dict.fromkeys(validate_interview_request_id(value) for value in values))
-    if not ids:
-        raise HindsightValidationError(f"{field} is empty: give at least one interview id to wait for.", field=field)
-    if len(ids) > MAX_WAIT_IDS:
-        raise HindsightValidationError(
-            f"{field} has {len(ids):,} ids, over the {MAX_WAIT_IDS} one sensor waits on. Split them over several "
-            "sensors (a mapped sensor: .expand(interview_request_ids=chunks)), or land them on a schedule with "
-            "HindsightInterviewsToSqlOperator.",
-            field=field,
-        )
-    return ids
+def polls_in_flight(requests_per_minute: float) -> int:
+    """How many polls one trigger keeps in flight: enough for the pace at up to 3 s a request, at most 50.
+
+    The pacer spaces the starts; this bound only keeps one trigger from reserving more than about
+    :data:`LATENCY_ALLOWANCE_SECONDS` of the shared pace ahead of the other triggers of its connection.
+    """
+    wanted = math.ceil(requests_per_minute / 60 * LATENCY_ALLOWANCE_SECONDS)
+    return max(1, min(MAX_POLLS_IN_FLIGHT, wanted))
 
 
 def parse_deadline(value: object) -> float:
@@ -91,111 +79,22 @@ def parse_deadline(value: object) -> float:
     raise HindsightValidationError(f"deadline must be a time, got {value!r}.", field="deadline")
 
 
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise HindsightValidationError(f"{name} must be a positive number of seconds, got {value!r}.", field=name)
-    return float(value)
-
-
-class InterviewWatch:
-    """What is known so far about the interviews one wait is on: statuses, pending ids, failures in a row.
-
-    ``answered`` and ``failed`` take each poll's outcome; ``failed`` returns the error that ends the
-    wait (a 404 naming the id, a 401/403 naming the connection, any other permanent error, or
-    ``max_consecutive_failures`` transient failures in a row), else ``None``: the wait rides it out.
-    """
-
-    def __init__(
-        self,
-        ids: Iterable[int],
-        target_status: str,
-        *,
-        hindsight_conn_id: str,
-        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-    ) -> None:
-        self.ids = list(ids)
-        self.target_status = target_status
-        self.hindsight_conn_id = hindsight_conn_id
-        self.max_consecutive_failures = max_consecutive_failures
-        self.statuses: dict[str, str] = {}
-        self._pending = dict.fromkeys(self.ids)
-        self.consecutive_failures = 0
-
-    @property
-    def pending(self) -> list[int]:
-        """The ids that have not reached the target yet, in the order given."""
-        return list(self._pending)
-
-    @property
-    def done(self) -> bool:
-        return not self._pending
-
-    def answered(self, interview_request_id: int, answer: Mapping[str, Any]) -> None:
-        status = answer.get("status")
-        self.consecutive_failures = 0
-        self.statuses[str(interview_request_id)] = str(status)
-        if status_reached(status, self.target_status):
-            self._pending.pop(interview_request_id, None)
-
-    def failed(self, interview_request_id: int, error: HindsightError) -> dict[str, Any] | None:
-        """The event's ``error`` when this failure ends the wait, else ``None`` (counted, ridden out)."""
-        if isinstance(error, HindsightNotFoundError):
-            message = (
-                f"interview {interview_request_id} was not found (HTTP 404) with connection "
-                f"{self.hindsight_conn_id!r}: it does not exist or belongs to another organisation. Check the id "
-                "is one POST /interviews returned, and remove it from interview_request_ids."
-            )
-            return self.error(interview_request_id, error, message)
-        if isinstance(error, HindsightAuthError):
-            message = (
-                f"the API refused the key of connection {self.hindsight_conn_id!r} (HTTP {error.status_code}) for "
-                "every interview. Check the API key in the connection's API key (Password) field."
-            )
-            return self.error(interview_request_id, error, message)
-        if not error.transient:
-            return self.error(interview_request_id, error, f"interview {interview_request_id}: {error.message}")
-        if isinstance(error, HindsightRateLimitError):
-            return None  # the API is up and asked us to wait: not a failure
-        self.consecutive_failures += 1
-        if self.consecutive_failures < self.max_consecutive_failures:
-            return None
-        message = (
-            f"{self.consecutive_failures} polls in a row failed after their retries (last: interview "
-            f"{interview_request_id}: {error.message}). The API or the network is down; Airflow's task retries apply."
-        )
-        return self.error(interview_request_id, error, message)
-
-    @staticmethod
-    def error(interview_request_id: int | None, error: HindsightError, message: str) -> dict[str, Any]:
-        return {
-            "interview_request_id": interview_request_id,
-            "status_code": error.status_code,
-            "code": error.code,
-            "message": message,
-            "transient": error.transient,
-        }
-
-    def event(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"status": status, "statuses": dict(self.statuses), "error": error}
-
-    def progress(self) -> str:
-        reached = len(self.ids) - len(self._pending)
-        return f"{reached} of {len(self.ids)} interviews have reached {self.target_status!r}"
-
-
 class HindsightInterviewTrigger(BaseTrigger):
     """Poll interviews until each has reached ``target_status``, or until ``deadline``; fire one event.
 
     :param interview_request_ids: the ids to wait for (1 to 500).
     :param target_status: ``"completed"`` (default) or ``"sent"``.
     :param hindsight_conn_id: the ``hindsight`` connection; its pace is shared by every trigger of it.
-    :param poke_interval: seconds between two polls of one id (at least).
+    :param poke_interval: the shortest time between two polls of one id (seconds).
     :param deadline: absolute time (UTC epoch seconds, an aware datetime or ISO-8601 text) at which a
         ``timeout`` event fires; a restarted triggerer keeps it.
     :param requests_per_minute: pace; wins over the connection's plan (the first trigger of a
         connection in a triggerer sets the shared pace).
     :param max_consecutive_failures: transient poll failures in a row (after the hook's retries)
         that end the wait with a retryable ``error`` event.
+    :param poll_age_factor: an id is polled again after this share of its age (at least
+        ``poke_interval``, at most ``max_poll_interval``).
+    :param max_poll_interval: the longest time between two polls of one id (seconds).
     """
 
     def __init__(
@@ -207,32 +106,42 @@ class HindsightInterviewTrigger(BaseTrigger):
         deadline: float | str | datetime.datetime | None = None,
         requests_per_minute: float | None = None,
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        poll_age_factor: float = DEFAULT_POLL_AGE_FACTOR,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
     ) -> None:
         super().__init__()
         self.interview_request_ids = validate_ids(interview_request_ids)
         self.target_status = validate_target_status(target_status)
         self.hindsight_conn_id = hindsight_conn_id
-        self.poke_interval = _positive("poke_interval", poke_interval)
+        self.plan = sensor_plan(poke_interval, poll_age_factor, max_poll_interval)
         self.deadline = math.inf if deadline is None else parse_deadline(deadline)
         self.requests_per_minute = requests_per_minute
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.clock: Callable[[], float] = time.time
-        """Wall-clock seconds (the deadline is absolute); tests replace it."""
+        """Wall-clock seconds (the deadline and the interviews' ages are absolute); tests replace it."""
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         """How the trigger waits between polls; tests replace it."""
+        self._resume_at = -math.inf
+        """No poll starts before this (wall clock): a Retry-After longer than the hook's retries wait."""
+        self._polls_settled = 0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Ids, the connection id, the target, the interval, the deadline: JSON, no key, no transcript."""
+        """Ids, the connection id, the target, the intervals, the deadline: JSON, no key, no transcript.
+
+        Each id's age reference is not serialised: a trigger learns it from each id's first answer.
+        """
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "interview_request_ids": list(self.interview_request_ids),
                 "target_status": self.target_status,
                 "hindsight_conn_id": self.hindsight_conn_id,
-                "poke_interval": self.poke_interval,
+                "poke_interval": self.plan.min_poll_interval,
                 "deadline": None if math.isinf(self.deadline) else self.deadline,
                 "requests_per_minute": self.requests_per_minute,
                 "max_consecutive_failures": self.max_consecutive_failures,
+                "poll_age_factor": self.plan.poll_age_factor,
+                "max_poll_interval": self.plan.max_poll_interval,
             },
         )
 
@@ -245,6 +154,7 @@ class HindsightInterviewTrigger(BaseTrigger):
             self.interview_request_ids,
             self.target_status,
             hindsight_conn_id=self.hindsight_conn_id,
+            plan=self.plan,
             max_consecutive_failures=self.max_consecutive_failures,
         )
 
@@ -264,40 +174,103 @@ class HindsightInterviewTrigger(BaseTrigger):
         except HindsightError as error:
             return watch.event("error", watch.error(None, error, error.message))
         self.log.info(
-            "Waiting for %d interviews to reach %r with connection %r: each polled every %.0fs at most, until %s.",
+            "Waiting for %d interviews to reach %r with connection %r: each polled every %.0fs to %.0fs by its "
+            "age, until %s.",
             len(watch.ids),
             self.target_status,
             self.hindsight_conn_id,
-            self.poke_interval,
+            self.plan.min_poll_interval,
+            self.plan.max_poll_interval,
             "no deadline" if math.isinf(self.deadline) else _iso(self.deadline),
         )
-        last_poll: dict[int, float] = {}
         while True:
-            for interview_request_id in watch.pending:
-                due = last_poll.get(interview_request_id, -math.inf) + self.poke_interval
-                if not await self._wait_until(due):
+            schedule = watch.schedule(self.clock())
+            if not schedule.due:
+                wake = schedule.next_due_at if schedule.next_due_at is not None else self.deadline
+                if not await self._wait_until(wake):
                     self.log.info("Deadline reached: %s.", watch.progress())
                     return watch.event("timeout")
-                try:
-                    answer = await hook.aget_interview(interview_request_id)
-                except HindsightError as error:
-                    last_poll[interview_request_id] = self.clock()
-                    ending = watch.failed(interview_request_id, error)
-                    if ending is not None:
-                        self.log.warning("Stopped waiting: %s", ending["message"])
-                        return watch.event("error", ending)
-                    self.log.warning(
-                        "Polling interview %d failed; trying it again later: %s", interview_request_id, error
-                    )
-                    if error.retry_after is not None and not await self._wait_until(self.clock() + error.retry_after):
-                        return watch.event("timeout")
-                    continue
-                last_poll[interview_request_id] = self.clock()
-                watch.answered(interview_request_id, answer)
-                if watch.done:
-                    self.log.info("Done: %s.", watch.progress())
-                    return watch.event("success")
-            self.log.info("Polled every pending interview: %s.", watch.progress())
+                continue
+            ending = await self._round(hook, watch, schedule.due)
+            if ending is not None:
+                return ending
+            if watch.done:
+                self.log.info("Done: %s.", watch.progress())
+                return watch.event("success")
+
+    async def _round(self, hook: HindsightAsyncHook, watch: InterviewWatch, due: list[int]) -> dict[str, Any] | None:
+        """Poll the due ids, several at once; the event that ends the wait, or ``None`` to go on."""
+        started = time.monotonic()
+        in_flight: set[asyncio.Task[Outcome]] = set()
+        try:
+            for interview_request_id in due:
+                while len(in_flight) >= self._polls_in_flight(hook):
+                    if (ending := await self._settle(watch, in_flight)) is not None:
+                        return await self._drained(watch, in_flight, ending)
+                if not await self._wait_until(self._resume_at):
+                    self.log.info("Deadline reached: %s.", watch.progress())
+                    return watch.event("timeout")
+                in_flight.add(asyncio.create_task(self._poll(hook, interview_request_id)))
+            while in_flight:
+                if (ending := await self._settle(watch, in_flight)) is not None:
+                    return await self._drained(watch, in_flight, ending)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        seconds = time.monotonic() - started
+        self.log.info("Polled %d due interviews in %.1fs: %s.", len(due), seconds, watch.progress())
+        if seconds > self.plan.min_poll_interval:
+            self.log.warning(
+                "Polling %d interviews took %.0fs, longer than poke_interval (%.0fs), at the connection's pace of "
+                "%.0f requests a minute: they are polled less often than planned. Raise poke_interval, or wait on "
+                "fewer interviews per connection.",
+                len(due),
+                seconds,
+                self.plan.min_poll_interval,
+                hook.pacer.effective_requests_per_minute,
+            )
+        return None
+
+    def _polls_in_flight(self, hook: HindsightAsyncHook) -> int:
+        """One until a first poll has come back (a refused key costs one request, not a round), then the pace's."""
+        return polls_in_flight(hook.pacer.effective_requests_per_minute) if self._polls_settled else 1
+
+    async def _poll(self, hook: HindsightAsyncHook, interview_request_id: int) -> Outcome:
+        try:
+            return interview_request_id, await hook.aget_interview(interview_request_id)
+        except HindsightError as error:
+            return interview_request_id, error
+
+    async def _settle(self, watch: InterviewWatch, in_flight: set[asyncio.Task[Outcome]]) -> dict[str, Any] | None:
+        """Wait for at least one poll in flight to finish and tell the watch; the error that ends the wait, if any."""
+        finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        in_flight.difference_update(finished)
+        self._polls_settled += len(finished)
+        outcomes = sorted((task.result() for task in finished), key=lambda item: isinstance(item[1], HindsightError))
+        for interview_request_id, outcome in outcomes:  # answers first: an error that ends the wait keeps them
+            if not isinstance(outcome, HindsightError):
+                watch.answered(interview_request_id, outcome, self.clock())
+                continue
+            ending = watch.failed(interview_request_id, outcome, self.clock())
+            if ending is not None:
+                return ending
+            self.log.warning("Polling interview %d failed; trying it again later: %s", interview_request_id, outcome)
+            if outcome.retry_after is not None:
+                self._resume_at = max(self._resume_at, self.clock() + outcome.retry_after)
+        return None
+
+    async def _drained(
+        self, watch: InterviewWatch, in_flight: set[asyncio.Task[Outcome]], ending: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ending event, with the statuses of the polls already in flight that answer within a few seconds."""
+        finished, _ = await asyncio.wait(in_flight, timeout=DRAIN_SECONDS) if in_flight else (set(), set())
+        in_flight.difference_update(finished)
+        for interview_request_id, outcome in (task.result() for task in finished):
+            if not isinstance(outcome, HindsightError):
+                watch.answered(interview_request_id, outcome, self.clock())
+        self.log.warning("Stopped waiting: %s", ending["message"])
+        return watch.event("error", ending)
 
     async def _wait_until(self, moment: float) -> bool:
         """Sleep until ``moment`` (wall clock), cut short by the deadline; ``False`` once the deadline is reached."""

@@ -33,7 +33,8 @@ EDGES = """
   pending -> created [label="  201, recorded at once  ", penwidth=1.6];
   pending -> rejected [label="  400, 401, 403, 404, ...  "];
   pending -> unknown [label="  read timeout, dropped connection,\\l  5xx, an answer that is not JSON;\\l"
-                     + "  a claim older than an hour\\l"];
+                     + "  the killed task's retry, at once;\\l"
+                     + "  other runs, past pending_timeout\\l"];
   pending -> absent [style=dashed, label="  429 or refused connection after the\\l"
                      + "  retries, run stopped: the claim is deleted\\l"];
   rejected -> pending [label="  next run: claim\\l  (UPDATE ... WHERE state = 'rejected')\\l"];

@@ -63,8 +63,10 @@ def run_create(
     pause_at: str = "",
     pause_after: int = 0,
     marker: str = "",
+    run_id: str = "manual__first",
 ) -> None:
-    """Run ``HindsightCreateInterviewsOperator(**arguments)`` with exactly these ``AIRFLOW_CONN_*`` variables."""
+    """Run ``HindsightCreateInterviewsOperator(**arguments)`` with exactly these ``AIRFLOW_CONN_*`` variables,
+    as a try of the task instance of the DAG run ``run_id``."""
     with open(log, "ab") as log_file:
         os.dup2(log_file.fileno(), sys.stdout.fileno())
         os.dup2(log_file.fileno(), sys.stderr.fileno())
@@ -73,6 +75,7 @@ def run_create(
     os.environ.update(connections)
     if pause_at:
         _pause_at(pause_at, pause_after, marker)
-    summary = HindsightCreateInterviewsOperator(**arguments).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]
+    context = {"ti": FakeTaskInstance(), "run_id": run_id}
+    summary = HindsightCreateInterviewsOperator(**arguments).execute(context)  # type: ignore[arg-type]
     if summary_file:
         Path(summary_file).write_text(json.dumps(summary))

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_hindsight.exceptions import HindsightUnknownOutcomeError
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.create.killable import run_create
+from tests.helpers import FakeTaskInstance
 from tests.support.ledger_db import LedgerDatabase
-from tests.sync.helpers import run
+from tests.sync.helpers import Outcome
 
 from .helpers import INTERVIEW_TYPE, counts, creator, email, point_hindsight, posts, rows, states
 
@@ -53,6 +56,16 @@ def arguments(ledger: LedgerDatabase, numbers: range, task_id: str = "create") -
 
 def connections() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+
+
+def run_in(operator: Any, run_id: str) -> Outcome:
+    """Run ``operator`` as a try of its task instance in the DAG run ``run_id``."""
+    ti = FakeTaskInstance()
+    try:
+        operator.execute({"ti": ti, "run_id": run_id})
+    except Exception as error:
+        return Outcome(ti.xcom.get("summary"), error)
+    return Outcome(ti.xcom["summary"], None)
 
 
 def created_per_email(emulator: HindsightEmulator) -> Counter[str]:
@@ -101,7 +114,8 @@ def test_a_run_killed_at_any_point_of_a_create_and_rerun_creates_no_key_twice(
     assert child.exitcode == -signal.SIGKILL
     left = states(ledger_db)
 
-    rerun = run(creator(rows(range(1, ROWS + 1)), ledger_db, max_workers=MAX_WORKERS))
+    # The next DAG run (another task instance): a claim the killed run left pending is not its own.
+    rerun = run_in(creator(rows(range(1, ROWS + 1)), ledger_db, max_workers=MAX_WORKERS), "manual__second")
 
     assert rerun.error is None, rerun.error
     total, _created, _existing, failed, unknown = counts(rerun.summary)
@@ -143,3 +157,64 @@ def test_two_runs_on_the_same_keys_at_once_post_each_key_at_most_once_and_both_f
     assert posts(emulator) == {email(n): 1 for n in range(1, 61)}
     assert created_per_email(emulator) == {email(n): 1 for n in range(1, 61)}
     assert set(states(ledger_db).values()) == {"created"}
+
+
+def test_the_retry_of_a_create_killed_mid_post_fails_naming_its_keys_in_doubt(
+    forkserver: multiprocessing.context.ForkServerContext,
+    ledger_db: LedgerDatabase,
+    hindsight_emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    task_logs: Callable[[], str],
+) -> None:
+    """Killed mid-POST: another task instance waits for the claims; the killed task's retry turns them unknown."""
+    emulator = hindsight_emulator_factory()
+    point_hindsight(monkeypatch, emulator, requests_per_minute=6_000)
+    emulator.inject_delay(4, method="POST")  # the first POST is in the emulator's hands when the child dies
+    log = tmp_path / "child.log"
+    child = forkserver.Process(
+        target=run_create, args=(arguments(ledger_db, range(1, ROWS + 1)), connections(), str(log))
+    )
+    child.start()
+    wait_for(lambda: len(emulator.created_interviews()) >= PAUSE_AFTER or not child.is_alive(), "creates")
+    assert child.is_alive(), log.read_text()[-3000:]
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+    in_doubt = sorted(request_key for request_key, state in states(ledger_db).items() if state == "pending")
+    assert 1 <= len(in_doubt) <= MAX_WORKERS, "the delayed POST's claim, at least, is left pending"
+    numbers = [int(request_key.split(":")[0][2:]) for request_key in in_doubt]
+    wait_for(lambda: emulator.request_count == len(emulator.requests), "the emulator to answer what the child sent")
+    task_logs()
+
+    # Another task instance (another DAG run) over those keys: their writer may still be running.
+    other = run_in(creator(rows(numbers), ledger_db, max_workers=MAX_WORKERS), "manual__other")
+
+    assert other.error is None, other.error
+    assert counts(other.summary) == (len(in_doubt), 0, 0, 0, len(in_doubt))
+    assert {states(ledger_db)[request_key] for request_key in in_doubt} == {"pending"}
+    warning = task_logs()
+    assert all(f"{request_key} (pending under another run)" in warning for request_key in in_doubt)
+    assert "they turn unknown once older than pending_timeout (the first at " in warning
+    assert "resend_unknown applies to them only after that" in warning
+
+    # The killed task's retry (same DAG, task, DAG run and map index): the claims are its own.
+    retry = run_in(creator(rows(range(1, ROWS + 1)), ledger_db, max_workers=MAX_WORKERS), "manual__first")
+
+    assert isinstance(retry.error, HindsightUnknownOutcomeError), retry.error
+    assert isinstance(retry.error, AirflowFailException), "no task retry: it cannot resolve them"
+    message = str(retry.error)
+    assert all(request_key in message for request_key in in_doubt)
+    assert "A task retry cannot resolve them" in message and "resend_unknown=True" in message
+    total, created, existing, failed, unknown = counts(retry.summary)
+    assert (total, failed, unknown) == (ROWS, 0, len(in_doubt))
+    assert created + existing == ROWS - len(in_doubt), "every other row was sent (or was created before)"
+    assert sorted(failure["request_key"] for failure in retry.summary["failures"]) == in_doubt
+    assert {failure["code"] for failure in retry.summary["failures"]} == {"unknown_outcome"}
+    left = states(ledger_db)
+    assert {left[request_key] for request_key in in_doubt} == {"unknown"}
+    assert {state for request_key, state in left.items() if request_key not in in_doubt} == {"created"}
+    assert "claimed by an earlier try of this task" in task_logs()
+    assert max(posts(emulator).values()) == 1, "a key was POSTed twice"
+    assert max(created_per_email(emulator).values()) == 1

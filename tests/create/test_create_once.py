@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_hindsight.exceptions import HindsightUnknownOutcomeError, HindsightValidationError
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.helpers import free_port
+from tests.helpers import FakeTaskInstance, free_port
 from tests.support.ledger_db import LedgerDatabase
 from tests.sync.helpers import run
 
@@ -209,6 +210,8 @@ def test_pending_claims_are_not_sent_and_stale_ones_become_unknown(
     assert states(ledger_db)[key(2)] == "unknown", "a claim hours old has none"
     text = task_logs()
     assert f"{key(1)} (pending under another run)" in text and key(2) in text
+    first_due = (now - datetime.timedelta(seconds=5) + datetime.timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+    assert f"they turn unknown once older than pending_timeout (the first at {first_due} UTC)" in text
 
     emulator.reset_requests()
     resent = run(creator(rows([1, 2, 3]), ledger_db, resend_unknown=True))
@@ -303,3 +306,64 @@ def test_the_hook_runs_before_send_once_right_before_the_first_post(emulator: Hi
     with pytest.raises(Refused):
         hook.send_create(create, subject="request_key k", before_send=refuse)
     assert emulator.request_count == 2, "what before_send raises ends the request unsent"
+
+
+def test_pending_timeout_sets_when_another_task_instance_s_claim_turns_unknown(
+    emulator: HindsightEmulator, ledger_db: LedgerDatabase
+) -> None:
+    run(creator(rows([9]), ledger_db))  # creates the table
+    attempted = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=10)
+    placeholder = "?" if ledger_db.backend == "sqlite" else "%s"
+    ledger_db.query(
+        f"INSERT INTO {TABLE} (request_key, state, attempted_at, claimed_by) "
+        f"VALUES ({placeholder}, 'pending', {placeholder}, 'warehouse/create/scheduled__2026-12-01/-1')",
+        (key(1), attempted.isoformat(sep=" ") if ledger_db.backend == "sqlite" else attempted),
+    )
+    emulator.reset_requests()
+
+    waited = run(creator(rows([1]), ledger_db))  # ten minutes old, under the default hour: still pending
+    assert waited.error is None and counts(waited.summary) == (1, 0, 0, 0, 1)
+    assert states(ledger_db)[key(1)] == "pending"
+
+    timed_out = run(creator(rows([1]), ledger_db, pending_timeout=datetime.timedelta(minutes=5)))
+    assert timed_out.error is None and counts(timed_out.summary) == (1, 0, 0, 0, 1), "unknown from before"
+    assert states(ledger_db)[key(1)] == "unknown"
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize("value", [0, -5, "1h", True, datetime.timedelta(0)])
+def test_pending_timeout_is_checked_naming_it(value: Any) -> None:
+    with pytest.raises(
+        HindsightValidationError, match="pending_timeout must be a positive number of seconds"
+    ) as caught:
+        creator(rows([1]), None, ledger_conn_id="x", pending_timeout=value)
+    assert caught.value.field == "pending_timeout"
+
+
+def test_the_single_create_s_retry_fails_on_its_own_claim_left_pending(
+    emulator: HindsightEmulator, ledger_db: LedgerDatabase
+) -> None:
+    from airflow_provider_hindsight.operators.create import HindsightCreateInterviewOperator
+
+    run(creator(rows([9]), ledger_db))  # creates the table
+    operator = HindsightCreateInterviewOperator(
+        task_id="create_one",
+        request_key=key(1),
+        contact_email=email(1),
+        interview_type_id="type_demo",
+        ledger_conn_id=ledger_db.conn_id,
+    )
+    placeholder = "?" if ledger_db.backend == "sqlite" else "%s"
+    ledger_db.query(
+        f"INSERT INTO {TABLE} (request_key, state, attempted_at, claimed_by) "
+        f"VALUES ({placeholder}, 'pending', '2026-12-01 10:00:00', {placeholder})",
+        (key(1), f"{operator.dag_id}/create_one/manual__1/-1"),
+    )
+    emulator.reset_requests()
+
+    with pytest.raises(HindsightUnknownOutcomeError, match="claimed by an earlier try of this task") as caught:
+        operator.execute({"ti": FakeTaskInstance(), "run_id": "manual__1"})  # type: ignore[arg-type]
+
+    assert key(1) in str(caught.value) and "resend_unknown=True" in str(caught.value)
+    assert states(ledger_db)[key(1)] == "unknown"
+    assert emulator.requests == []

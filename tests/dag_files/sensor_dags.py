@@ -1,4 +1,8 @@
-"""Test DAGs for HindsightInterviewSensor: ids from ``dag_run.conf`` (a template) or an upstream task."""
+"""Test DAGs for HindsightInterviewSensor: ids from ``dag_run.conf`` (a template) or an upstream task.
+
+``report`` tasks run after the sensor whatever its outcome and return what it handed on, so a test
+can check that ``succeed_on_timeout`` gives the downstream tasks the statuses.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,65 @@ def sensor_poke() -> None:
     )
 
 
+@task(trigger_rule="all_done")
+def report(statuses: Any) -> Any:
+    """What the sensor handed on (``None`` when it failed)."""
+    return statuses
+
+
+@dag(dag_id="sensor_succeed_on_timeout", schedule=None, start_date=START, catchup=False)
+def sensor_succeed_on_timeout() -> None:
+    """Each sensor (deferred, rescheduled) polls on the plan, then succeeds at the deadline with what it has.
+
+    ``poll_age_factor=1`` makes the plan visible in seconds: an id is polled again after its age,
+    at least 0.3 s and at most 2 s apart.
+    """
+    for name in ("deferrable", "reschedule"):
+        wait = HindsightInterviewSensor(
+            task_id=f"wait_{name}",
+            interview_request_ids=f"{{{{ dag_run.conf['{name}'] | tojson }}}}",
+            deferrable=name == "deferrable",
+            mode="reschedule" if name == "reschedule" else "poke",
+            poke_interval=0.3,
+            poll_age_factor=1,
+            max_poll_interval=2,
+            timeout=8,
+            succeed_on_timeout=True,
+        )
+        report.override(task_id=f"report_{name}")(wait.output)
+
+
+@dag(dag_id="sensor_reschedule", schedule=None, start_date=START, catchup=False)
+def sensor_reschedule() -> None:
+    """Reschedule mode: each poke is a new task execution; the watch is kept between them."""
+    HindsightInterviewSensor(
+        task_id="wait",
+        interview_request_ids=IDS,
+        deferrable=False,
+        mode="reschedule",
+        poke_interval=0.3,
+        timeout=60,
+    )
+
+
+@dag(dag_id="sensor_reschedule_outage", schedule=None, start_date=START, catchup=False)
+def sensor_reschedule_outage() -> None:
+    """Reschedule mode against an API that keeps failing: three failed polls in a row, over reschedules, end it."""
+    HindsightInterviewSensor(
+        task_id="wait",
+        interview_request_ids=IDS,
+        hindsight_conn_id="hindsight_sensor_outage",
+        deferrable=False,
+        mode="reschedule",
+        poke_interval=0.3,
+        timeout=60,
+        max_consecutive_failures=3,
+    )
+
+
 sensor_deferrable()
 sensor_deferrable_timeout()
 sensor_poke()
+sensor_succeed_on_timeout()
+sensor_reschedule()
+sensor_reschedule_outage()

@@ -6,6 +6,7 @@ import datetime
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -132,6 +133,22 @@ def test_bad_ids_are_refused_before_any_request(value: Any, match: str) -> None:
         sensor(interview_request_ids=value).ids()
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "field", "match"),
+    [
+        ({"poke_interval": 600, "max_poll_interval": 300}, "max_poll_interval", r"at least poke_interval \(600 s\)"),
+        ({"poll_age_factor": -1}, "poll_age_factor", "must be a number >= 0"),
+        ({"max_poll_interval": "a day"}, "max_poll_interval", "positive number of seconds"),
+    ],
+)
+def test_bad_polling_plan_arguments_are_refused_naming_the_argument(
+    kwargs: dict[str, Any], field: str, match: str
+) -> None:
+    with pytest.raises(HindsightValidationError, match=match) as raised:
+        sensor(**kwargs)
+    assert raised.value.field == field
+
+
 def test_target_status_is_sent_or_completed() -> None:
     with pytest.raises(HindsightValidationError, match="target_status"):
         sensor(target_status="created")
@@ -187,22 +204,30 @@ def test_a_timeout_event_raises_sensor_timeout_counting_what_got_there() -> None
         sensor(interview_request_ids=[1, 2], target_status="sent").execute_complete({}, event)  # type: ignore[arg-type]
 
 
-def test_poke_polls_each_pending_id_once_and_keeps_what_reached_the_target(
-    hindsight_emulator: HindsightEmulator,
-) -> None:
+def test_poke_polls_the_due_ids_and_keeps_what_reached_the_target(hindsight_emulator: HindsightEmulator) -> None:
     for interview_id in (1, 2):
         hindsight_emulator.add_interview(interview_id, status="sent")
-    waiting = sensor(interview_request_ids=[1, 2], deferrable=False, mode="reschedule")
+    waiting = sensor(interview_request_ids=[1, 2], deferrable=False, mode="poke", poke_interval=1)
 
-    first = waiting.poke({})  # type: ignore[arg-type]
+    def poke_when_due() -> Any:
+        watch = waiting._watch
+        while watch is not None and not watch.schedule(time.time()).due:
+            time.sleep(0.01)  # until the plan says an id is due
+        return waiting.poke({})  # type: ignore[arg-type]
+
+    first = poke_when_due()
     assert (first.is_done, first.xcom_value) == (False, None)
+    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]  # nothing due yet: no request
+    assert len(gets(hindsight_emulator)[1]) == 1
     hindsight_emulator.complete(1)
-    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]
+    assert poke_when_due().is_done is False
     hindsight_emulator.complete(2)
-    done = waiting.poke({})  # type: ignore[arg-type]
+    done = poke_when_due()
     assert (done.is_done, done.xcom_value) == (True, {"1": "completed", "2": "completed"})
-    assert sorted(gets(hindsight_emulator)) == [1, 2]
-    assert [len(moments) for _, moments in sorted(gets(hindsight_emulator).items())] == [2, 3]  # 1 not polled again
+    assert waiting.poke({}).is_done is True  # type: ignore[arg-type]
+    polls = gets(hindsight_emulator)
+    assert len(polls[1]) == 2  # unfinished, then completed: never polled again
+    assert len(polls[2]) in (2, 3)  # polled with 1, or on its own when due later
 
 
 def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
@@ -216,3 +241,94 @@ def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
 
     with pytest.raises(HindsightAuthError, match="connection 'hindsight_default'"):
         sensor(interview_request_ids=[1], deferrable=False).poke({})  # type: ignore[arg-type]
+
+
+def test_deferred_and_rescheduled_sensors_poll_on_the_plan_and_succeed_on_timeout(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    for interview_id in (7, 17):
+        hindsight_emulator.add_interview(interview_id, status="sent")  # never answers
+    for interview_id in (8, 18):
+        hindsight_emulator.add_interview(interview_id, status="completed")
+    dag_run = run_dag("sensor_succeed_on_timeout", deferrable=[7, 8], reschedule=[17, 18])
+
+    assert task_states(dag_run) == {
+        "wait_deferrable": "success",
+        "report_deferrable": "success",
+        "wait_reschedule": "success",
+        "report_reschedule": "success",
+    }
+    for name, (pending, done) in {"deferrable": (7, 8), "reschedule": (17, 18)}.items():
+        statuses = {str(pending): "sent", str(done): "completed"}
+        assert xcom_value(dag_run, f"wait_{name}") == statuses
+        assert xcom_value(dag_run, f"report_{name}") == statuses  # downstream gets what came back
+    logs = task_logs()
+    assert "Short of 'completed' at the deadline: 7" in logs and "Short of 'completed' at the deadline: 17" in logs
+    assert "1 of 2 interviews reached 'completed'; succeeding with the statuses seen" in logs
+    polls = gets(hindsight_emulator)
+    assert len(polls[8]) == len(polls[18]) == 1  # completed at its first poll: never polled again
+    for pending in (7, 17):
+        gaps = [later - earlier for earlier, later in itertools.pairwise(polls[pending])]
+        assert all(gap >= 0.3 for gap in gaps)  # poke_interval is the shortest interval
+        assert max(gaps) >= 1.5  # then the interval grows with the interview's age (a flat 0.3 s would not)
+        assert len(polls[pending]) <= 12  # 8 s at a flat 0.3 s would be about 26 polls
+
+
+def test_timeout_logs_the_last_statuses_before_it_fails(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    hindsight_emulator.add_interview(7, status="sent")
+    dag_run = run_dag("sensor_deferrable_timeout", ids=[7])
+
+    assert task_states(dag_run) == {"wait": "failed"}
+    logs = task_logs()
+    assert logs.index("Last statuses: {'7': 'sent'}") < logs.index("0 of 1 interviews reached 'completed'")
+
+
+def test_reschedule_mode_keeps_its_watch_between_pokes(run_dag: Any, hindsight_emulator: HindsightEmulator) -> None:
+    hindsight_emulator.add_interview(4821, status="completed")
+    hindsight_emulator.add_interview(4822, status="sent")
+    stop = threading.Event()
+
+    def complete_after_three_polls() -> None:
+        while not stop.wait(0.02):
+            if len(gets(hindsight_emulator).get(4822, [])) >= 3:
+                hindsight_emulator.complete(4822)
+                return
+
+    helper = threading.Thread(target=complete_after_three_polls, daemon=True)
+    helper.start()
+    try:
+        dag_run = run_dag("sensor_reschedule", ids=[4821, 4822])
+    finally:
+        stop.set()
+        helper.join()
+
+    assert task_states(dag_run) == {"wait": "success"}
+    assert xcom_value(dag_run, "wait") == {"4821": "completed", "4822": "completed"}
+    polls = gets(hindsight_emulator)
+    assert len(polls[4821]) == 1  # completed at the first poke: the later pokes (new processes) know it
+    assert len(polls[4822]) >= 4  # three unfinished, then completed
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(polls[4822]))  # the plan's times survive reschedules
+
+
+def test_reschedule_mode_fails_after_max_consecutive_failures_counted_across_pokes(
+    run_dag: Any,
+    hindsight_emulator: HindsightEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    task_logs: Callable[[], str],
+) -> None:
+    hindsight_emulator.add_interview(4821, status="sent")
+    connection = hindsight_emulator.connection("hindsight_sensor_outage")
+    connection["extra"]["max_retries"] = 0
+    del connection["conn_id"]
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_SENSOR_OUTAGE", json.dumps(connection))
+    hindsight_emulator.inject_status(503, times=100, method="GET")
+
+    dag_run = run_dag("sensor_reschedule_outage", ids=[4821])
+
+    assert task_states(dag_run) == {"wait": "failed"}
+    assert len(gets(hindsight_emulator)[4821]) == 3  # one poll per poke: three pokes, three failures in a row
+    logs = task_logs()
+    assert "3 polls in a row failed after their retries" in logs
+    assert "(2 in a row)" in logs

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
+from airflow_provider_hindsight.ledgers.interviews import InterviewLedger
 from airflow_provider_hindsight.ledgers.transcripts import TranscriptTable
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
@@ -156,3 +157,18 @@ def test_a_connection_that_may_not_alter_the_table_fails_first_printing_the_stat
     with TranscriptTable(sql_conn_id=conn_id) as table:
         table.prepare(create=True)
         assert table.landed([1]) == {}
+
+
+def test_an_earlier_interview_ledger_gains_claimed_by(backend: Backend) -> None:
+    backend.run(
+        "CREATE TABLE hindsight_interviews (request_key VARCHAR(256) NOT NULL, state VARCHAR(16) NOT NULL, "
+        "interview_request_id BIGINT, contact_email VARCHAR(254), deal_id VARCHAR(256), contact_id VARCHAR(256), "
+        "survey_url VARCHAR(2048), survey_token VARCHAR(512), api_status VARCHAR(32), error_code VARCHAR(64), "
+        "error_message VARCHAR(1000), attempted_at TIMESTAMP, created_at TIMESTAMP, PRIMARY KEY (request_key))",
+        "INSERT INTO hindsight_interviews (request_key, state, interview_request_id) VALUES ('D-1:C-1', 'created', 5)",
+    )
+    with InterviewLedger(ledger_conn_id=CONN_ID) as ledger:
+        ledger.prepare(create=True)
+        entry = ledger.lookup(["D-1:C-1"])["D-1:C-1"]
+    assert "claimed_by" in columns(backend, "hindsight_interviews")
+    assert (entry.state, entry.interview_request_id, entry.claimed_by) == ("created", 5, None)

@@ -71,7 +71,7 @@ class LedgerDatabase:
         """``{id: body_sha256}`` of one sync_id, checking there is one ledger row per id."""
         rows = self.query(
             f"SELECT interview_request_id, body_sha256 FROM {table} WHERE sync_id = '{sync_id or self.sync_id}' "
-            "AND interview_request_id > 0"  # not a run's lease (-1)
+            "AND interview_request_id > 0"  # not an earlier version's lease row (-1)
         )
         assert len({row[0] for row in rows}) == len(rows)
         return {int(interview_id): str(value) for interview_id, value in rows}

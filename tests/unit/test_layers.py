@@ -1,49 +1,44 @@
-"""Imports point one way (the contract's architecture): the hooks know no bulk run, and the bulk package
-has no import circle. Read from the source, so a lazy import inside a function counts too."""
+"""The import arrows point one way (docs/architecture.md): the rule is scripts/docs/layers.py's table of layers,
+read from the source, so a lazy import inside a function or under TYPE_CHECKING counts too."""
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
-import pytest
-
-from tests.helpers import ROOT
-
-PACKAGE = ROOT / "airflow_provider_hindsight"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "docs" / "layers.py"
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every ``airflow_provider_hindsight`` module ``path`` imports, anywhere in the file."""
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            modules.add(node.module)
-        elif isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-    return {module for module in modules if module.startswith("airflow_provider_hindsight")}
+def load_layers() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("layers", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "hooks").glob("*.py")), ids=lambda path: path.name)
-def test_the_hooks_import_no_bulk_run_operator_or_ledger(path: Path) -> None:
-    above = ("bulk", "ledgers", "operators", "transfers", "sensors", "triggers")
-    wrong = {module for module in imported_modules(path) if module.split(".")[1:2] and module.split(".")[1] in above}
-    assert wrong == set()
+def test_every_import_points_down_and_no_module_imports_itself_back() -> None:
+    assert load_layers().violations() == []
 
 
-def test_the_bulk_package_has_no_import_circle() -> None:
-    graph = {
-        f"airflow_provider_hindsight.bulk.{path.stem}": {
-            module for module in imported_modules(path) if module.startswith("airflow_provider_hindsight.bulk.")
-        }
-        for path in (PACKAGE / "bulk").glob("*.py")
-    }
+def test_the_check_sees_an_upward_import_and_a_cycle() -> None:
+    layers = load_layers()
+    edges = [
+        ("airflow_provider_hindsight.hooks.hindsight", "airflow_provider_hindsight.bulk.engine"),
+        ("airflow_provider_hindsight.bulk.circuit", "airflow_provider_hindsight.bulk.rows"),
+        ("airflow_provider_hindsight.bulk.rows", "airflow_provider_hindsight.bulk.circuit"),
+    ]
+    layers.import_edges = lambda: edges
+    assert layers.violations() == [
+        "import cycle: airflow_provider_hindsight.bulk.circuit <-> airflow_provider_hindsight.bulk.rows",
+        "airflow_provider_hindsight.hooks.hindsight -> airflow_provider_hindsight.bulk.engine: "
+        "hooks imports bulk, a higher layer",
+    ]
 
-    def reaches(start: str, target: str, seen: set[str]) -> bool:
-        for module in graph.get(start, ()):
-            if module == target or (module not in seen and reaches(module, target, seen | {module})):
-                return True
-        return False
 
-    circles = sorted(module for module in graph if reaches(module, module, set()))
-    assert circles == []
+def test_every_unit_of_the_package_has_a_layer() -> None:
+    layers = load_layers()
+    units = {layers.unit_of(module) for module, _ in layers.modules()}
+    placed = {unit for _, members in layers.LAYERS for unit in members} | set(layers.ISLANDS)
+    assert units <= placed

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import importlib
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +18,8 @@ import pytest
 
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, RatePacer, SharedPacers
-from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger
+from airflow_provider_hindsight.testing import HindsightEmulator
+from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger, polls_in_flight
 
 from .helpers import API_KEY, BASE_URL, FAST_RPM, TaskClocks, envelope
 
@@ -94,7 +97,11 @@ async def first_event(trigger: HindsightInterviewTrigger) -> dict[str, Any]:
     return events[0]
 
 
-def interview(interview_id: int, status: str) -> httpx.Response:
+def iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat()
+
+
+def interview(interview_id: int, status: str, email_sent_at: float | None = None) -> httpx.Response:
     transcript = {
         "document_id": "doc_1",
         "content": "**Paige:** Hi\n\n**Ana:** SECRET",
@@ -106,6 +113,8 @@ def interview(interview_id: int, status: str) -> httpx.Response:
             "interview_request_id": interview_id,
             "status": status,
             "transcript": transcript if status == "completed" else None,
+            "email_sent_at": None if email_sent_at is None else iso(email_sent_at),
+            "created_at": None if email_sent_at is None else iso(email_sent_at - 60),
         },
     )
 
@@ -126,6 +135,7 @@ def test_serialize_round_trip_is_small_json_without_the_key(connection: Callable
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs["interview_request_ids"][:2] == [4_000_000, 4_000_001]
     assert kwargs["deadline"] == 1778839200.0
+    assert (kwargs["poke_interval"], kwargs["poll_age_factor"], kwargs["max_poll_interval"]) == (600, 0.1, 86400)
     text = json.dumps(kwargs)
     assert len(text) < 6_000
     assert API_KEY not in text
@@ -157,6 +167,33 @@ def test_success_when_every_id_reached_the_target_each_polled_once_per_interval(
     for moments in polls.values():
         assert all(b - a >= 300 for a, b in itertools.pairwise(moments))
     assert "SECRET" not in json.dumps(event)
+
+
+def test_each_id_is_polled_on_the_plan_by_its_age(connection: Callable[..., str]) -> None:
+    clock = FakeClock()
+    sent = {1: clock() - 10 * 86400, 2: clock()}  # e-mailed ten days ago, and just now
+    polls: dict[int, list[float]] = {1: [], 2: []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        interview_id = int(request.url.path.rsplit("/", 1)[1])
+        polls[interview_id].append(clock())
+        return interview(interview_id, "sent", email_sent_at=sent[interview_id])
+
+    trigger = make_trigger(
+        handler,
+        clock=clock,
+        interview_request_ids=[1, 2],
+        hindsight_conn_id=connection(),
+        poke_interval=300,
+        deadline=clock() + 12 * 3600,
+    )
+    event = asyncio.run(first_event(trigger))
+
+    assert event["status"] == "timeout" and event["statuses"] == {"1": "sent", "2": "sent"}
+    assert len(polls[1]) == 1  # ten days old: due again after a day (max_poll_interval), past the deadline
+    for polled, next_polled in itertools.pairwise(polls[2]):  # young: every 300 s, then a tenth of its age
+        assert next_polled - polled == pytest.approx(max(300, 0.1 * (polled - sent[2])))
+    assert 30 < len(polls[2]) < 45  # 300 s apart for its first 3,000 s, then 10 % further apart each time
 
 
 def test_sent_is_reached_by_completed_too(connection: Callable[..., str]) -> None:
@@ -279,12 +316,13 @@ def test_failures_in_a_row_end_it_retryably(connection: Callable[..., str]) -> N
     assert event["status"] == "error"
     assert event["error"]["transient"] is True and event["error"]["code"] == "connection_error"
     assert "3 polls in a row" in event["error"]["message"]
-    assert len(calls) == 3 * 2  # three polls, each with one retry
+    assert 3 * 2 <= len(calls) <= 4 * 2  # three polls, each with one retry (and the one in flight beside the third)
 
 
 def test_retry_after_is_honoured_by_the_hook_and_beyond_it(connection: Callable[..., str]) -> None:
     clock = FakeClock()
     hook_sleeps: list[float] = []
+    polled: list[float] = []
     answers = iter(
         [
             httpx.Response(429, headers={"Retry-After": "7"}, json=envelope("rate_limit_exceeded", "slow")),
@@ -293,6 +331,7 @@ def test_retry_after_is_honoured_by_the_hook_and_beyond_it(connection: Callable[
     )
 
     def handler(request: httpx.Request) -> httpx.Response:
+        polled.append(clock())
         return next(answers, None) or interview(9, "completed")
 
     trigger = make_trigger(
@@ -302,12 +341,14 @@ def test_retry_after_is_honoured_by_the_hook_and_beyond_it(connection: Callable[
         interview_request_ids=[9],
         hindsight_conn_id=connection(),
         max_consecutive_failures=1,
+        poke_interval=60,
     )
     event = asyncio.run(first_event(trigger))
 
     assert event["status"] == "success"  # 429s are not failures of the API
     assert hook_sleeps == [7.0]  # the hook's retry waited what the API asked
-    assert 240 in clock.sleeps  # too long for a retry: the trigger itself waited it out
+    assert len(polled) == 3
+    assert polled[2] - polled[1] >= 240  # too long for a retry: the trigger itself waited it out, past poke_interval
 
 
 def test_triggers_of_one_connection_share_one_pace(connection: Callable[..., str]) -> None:
@@ -395,3 +436,32 @@ def test_the_event_loop_never_stalls(connection: Callable[..., str]) -> None:
     assert event["status"] == "success" and len(event["statuses"]) == 500
     assert busiest < 0.05
     assert longest < 0.5  # no blocking wait either (a sleep or blocking I/O costs wall time, not CPU)
+
+
+def test_a_round_polls_concurrently_at_the_pace_and_warns_when_it_outlasts_poke_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latency, pace, count = 0.3, 600, 40
+    with HindsightEmulator(api_key=API_KEY, latency=latency) as emulator:
+        for interview_id in range(1, count + 1):
+            emulator.add_interview(interview_id, status="completed")
+        conn_id = "trig_concurrent_round"
+        monkeypatch.setenv(*emulator.connection_env(conn_id, requests_per_minute=pace))
+        trigger = HindsightInterviewTrigger(
+            interview_request_ids=range(1, count + 1), hindsight_conn_id=conn_id, poke_interval=1
+        )
+        with caplog.at_level(logging.INFO):
+            event = asyncio.run(first_event(trigger))
+        arrivals = sorted(request.time for request in emulator.requests if request.method == "GET")
+
+    assert event["status"] == "success" and len(event["statuses"]) == count
+    assert len(arrivals) == count  # each id once
+    assert arrivals[1] - arrivals[0] >= latency  # the first poll goes alone (a refused key costs one request)
+    gaps = list(itertools.pairwise(arrivals[1:]))
+    overlapping = sum(1 for earlier, later in gaps if later - earlier < latency)
+    assert overlapping >= len(gaps) * 0.9  # then each starts while earlier ones are still answered
+    interval = 60 / (pace * SAFETY_MARGIN)
+    for first, moment in enumerate(arrivals):  # paced, never a burst (arrivals jitter on a busy machine)
+        assert sum(1 for later in arrivals[first:] if later - moment < 0.5) <= 0.5 / interval + 2
+    assert polls_in_flight(pace * SAFETY_MARGIN) == 30
+    assert "longer than poke_interval (1s)" in caplog.text + capsys.readouterr().out  # Airflow 2: logging; 3: stdout

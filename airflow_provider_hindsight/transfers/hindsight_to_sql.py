@@ -34,6 +34,7 @@ from airflow_provider_hindsight.ledgers.values import utc_timestamp, whole_numbe
 from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator
 from airflow_provider_hindsight.polling import (
     DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_MIN_POLL_INTERVAL,
     DEFAULT_POLL_AGE_FACTOR,
     DEFAULT_STOP_POLLING_AFTER,
     PollingPlan,
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 DEFAULT_INTERVIEW_LEDGER = "hindsight_interviews"
-DEFAULT_MIN_POLL_INTERVAL = 900.0
-"""The landing's shortest interval between two fetches of one interview (the sensor's is its ``poke_interval``)."""
 OUTCOMES = ("already_completed", "newly_completed", "pending", "not_due", "stopped", "failed")
 NOT_FETCHED = ("already_completed", "not_due", "stopped")
 """Outcomes of ids this run does not fetch; a :class:`RowResult` of one carries it as its ``code``."""

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
 from typing import Any
 
 from measure import ROOT, EmulatorSettings, emulator, reset_peak_memory, run_child, status_kib
+
+from airflow_provider_hindsight.testing.ports import free_port
 
 OUTPUT = ROOT / "docs" / "_generated" / "warehouse-numbers.md"
 KEY = "bench-warehouse-key"
@@ -90,12 +91,6 @@ class _TaskInstance:
 def _child(task: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "AIRFLOW_HOME": task["airflow_home"], "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     return run_child(__file__, task, env)
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:
@@ -166,7 +161,7 @@ def main() -> None:
     result = _child(
         {
             "kind": "stop",
-            "base_url": f"http://127.0.0.1:{_closed_port()}/api/v1",
+            "base_url": f"http://127.0.0.1:{free_port()}/api/v1",
             "password": KEY,
             "rows": stop_rows,
             "extra": {"plan": "enterprise"},

@@ -5,11 +5,13 @@ be invited once. ``SqlToHindsightCreateInterviewsOperator`` reads the closed dea
 interview request per ``request_key`` (here ``<deal id>:<contact id>``: stable, and no personal
 data, because keys are named in logs). The interview ledger ``hindsight_interviews`` lives in the
 same warehouse: the claim is committed before each POST and the 201 recorded right after, so a
-retry, a rerun or a second run at the same time never invites anyone twice.
+retry, a rerun or a second run at the same time never invites anyone twice. Each create sends its
+``deal_id``, so Hindsight's interview (and the transcript landed from it) names its deal.
 
 The ledger is a table like any other: the second task joins it to the deals and enriches each
 created interview with ``SqlToHindsightOperator`` (change-only sync: a rerun sends nothing that did
-not change). Run the DAG twice: the second run creates nothing and sends nothing.
+not change). Run the DAG twice: the second run creates nothing and sends nothing. It imports the
+stand-in warehouse from ``example_warehouse.py``: copy that file beside it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.providers.common.compat.sdk import dag, task
+from example_warehouse import WAREHOUSE_CONN_ID, load_table
 
 from airflow_provider_hindsight.transfers.sql_to_hindsight import (
     SqlToHindsightCreateInterviewsOperator,
     SqlToHindsightOperator,
 )
 
-WAREHOUSE_CONN_ID = "hindsight_example_warehouse"
 INTERVIEW_TYPE_ID = "type_winloss_demo"
 """A link-only interview type (no e-mail from Hindsight); use a ``sequence_id`` to have Hindsight e-mail them."""
 
@@ -43,7 +45,7 @@ CLOSED_DEALS = [
 
 CREATE_SQL = """
     SELECT deal_id || ':' || contact_id AS request_key,
-           contact_email, contact_name,
+           deal_id, contact_email, contact_name,
            'Understand the ' || lower(stage) || ' decision' AS objective,
            title, stage, competitor
     FROM closed_deals
@@ -70,16 +72,12 @@ def example_hindsight_create() -> None:
     @task
     def load_closed_deals() -> int:
         """Stands in for the warehouse load: the CRM's deals, with their stage."""
-        from airflow.providers.sqlite.hooks.sqlite import SqliteHook
-
-        hook = SqliteHook(sqlite_conn_id=WAREHOUSE_CONN_ID)
-        hook.run(
-            "CREATE TABLE IF NOT EXISTS closed_deals (deal_id TEXT, contact_id TEXT, contact_email TEXT, "
-            "contact_name TEXT, title TEXT, stage TEXT, competitor TEXT, amount INTEGER, notes TEXT, "
-            "PRIMARY KEY (deal_id, contact_id))"
+        return load_table(
+            "closed_deals",
+            "deal_id TEXT, contact_id TEXT, contact_email TEXT, contact_name TEXT, title TEXT, stage TEXT, "
+            "competitor TEXT, amount INTEGER, notes TEXT, PRIMARY KEY (deal_id, contact_id)",
+            CLOSED_DEALS,
         )
-        hook.insert_rows("closed_deals", CLOSED_DEALS, replace=True)
-        return len(CLOSED_DEALS)
 
     create = SqlToHindsightCreateInterviewsOperator(
         task_id="create_interviews",

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow.providers.common.compat.sdk import dag, task
+from example_warehouse import WAREHOUSE_CONN_ID, load_table
 
 from airflow_provider_hindsight.sensors.interview import HindsightInterviewSensor
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
@@ -35,7 +36,6 @@ from airflow_provider_hindsight.transfers.sql_to_hindsight import (
     SqlToHindsightOperator,
 )
 
-WAREHOUSE_CONN_ID = "hindsight_example_warehouse"
 SEQUENCE_ID = "seq_winloss_default"
 """The outreach sequence from your Hindsight dashboard: Hindsight e-mails each contact."""
 POKE_INTERVAL = float(os.environ.get("HINDSIGHT_EXAMPLE_POKE_INTERVAL", "300"))
@@ -72,17 +72,12 @@ INTERVIEWS_SQL = """
 def example_hindsight_lifecycle() -> None:
     @task
     def load_closed_deals() -> int:
-        from airflow.providers.sqlite.hooks.sqlite import SqliteHook
-
-        hook = SqliteHook(sqlite_conn_id=WAREHOUSE_CONN_ID)
-        hook.run(
-            [
-                "CREATE TABLE IF NOT EXISTS lifecycle_deals (deal_id TEXT PRIMARY KEY, contact_id TEXT, "
-                "contact_email TEXT, contact_name TEXT, stage TEXT, competitor TEXT, amount INTEGER)",
-            ]
+        return load_table(
+            "lifecycle_deals",
+            "deal_id TEXT PRIMARY KEY, contact_id TEXT, contact_email TEXT, contact_name TEXT, stage TEXT, "
+            "competitor TEXT, amount INTEGER",
+            CLOSED_DEALS,
         )
-        hook.insert_rows("lifecycle_deals", CLOSED_DEALS, replace=True)
-        return len(CLOSED_DEALS)
 
     create = SqlToHindsightCreateInterviewsOperator(
         task_id="create_interviews",

@@ -123,8 +123,8 @@ def print_landed(warehouse: Path) -> None:
     """The rows the lifecycle DAG landed in hindsight_transcripts, and which competitors they name."""
     if not warehouse.exists():
         return
-    sys.path.insert(0, str(ROOT))
-    from dags.example_hindsight_lifecycle import INTERVIEWS_SQL
+    sys.path.insert(0, str(ROOT / "dags"))  # as Airflow does for the DAGs it parses: they import example_warehouse
+    from example_hindsight_lifecycle import INTERVIEWS_SQL
 
     with closing(sqlite3.connect(warehouse)) as database:
         try:

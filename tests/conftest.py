@@ -44,6 +44,8 @@ if "HINDSIGHT_TEST_AIRFLOW_HOME" not in os.environ:  # once per run, however oft
 
 AIRFLOW_HOME = Path(os.environ["HINDSIGHT_TEST_AIRFLOW_HOME"])
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
+if str(DAGS_FOLDER) not in sys.path:  # as Airflow's DAG processor and task runner do: DAGs import their helpers
+    sys.path.append(str(DAGS_FOLDER))
 
 pytest_plugins = ["airflow_provider_hindsight.testing.pytest_plugin", "tests.support.postgres"]
 

@@ -2,18 +2,71 @@
 
 from __future__ import annotations
 
-import socket
+import multiprocessing
+import multiprocessing.context
+import os
+import signal
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_hindsight.testing.ports import free_port as free_port  # the tests import it from here
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.process import BaseProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (free when asked: connections to it are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# --- runs in child processes that a test kills ---------------------------------------------------
+
+
+def forkserver_preloading(module: str) -> multiprocessing.context.ForkServerContext:
+    """Child processes forked from a server that imported ``module`` (and so Airflow) once: quick to start."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([module])
+    return context
+
+
+def connection_variables() -> dict[str, str]:
+    """This process's ``AIRFLOW_CONN_*`` variables: the connections a child process must see."""
+    return {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+
+
+def enter_child(connections: dict[str, str], log: str) -> None:
+    """In a child process: write stdout and stderr to ``log`` and see exactly ``connections``."""
+    with open(log, "ab") as log_file:
+        os.dup2(log_file.fileno(), sys.stdout.fileno())
+        os.dup2(log_file.fileno(), sys.stderr.fileno())
+    for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
+        del os.environ[name]
+    os.environ.update(connections)
+
+
+def start_until(child: BaseProcess, condition: Callable[[], bool], what: str, log: Path, timeout: float = 60.0) -> None:
+    """Start ``child`` and wait until ``condition()`` holds; fail with its log's end if it ends or stalls first."""
+    child.start()
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if not child.is_alive() or time.monotonic() > deadline:
+            child.kill()
+            child.join()
+            text = log.read_text() if log.exists() else ""
+            pytest.fail(f"the child ended or stalled before {what}:\n{text[-3000:]}")
+        time.sleep(0.005)
+
+
+def kill_child(child: BaseProcess, stop_signal: int = signal.SIGKILL) -> int:
+    """Send ``stop_signal`` to ``child`` and wait for it to end; its exit code."""
+    assert child.pid is not None
+    os.kill(child.pid, stop_signal)
+    child.join(timeout=30)
+    assert child.exitcode is not None
+    return child.exitcode
 
 
 class FakeTaskInstance:

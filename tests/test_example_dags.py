@@ -151,6 +151,7 @@ def test_create_example_invites_each_closed_deal_once_and_enriches_it(
     for record in created:
         deal = next(deal for deal in closed if deal[2] == record["contact_email"])
         assert record["contact_context"]["notes"] == deal[8], "enriched from the ledger join"
+        assert record["deal_id"] == deal[0], "the create names its deal: transcripts join to deals directly"
     enriched = xcom_value(first, "enrich_created", key="summary")
     assert enriched["succeeded"] == len(closed)
 

@@ -169,7 +169,17 @@ class HindsightHook(BaseHook):
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
-        if settings.paced_by_default and self.warn_default_pace:
+        if conn.conn_type != self.conn_type:
+            self.log.warning(
+                "Connection %r is of type %r, not %r: it is read as a Hindsight connection and paces at %g "
+                "requests a minute%s. Set its type to Hindsight (and its plan) so that the pace is the one you chose.",
+                self.hindsight_conn_id,
+                conn.conn_type,
+                self.conn_type,
+                settings.requests_per_minute,
+                " (the default: it sets neither plan nor requests_per_minute)" if settings.paced_by_default else "",
+            )
+        elif settings.paced_by_default and self.warn_default_pace:
             self.log.info(
                 "Connection %r sets neither plan nor requests_per_minute: pacing at %s requests a minute "
                 "(the Essentials limit). Set the extra `plan` or `requests_per_minute` to go faster.",

@@ -59,6 +59,10 @@ class SqlRowsMixin:
     KEY_HINT: ClassVar[str] = "Select the id returned by POST /interviews AS interview_request_id."
     FIELDS: ClassVar[tuple[str, ...]] = ()
     """The API fields read from columns of the same name (any case)."""
+    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """Fields every row needs: a result without such a column is refused before any request."""
+    ONE_OF_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """Fields of which every row needs one: a column, or the operator's default of the same name."""
 
     log: Any
 
@@ -234,6 +238,7 @@ class SqlRowsMixin:
             raise HindsightValidationError(
                 f"the result has no {key} column (columns: {', '.join(names)}). {self.KEY_HINT}", field="sql"
             )
+        self._check_field_columns({name for name, pos in fields.items() if pos is not None and name != key}, names)
         if self.context_columns is not None:
             if fields.get(CONTEXT_COLUMN) is not None:
                 raise HindsightValidationError(
@@ -260,6 +265,35 @@ class SqlRowsMixin:
                 ", ".join(self.FIELDS),
             )
         return columns
+
+    def _check_field_columns(self, present: set[str], names: list[str]) -> None:
+        """Refuse, before any request, a result whose every row would fail for a missing column.
+
+        Each refusal names the column and the fix once, instead of one failed row per record.
+        """
+        listed = ", ".join(names)
+        missing = [name for name in self.REQUIRED_FIELDS if name not in present]
+        if missing:
+            raise HindsightValidationError(
+                f"the result has no {' or '.join(missing)} column (columns: {listed}), which every row needs. "
+                f"Select it in sql, e.g. SELECT ..., email AS {missing[0]}.",
+                field="sql",
+            )
+        choices = self.ONE_OF_FIELDS
+        if choices and not any(name in present or getattr(self, name, None) is not None for name in choices):
+            raise HindsightValidationError(
+                f"the result has none of the columns {' and '.join(choices)} (columns: {listed}) and the operator "
+                f"sets no default for them: every row needs one. Select one in sql or pass {choices[0]}= to the "
+                "operator.",
+                field="sql",
+            )
+        if not present and self.context_columns is None:
+            raise HindsightValidationError(
+                f"the result has none of the columns {', '.join(self.FIELDS)} (columns: {listed}) and "
+                "context_columns is not set: no row would have a field to send. Alias the columns to these names "
+                "or set context_columns.",
+                field="sql",
+            )
 
     def _rows(self, cursor: Any, columns: _Columns) -> Iterator[dict[str, Any]]:
         """Fetch ``batch_size`` rows at a time and turn each into a bulk row."""

@@ -132,6 +132,8 @@ class SqlToHindsightCreateInterviewsOperator(SqlRowsMixin, SqlToHindsightLineage
     KEY_COLUMN = "request_key"
     KEY_HINT = "Select a stable key per interview AS request_key, e.g. deal_id || ':' || contact_id."
     FIELDS = CREATE_FIELDS
+    REQUIRED_FIELDS = ("contact_email",)
+    ONE_OF_FIELDS = ("sequence_id", "interview_type_id")
 
     def __init__(
         self,

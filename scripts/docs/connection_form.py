@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from airflow_provider_hindsight.testing.ports import free_port
+
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE.parent.parent / "docs" / "_static" / "connection-form.png"
 STARTUP_TIMEOUT = 300.0
 """Seconds to wait for the API server; it takes a minute or more on a busy 2-core machine."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_healthy(url: str, server: subprocess.Popen[bytes]) -> None:

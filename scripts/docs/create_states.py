@@ -2,25 +2,24 @@
 
     python scripts/docs/create_states.py
 
-Needs Graphviz's ``dot`` (Debian: ``apt-get install graphviz``). The diagram is written here in the DOT
-language, so that it changes in review like code, and drawn the way ``row_path.py`` draws its picture.
+Needs Graphviz's ``dot`` (Debian: ``apt-get install graphviz``); drawn with ``dot_diagram.py``.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from dot_diagram import ASIDE, STEP, Node, document, draw
+
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "_static" / "create-states.png"
 
-STATE = 'shape=box, style="rounded,filled", fillcolor="#e8f0f8", color="#2f6f9f"'
+STATE = STEP
 DONE = 'shape=box, style="rounded,filled,bold", fillcolor="#e3f1e0", color="#3c7a32"'
 DANGER = 'shape=box, style="rounded,filled,bold", fillcolor="#fdecea", color="#b03a2e"'
-START = 'shape=box, style="rounded,dashed", color="#7b8794", fontcolor="#3e4c59"'
+START = ASIDE
 
-NODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+NODES: dict[str, Node] = {
     "absent": (START, "no row", ("a key never sent,", "or a claim given back")),
     "pending": (STATE, "pending", ("the claim: INSERTed and", "committed before the POST")),
     "created": (DONE, "created", ("201: id, contact, survey link;", "counted existing, never sent again")),
@@ -44,34 +43,12 @@ EDGES = """
 """
 
 
-def label(title: str, lines: tuple[str, ...]) -> str:
-    """An HTML-like Graphviz label: a bold title and smaller lines under it."""
-    body = "".join(f'<BR/><FONT POINT-SIZE="12">{line}</FONT>' for line in lines)
-    return f"<<B>{title}</B>{body}>"
-
-
 def diagram() -> str:
-    nodes = "\n".join(
-        f"  {name} [{style}, label={label(title, lines)}];" for name, (style, title, lines) in NODES.items()
-    )
-    return (
-        "digraph create_states {\n"
-        '  graph [rankdir=TB, fontname="DejaVu Sans", nodesep=0.5, ranksep=0.6, pad=0.25, bgcolor=white];\n'
-        '  node [fontname="DejaVu Sans", fontsize=14, margin="0.15,0.07"];\n'
-        '  edge [fontname="DejaVu Sans", fontsize=11, color="#52606d", arrowsize=0.8];\n'
-        f"{nodes}\n{EDGES}}}\n"
-    )
+    return document("create_states", NODES, EDGES, spacing=(0.5, 0.6))
 
 
 def main() -> int:
-    dot = shutil.which("dot")
-    if dot is None:
-        print("Graphviz's dot is missing: apt-get install graphviz (or brew install graphviz)", file=sys.stderr)
-        return 1
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([dot, "-Tpng", "-Gdpi=96", "-o", str(OUTPUT)], input=diagram(), text=True, check=True)
-    print(f"wrote {OUTPUT}")
-    return 0
+    return draw(diagram(), OUTPUT)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ the shortest interval). Both are written here so that they change in review like
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from dot_diagram import EXTERNAL, STEP, STORE, Node, document, draw
 
 from airflow_provider_hindsight.hooks.connection_form import PLAN_REQUESTS_PER_MINUTE
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
@@ -27,12 +27,9 @@ PENDING = (500, 5_000, 20_000)
 AGES = ((3_600, "1 hour"), (2 * 86_400, "2 days"), (10 * 86_400, "10 days or more"))
 POKE_INTERVAL = 300
 
-STEP = 'shape=box, style="rounded,filled", fillcolor="#e8f0f8", color="#2f6f9f"'
-STORE = 'shape=cylinder, style=filled, fillcolor="#fdf3e1", color="#b7791f"'
-EXTERNAL = 'shape=box, style="filled,bold", fillcolor="#2f6f9f", fontcolor="white", color="#1f4f73"'
 STATUS = 'shape=ellipse, style=filled, fillcolor="#f3f7e9", color="#5b7f2a"'
 
-NODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+NODES: dict[str, Node] = {
     "deals": (STORE, "Warehouse", ("closed deals", "(your load: dbt, Fivetran, ...)")),
     "create": (STEP, "1. Create", ("HindsightCreateInterviewsOperator", "POST /interviews, once per key")),
     "ledger": (STORE, "hindsight_interviews", ("the interview ledger:", "request_key, state, id")),
@@ -75,20 +72,8 @@ EDGES = """
 """
 
 
-def label(title: str, lines: tuple[str, ...]) -> str:
-    body = "".join(f'<BR/><FONT POINT-SIZE="11">{line}</FONT>' for line in lines)
-    return f"<<B>{title}</B>{body}>"
-
-
 def diagram() -> str:
-    nodes = "\n".join(f"  {name} [{style}, label={label(t, lines)}];" for name, (style, t, lines) in NODES.items())
-    return (
-        "digraph lifecycle {\n"
-        '  graph [rankdir=TB, fontname="DejaVu Sans", nodesep=0.4, ranksep=0.4, pad=0.25, bgcolor=white];\n'
-        '  node [fontname="DejaVu Sans", fontsize=13, margin="0.15,0.07"];\n'
-        '  edge [fontname="DejaVu Sans", fontsize=11, color="#52606d", arrowsize=0.8];\n'
-        f"{nodes}\n{EDGES}}}\n"
-    )
+    return document("lifecycle", NODES, EDGES, spacing=(0.4, 0.4), font_sizes=(13, 11, 11))
 
 
 def polling_cost() -> str:
@@ -125,13 +110,7 @@ def main() -> int:
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     TABLE.write_text(polling_cost())
     print(f"wrote {TABLE}")
-    dot = shutil.which("dot")
-    if dot is None:
-        print("Graphviz's dot is missing: apt-get install graphviz (or brew install graphviz)", file=sys.stderr)
-        return 1
-    subprocess.run([dot, "-Tpng", "-Gdpi=96", "-o", str(PICTURE)], input=diagram(), text=True, check=True)
-    print(f"wrote {PICTURE}")
-    return 0
+    return draw(diagram(), PICTURE)
 
 
 if __name__ == "__main__":

@@ -2,27 +2,23 @@
 
     python scripts/docs/row_path.py
 
-Needs Graphviz's ``dot`` (Debian: ``apt-get install graphviz``). The diagram is written here in the DOT
-language, so that it changes in review like code.
+Needs Graphviz's ``dot`` (Debian: ``apt-get install graphviz``); drawn with ``dot_diagram.py``.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from dot_diagram import ASIDE, EXTERNAL, STEP, STORE, Node, document, draw
+
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "_static" / "row-path.png"
 
-STEP = 'shape=box, style="rounded,filled", fillcolor="#e8f0f8", color="#2f6f9f"'
-STORE = 'shape=cylinder, style=filled, fillcolor="#fdf3e1", color="#b7791f"'
-OUTCOME = 'shape=box, style="rounded,dashed", color="#7b8794", fontcolor="#3e4c59"'
-EXTERNAL = 'shape=box, style="filled,bold", fillcolor="#2f6f9f", fontcolor="white", color="#1f4f73"'
+OUTCOME = ASIDE
 OPTIONAL = 'style="rounded,filled,dashed", fillcolor="#f3f7e9", color="#5b7f2a"'
 
 
-NODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+NODES: dict[str, Node] = {
     # name: (style, title, smaller lines under the title)
     "warehouse": (STORE, "SQL query", ("SqlToHindsightOperator", "sql_conn_id: any DbApiHook")),
     "updates": (STEP, "updates", ("HindsightBulkUpdate-", "InterviewsOperator: a list", "or an XComArg")),
@@ -83,34 +79,12 @@ EDGES = """
 """
 
 
-def label(title: str, lines: tuple[str, ...]) -> str:
-    """An HTML-like Graphviz label: a bold title and smaller lines under it."""
-    body = "".join(f'<BR/><FONT POINT-SIZE="12">{line}</FONT>' for line in lines)
-    return f"<<B>{title}</B>{body}>"
-
-
 def diagram() -> str:
-    nodes = "\n".join(
-        f"  {name} [{style}, label={label(title, lines)}];" for name, (style, title, lines) in NODES.items()
-    )
-    return (
-        "digraph row_path {\n"
-        '  graph [rankdir=TB, fontname="DejaVu Sans", nodesep=0.35, ranksep=0.38, pad=0.25, bgcolor=white];\n'
-        '  node [fontname="DejaVu Sans", fontsize=14, margin="0.15,0.07"];\n'
-        '  edge [fontname="DejaVu Sans", fontsize=12, color="#52606d", arrowsize=0.8];\n'
-        f"{nodes}\n{EDGES}}}\n"
-    )
+    return document("row_path", NODES, EDGES, spacing=(0.35, 0.38), font_sizes=(14, 12, 12))
 
 
 def main() -> int:
-    dot = shutil.which("dot")
-    if dot is None:
-        print("Graphviz's dot is missing: apt-get install graphviz (or brew install graphviz)", file=sys.stderr)
-        return 1
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([dot, "-Tpng", "-Gdpi=96", "-o", str(OUTPUT)], input=diagram(), text=True, check=True)
-    print(f"wrote {OUTPUT}")
-    return 0
+    return draw(diagram(), OUTPUT)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,7 @@ def test_untemplated_arguments_are_refused_when_the_dag_is_parsed(
         ("SELECT * FROM contacts", {"parameters": "emea"}, "parameters", "mapping or a sequence"),
         ("  ", {}, "sql", "non-empty"),
         ("SELECT title, notes FROM contacts", {}, "sql", "no interview_request_id column"),
+        ("SELECT interview_request_id, title FROM contacts", {}, "sql", "no row would have a field to send"),
         ("SELECT * FROM contacts", {"context_columns": ["title", "seats"]}, "context_columns", "['seats']"),
         (
             "SELECT interview_request_id, notes AS contact_context, title FROM contacts",

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_hindsight.ledgers.interviews import InterviewLedger
 from airflow_provider_hindsight.operators.create import HindsightCreateInterviewsOperator
-from tests.helpers import FakeTaskInstance
+from tests.helpers import FakeTaskInstance, enter_child
 
 POINTS = ("before_claim", "after_claim", "after_201")
 
@@ -67,12 +65,7 @@ def run_create(
 ) -> None:
     """Run ``HindsightCreateInterviewsOperator(**arguments)`` with exactly these ``AIRFLOW_CONN_*`` variables,
     as a try of the task instance of the DAG run ``run_id``."""
-    with open(log, "ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
-        del os.environ[name]
-    os.environ.update(connections)
+    enter_child(connections, log)
     if pause_at:
         _pause_at(pause_at, pause_after, marker)
     context = {"ti": FakeTaskInstance(), "run_id": run_id}

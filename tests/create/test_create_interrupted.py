@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_hindsight.exceptions import HindsightUnknownOutcomeError
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.create.killable import run_create
-from tests.helpers import FakeTaskInstance
+from tests.helpers import FakeTaskInstance, connection_variables, forkserver_preloading, kill_child, start_until
 from tests.support.ledger_db import LedgerDatabase
 from tests.sync.helpers import Outcome
 
@@ -31,9 +30,7 @@ PAUSE_AFTER = 10
 
 @pytest.fixture(scope="module")
 def forkserver() -> multiprocessing.context.ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.create.killable"])
-    return context
+    return forkserver_preloading("tests.create.killable")
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -52,10 +49,6 @@ def arguments(ledger: LedgerDatabase, numbers: range, task_id: str = "create") -
         "interview_type_id": INTERVIEW_TYPE,
         "max_workers": MAX_WORKERS,
     }
-
-
-def connections() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
 
 
 def run_in(operator: Any, run_id: str) -> Outcome:
@@ -85,33 +78,15 @@ def test_a_run_killed_at_any_point_of_a_create_and_rerun_creates_no_key_twice(
     point_hindsight(monkeypatch, emulator, requests_per_minute=6_000)
     marker = tmp_path / "paused"
     log = tmp_path / "child.log"
+    create = (arguments(ledger_db, range(1, ROWS + 1)), connection_variables(), str(log))
     if point == "mid_post":
         emulator.inject_delay(4, method="POST")  # the first POST is in the emulator's hands when the child dies
-        child = forkserver.Process(
-            target=run_create, args=(arguments(ledger_db, range(1, ROWS + 1)), connections(), str(log))
-        )
-        child.start()
-        wait_for(lambda: len(emulator.created_interviews()) >= PAUSE_AFTER or not child.is_alive(), "creates")
+        child = forkserver.Process(target=run_create, args=create)
+        start_until(child, lambda: len(emulator.created_interviews()) >= PAUSE_AFTER, f"{PAUSE_AFTER} creates", log)
     else:
-        child = forkserver.Process(
-            target=run_create,
-            args=(
-                arguments(ledger_db, range(1, ROWS + 1)),
-                connections(),
-                str(log),
-                "",
-                point,
-                PAUSE_AFTER,
-                str(marker),
-            ),
-        )
-        child.start()
-        wait_for(lambda: marker.exists() or not child.is_alive(), f"the child to pause {point}")
-    assert child.is_alive(), log.read_text()[-3000:]
-    assert child.pid is not None
-    os.kill(child.pid, signal.SIGKILL)
-    child.join(timeout=30)
-    assert child.exitcode == -signal.SIGKILL
+        child = forkserver.Process(target=run_create, args=(*create, "", point, PAUSE_AFTER, str(marker)))
+        start_until(child, marker.exists, f"the pause {point}", log)
+    assert kill_child(child) == -signal.SIGKILL
     left = states(ledger_db)
 
     # The next DAG run (another task instance): a claim the killed run left pending is not its own.
@@ -143,7 +118,8 @@ def test_two_runs_on_the_same_keys_at_once_post_each_key_at_most_once_and_both_f
     for name, numbers in {"first": range(1, 41), "second": range(21, 61)}.items():
         files = (str(tmp_path / f"{name}.log"), str(tmp_path / f"{name}.json"))
         children[name] = forkserver.Process(
-            target=run_create, args=(arguments(ledger_db, numbers, f"create_{name}"), connections(), *files)
+            target=run_create,
+            args=(arguments(ledger_db, numbers, f"create_{name}"), connection_variables(), *files),
         )
     for child in children.values():
         child.start()
@@ -173,15 +149,10 @@ def test_the_retry_of_a_create_killed_mid_post_fails_naming_its_keys_in_doubt(
     emulator.inject_delay(4, method="POST")  # the first POST is in the emulator's hands when the child dies
     log = tmp_path / "child.log"
     child = forkserver.Process(
-        target=run_create, args=(arguments(ledger_db, range(1, ROWS + 1)), connections(), str(log))
+        target=run_create, args=(arguments(ledger_db, range(1, ROWS + 1)), connection_variables(), str(log))
     )
-    child.start()
-    wait_for(lambda: len(emulator.created_interviews()) >= PAUSE_AFTER or not child.is_alive(), "creates")
-    assert child.is_alive(), log.read_text()[-3000:]
-    assert child.pid is not None
-    os.kill(child.pid, signal.SIGKILL)
-    child.join(timeout=30)
-    assert child.exitcode == -signal.SIGKILL
+    start_until(child, lambda: len(emulator.created_interviews()) >= PAUSE_AFTER, f"{PAUSE_AFTER} creates", log)
+    assert kill_child(child) == -signal.SIGKILL
     in_doubt = sorted(request_key for request_key, state in states(ledger_db).items() if state == "pending")
     assert 1 <= len(in_doubt) <= MAX_WORKERS, "the delayed POST's claim, at least, is left pending"
     numbers = [int(request_key.split(":")[0][2:]) for request_key in in_doubt]

@@ -134,6 +134,52 @@ def test_the_sql_transfer_streams_rows_folds_context_columns_and_shares_the_file
     assert emulator.requests == []
 
 
+@pytest.mark.parametrize(
+    ("select", "defaults", "words"),
+    [
+        (
+            "deal AS request_key, name AS contact_name",
+            {"interview_type_id": INTERVIEW_TYPE},
+            "no contact_email column (columns: request_key, contact_name), which every row needs",
+        ),
+        (
+            "deal AS request_key, email AS contact_email",
+            {},
+            "none of the columns sequence_id and interview_type_id",
+        ),
+    ],
+)
+def test_the_sql_transfer_refuses_a_missing_column_once_before_any_request(
+    emulator: HindsightEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    select: str,
+    defaults: dict[str, Any],
+    words: str,
+) -> None:
+    path = tmp_path / "warehouse.db"
+    set_sqlite_connection(monkeypatch, "warehouse", path)
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE deals (deal INTEGER, email TEXT, name TEXT)")
+        connection.executemany("INSERT INTO deals VALUES (?, ?, ?)", [(n, email(n), f"C {n}") for n in range(50)])
+
+    outcome = run(
+        SqlToHindsightCreateInterviewsOperator(
+            task_id="create",
+            sql=f"SELECT {select} FROM deals",
+            sql_conn_id="warehouse",
+            ledger_conn_id="warehouse",
+            **defaults,
+        )
+    )
+
+    assert outcome.error is not None
+    assert outcome.error.field == "sql"
+    assert words in outcome.error.message
+    assert "@" not in outcome.error.message  # column names, never an address
+    assert emulator.request_count == 0
+
+
 def test_the_create_operators_report_the_interviews_dataset_and_are_registered(emulator: HindsightEmulator) -> None:
     from airflow_provider_hindsight.get_provider_info import get_provider_info
 

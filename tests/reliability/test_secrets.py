@@ -237,7 +237,13 @@ def test_the_hook_registers_the_key_with_airflows_secrets_masker(
     """
     key = f"sk-live-{uuid.uuid4().hex}"
     connection = types.SimpleNamespace(
-        host=hindsight_emulator.base_url, port=None, schema=None, password=key, extra="{}", extra_dejson={}
+        conn_type="hindsight",
+        host=hindsight_emulator.base_url,
+        port=None,
+        schema=None,
+        password=key,
+        extra="{}",
+        extra_dejson={},
     )
     monkeypatch.setattr(HindsightHook, "get_connection", classmethod(lambda cls, conn_id: connection))
     assert redact(f"Bearer {key}") == f"Bearer {key}"

@@ -5,20 +5,13 @@ The child comes from a ``forkserver`` that has imported this module, and so Airf
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
-from tests.helpers import FakeTaskInstance
+from tests.helpers import FakeTaskInstance, enter_child
 
 
 def run_landing(arguments: dict[str, Any], connections: dict[str, str], log: str) -> None:
     """Run ``HindsightInterviewsToSqlOperator(**arguments)`` with exactly these ``AIRFLOW_CONN_*`` variables."""
-    with open(log, "ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
-        del os.environ[name]
-    os.environ.update(connections)
+    enter_child(connections, log)
     HindsightInterviewsToSqlOperator(**arguments).execute({"ti": FakeTaskInstance()})  # type: ignore[arg-type]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
-import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import connection_variables, forkserver_preloading, kill_child, start_until
 from tests.sql.landing_killable import run_landing
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
@@ -28,9 +27,7 @@ IN_FLIGHT = 2 * MAX_WORKERS
 
 @pytest.fixture(scope="module")
 def forkserver() -> multiprocessing.context.ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.sql.landing_killable"])
-    return context
+    return forkserver_preloading("tests.sql.landing_killable")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -60,22 +57,12 @@ def test_a_killed_run_loses_at_most_one_batch_and_the_rerun_lands_the_rest(
         "batch_size": BATCH,
         "max_workers": MAX_WORKERS,
     }
-    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    connections = connection_variables()
     log = tmp_path / "child.log"
     child = forkserver.Process(target=run_landing, args=(arguments, connections, str(log)))
-    child.start()
-    deadline = time.monotonic() + 60
-    while emulator.request_count < KILL_AFTER:
-        if not child.is_alive() or time.monotonic() > deadline:
-            child.kill()
-            child.join()
-            pytest.fail(f"the child ended or stalled at {emulator.request_count} requests:\n{log.read_text()[-3000:]}")
-        time.sleep(0.005)
-    assert child.pid is not None
-    os.kill(child.pid, signal.SIGKILL)
-    child.join(timeout=30)
+    start_until(child, lambda: emulator.request_count >= KILL_AFTER, f"{KILL_AFTER} requests", log)
+    assert kill_child(child) == -signal.SIGKILL
     answered = emulator.request_count
-    assert child.exitcode == -signal.SIGKILL
 
     (landed,) = backend.query("SELECT COUNT(*) FROM hindsight_transcripts")[0:1]
     assert KILL_AFTER - BATCH - IN_FLIGHT <= landed[0] < INTERVIEWS

@@ -24,7 +24,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from airflow_provider_hindsight.testing.ports import free_port
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 SUPERUSER = "postgres"
@@ -65,12 +66,6 @@ def find_server_programs() -> dict[str, str]:
 
 def _version_key(directory: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", directory.parent.name))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -153,7 +148,7 @@ class PostgresServer:
     def _start_on_free_port(cls, programs: dict[str, str], directory: Path, run_as: str | None) -> PostgresServer:
         error: PostgresUnavailable | None = None
         for _ in range(START_ATTEMPTS):
-            port = _free_port()
+            port = free_port(HOST)
             options = (
                 f"-c listen_addresses={HOST} -p {port} -k {directory} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -10,14 +10,13 @@ import datetime
 import json
 import os
 import signal
-import sys
 from types import FrameType
 from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_hindsight.transfers.sql_to_hindsight import SqlToHindsightOperator
-from tests.helpers import FakeTaskInstance
+from tests.helpers import FakeTaskInstance, enter_child
 from tests.sync.helpers import DAG_ID
 
 
@@ -42,12 +41,7 @@ def run_transfer(
     ``on_kill``, then ends at once (exit code 143); with ``on_kill_returns`` it does what Airflow 3's
     task runner does: call ``on_kill`` and let ``execute`` go on (until the supervisor's SIGKILL).
     """
-    with open(log, "ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
-        del os.environ[name]
-    os.environ.update(connections)
+    enter_child(connections, log)
     with DAG(DAG_ID, schedule=None, start_date=datetime.datetime(2026, 1, 1)):  # a retry in the test is the same task
         operator = SqlToHindsightOperator(**arguments)
 

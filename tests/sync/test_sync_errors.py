@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-from contextlib import closing
 
 import pytest
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.ledgers.sync import HindsightLedgerError
 from airflow_provider_hindsight.testing import HindsightEmulator
+from tests.helpers import free_port
 from tests.sync.helpers import TABLE, LedgerDatabase, Outcome, Source, bulk, run, transfer
 
 
@@ -38,9 +37,7 @@ def test_missing_connection(filled: Source, hindsight_emulator: HindsightEmulato
 def test_unreachable_postgres(
     filled: Source, hindsight_emulator: HindsightEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with closing(socket.socket()) as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     connection = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres", "schema": "x"}
     monkeypatch.setenv("AIRFLOW_CONN_DOWN_LEDGER", json.dumps(connection))
 

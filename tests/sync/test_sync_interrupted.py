@@ -16,7 +16,7 @@ import pytest
 
 from airflow_provider_hindsight.bulk.changes import CHECKPOINT_ROWS
 from airflow_provider_hindsight.testing import HindsightEmulator
-from tests.helpers import task_states, xcom_value
+from tests.helpers import connection_variables, forkserver_preloading, start_until, task_states, xcom_value
 from tests.sync.helpers import (
     DEFAULT_SYNC_ID,
     SQL,
@@ -49,10 +49,16 @@ REQUESTS_AT_THE_SIGNAL = 0
 
 @pytest.fixture(scope="module")
 def forkserver() -> multiprocessing.context.ForkServerContext:
-    """Child processes forked from a server that imported Airflow once (see ``tests/sync/killable.py``)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.sync.killable"])
-    return context
+    return forkserver_preloading("tests.sync.killable")
+
+
+@pytest.fixture
+def emulator(hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, source: Source) -> HindsightEmulator:
+    """What a run that is killed talks to: 250 requests a second over 4 workers, ``KILL_ROWS`` source rows."""
+    emulator = hindsight_emulator_factory(latency=0.02)
+    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
+    source.fill(KILL_ROWS)
+    return emulator
 
 
 def operator_arguments(source: Source, ledger: LedgerDatabase) -> dict[str, Any]:
@@ -79,17 +85,8 @@ def run_and_stop(
 
     ``options`` go to :func:`~tests.sync.killable.run_transfer` (``dag_run_start``, ``on_kill_returns``).
     """
-    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
-    child = forkserver.Process(target=run_transfer, args=(arguments, connections, str(log)), kwargs=options)
-    child.start()
-    deadline = time.monotonic() + 60
-    while emulator.request_count < KILL_AFTER:
-        if not child.is_alive() or time.monotonic() > deadline:
-            child.kill()
-            child.join()
-            text = log.read_text() if log.exists() else ""
-            pytest.fail(f"the child ended or stalled at {emulator.request_count} requests:\n{text[-3000:]}")
-        time.sleep(0.005)
+    child = forkserver.Process(target=run_transfer, args=(arguments, connection_variables(), str(log)), kwargs=options)
+    start_until(child, lambda: emulator.request_count >= KILL_AFTER, f"{KILL_AFTER} requests", log)
     assert child.pid is not None
     os.kill(child.pid, stop_signal)
     global REQUESTS_AT_THE_SIGNAL
@@ -118,13 +115,9 @@ def test_a_killed_run_and_its_retry_resend_at_most_a_checkpoint_window_and_what_
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
     ledger_db: LedgerDatabase,
-    hindsight_emulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: HindsightEmulator,
     tmp_path: Path,
 ) -> None:
-    emulator = hindsight_emulator_factory(latency=0.02)
-    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)  # 250 a second, 4 workers
-    source.fill(KILL_ROWS)
     arguments = operator_arguments(source, ledger_db)
 
     exit_code = run_and_stop(forkserver, arguments, emulator, stop_signal, tmp_path / "child.log")
@@ -159,14 +152,10 @@ def test_after_on_kill_only_the_requests_in_flight_go_and_the_retry_resends_at_m
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
     ledger_db: LedgerDatabase,
-    hindsight_emulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: HindsightEmulator,
     tmp_path: Path,
 ) -> None:
     """Airflow 3 calls on_kill on SIGTERM and lets execute go on until its SIGKILL: no new request starts."""
-    emulator = hindsight_emulator_factory(latency=0.02)
-    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
-    source.fill(KILL_ROWS)
     log = tmp_path / "child.log"
 
     exit_code = run_and_stop(
@@ -196,13 +185,9 @@ def test_the_retry_of_a_killed_full_refresh_resends_only_what_this_dag_run_has_n
     forkserver: multiprocessing.context.ForkServerContext,
     source: Source,
     ledger_db: LedgerDatabase,
-    hindsight_emulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    emulator: HindsightEmulator,
     tmp_path: Path,
 ) -> None:
-    emulator = hindsight_emulator_factory(latency=0.02)
-    point_hindsight(monkeypatch, emulator, requests_per_minute=15_000)
-    source.fill(KILL_ROWS)
     assert run(transfer(source, ledger_db, sync_id=DEFAULT_SYNC_ID, max_workers=MAX_WORKERS)).error is None
     before = ledger_db.synced_at()
     emulator.reset_requests()

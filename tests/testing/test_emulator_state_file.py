@@ -36,17 +36,39 @@ def test_interviews_and_contacts_outlive_a_restart(tmp_path: Path) -> None:
         assert len(second.created_interviews("jane@example.com")) == 2
 
 
-def test_the_state_file_is_rewritten_whole_after_each_change(tmp_path: Path) -> None:
+def test_each_change_is_one_journal_line_and_a_start_folds_them_into_the_state_file(tmp_path: Path) -> None:
     state_file = tmp_path / "emulator.json"
+    journal = tmp_path / "emulator.json.journal"
     with HindsightEmulator(api_key=KEY, state_file=state_file) as emulator:
-        assert not state_file.exists()  # nothing changed yet
         interview_id = post(emulator, JANE).json["interview_request_id"]
         assert patch(emulator, interview_id, {"objective": "Pricing"}).status == 200
 
-        saved = json.loads(state_file.read_text())  # the emulator is still running: each change is on disk
-        (interview,) = saved["interviews"]
-        assert (interview["interview_request_id"], interview["objective"]) == (interview_id, "Pricing")
-        assert [entry.name for entry in tmp_path.iterdir()] == ["emulator.json"]  # no temporary file left
+        # the emulator is still running: each change is on disk already, one line each
+        created, patched = (json.loads(line) for line in journal.read_text().splitlines())
+        assert created["interviews"][0]["objective"] is None
+        assert patched["interviews"][0]["objective"] == "Pricing"
+        assert patched["contacts"][0]["email"] == "jane@example.com"
+
+    HindsightEmulator(api_key=KEY, state_file=state_file)  # a start folds the journal into the state
+
+    assert journal.read_text() == ""
+    (interview,) = json.loads(state_file.read_text())["interviews"]
+    assert (interview["interview_request_id"], interview["objective"]) == (interview_id, "Pricing")
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["emulator.json", "emulator.json.journal"]
+
+
+def test_a_journal_line_cut_short_by_a_kill_is_left_out(tmp_path: Path) -> None:
+    state_file = tmp_path / "emulator.json"
+    journal = tmp_path / "emulator.json.journal"
+    with HindsightEmulator(api_key=KEY, state_file=state_file) as emulator:
+        first = post(emulator, JANE).json["interview_request_id"]
+        post(emulator, {**JANE, "contact_email": "tom@example.com"})
+    lines = journal.read_text().splitlines()
+    journal.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed while writing the second
+
+    with HindsightEmulator(api_key=KEY, state_file=state_file) as restarted:
+        assert list(restarted.interviews) == [first]
+        assert restarted.stats()["creates_by_contact"] == {"jane@example.com": 1}
 
 
 def test_a_state_file_that_is_not_one_is_refused_by_name(tmp_path: Path) -> None:
@@ -62,6 +84,7 @@ def test_an_interview_keeps_its_age_across_a_restart(tmp_path: Path) -> None:
     state_file = tmp_path / "emulator.json"
     with HindsightEmulator(api_key=KEY, state_file=state_file) as first:
         interview_id = post(first, JANE).json["interview_request_id"]
+    HindsightEmulator(api_key=KEY, state_file=state_file)  # folds the journal into the state file
     saved = json.loads(state_file.read_text())
     saved["interviews"][0]["created_at"] -= 3600  # as if created an hour ago
     state_file.write_text(json.dumps(saved))

@@ -56,8 +56,8 @@ class HindsightEmulator(FaultInjection):
     GET". ``completion`` (a :class:`CompletionModel`) instead draws each interview's answer time
     from a seeded spread, with a share that never completes. ``clock`` (monotonic seconds, default
     ``time.monotonic``) drives the limiter and the completions: tests may pass a fake one, and a
-    benchmark a fast one. ``state_file`` keeps contacts and interviews across restarts: read at the
-    start when it exists, rewritten atomically after every change. ``on_request(method, path,
+    benchmark a fast one. ``state_file`` keeps contacts and interviews across restarts: each change
+    is saved before it is answered, and a start reads what was saved. ``on_request(method, path,
     status)`` is called after each API request (status 0: dropped), e.g. for an access log.
     """
 

@@ -3,7 +3,7 @@
 Status goes ``created`` (link only, no e-mail) or ``sent`` (e-mailed) to ``completed`` (a transcript).
 ``contact_context`` and ``contact_name`` belong to the contact: an update through one interview shows
 in every interview of that contact, as in Hindsight. All methods are thread-safe; every view is a copy.
-With a state file, every change is saved to it and a new store starts from it.
+With a state file, every change is saved to it (``persistence``) and a new store starts from it.
 """
 
 from __future__ import annotations
@@ -73,15 +73,13 @@ class Interview:
 
     def saved(self) -> dict[str, Any]:
         """What a state file keeps: all but the monotonic ``created_clock`` (the age comes from ``created_at``)."""
-        fields = dataclasses.asdict(self)
-        del fields["created_clock"]
-        return fields
+        return {name: value for name, value in vars(self).items() if name != "created_clock"}
 
 
 class Store:
     """Contacts and interviews. ``clock`` is monotonic seconds; ``completion`` (None: never) says
     when each interview completes by itself, checked when it is read. ``state_file`` (None: none)
-    is read at the start when it exists and rewritten after every change.
+    is read at the start when it exists, and every change is saved to it.
     """
 
     def __init__(
@@ -89,15 +87,16 @@ class Store:
     ) -> None:
         self._clock = clock
         self._completion = completion
-        self._state_file = state_file
+        self._state = None if state_file is None else persistence.StateFile(state_file)
         self._lock = threading.RLock()
         self._contacts: dict[str, Contact] = {}
         self._by_email: dict[str, str] = {}
         self._interviews: dict[int, Interview] = {}
         self._last_id = 0
-        saved = None if state_file is None else persistence.load(state_file)
-        if saved is not None:
-            self._restore(saved)
+        if self._state is not None:
+            for change in self._state.load():
+                self._apply(change)
+            self._state.compact(self._whole())
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -106,7 +105,7 @@ class Store:
         if seed.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {seed.status!r}")
         with self._lock:
-            self._drop_orphan(self._interviews.pop(interview_request_id, None))
+            dropped = self._drop_orphan(self._interviews.pop(interview_request_id, None))
             if seed.contact_email is None:
                 contact = self._new_contact(None)
                 contact.name, contact.context = seed.contact_name, copy.deepcopy(seed.contact_context)
@@ -115,14 +114,13 @@ class Store:
             interview = self._new_interview(interview_request_id, contact, seed.status, seed.deal_id, seed.objective)
             if seed.status == "completed":
                 self._complete(interview, None)
-            self._save()
+            self._save(interview, dropped)
 
     def ensure(self, interview_request_id: int) -> None:
         """Make an id exist (``interview_ids=None``: every id a PATCH names exists), with empty fields."""
         with self._lock:
             if interview_request_id not in self._interviews:
-                self._new_interview(interview_request_id, self._new_contact(None), "sent", None, None)
-                self._save()
+                self._save(self._new_interview(interview_request_id, self._new_contact(None), "sent", None, None))
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /interviews`` with a validated body; returns the 201 body."""
@@ -135,7 +133,7 @@ class Store:
             interview.sequence_id = body.get("sequence_id")
             interview.interview_type_id = body.get("interview_type_id")
             interview.via_post = True
-            self._save()
+            self._save(interview)
             return {**_summary(interview), "survey_token": interview.survey_token}
 
     def update(self, interview_request_id: int, fields: dict[str, Any]) -> None:
@@ -149,14 +147,14 @@ class Store:
                 contact.name = fields["contact_name"]
             if "contact_context" in fields:
                 contact.context = copy.deepcopy(fields["contact_context"])
-            self._save()
+            self._save(interview)
 
     def complete(self, interview_request_id: int, transcript: str | None) -> None:
         with self._lock:
             interview = self._interviews[interview_request_id]
             interview.auto_complete = False
             self._complete(interview, transcript)
-            self._save()
+            self._save(interview)
 
     def set_status(self, interview_request_id: int, status: str) -> None:
         if status not in STATUSES:
@@ -171,7 +169,7 @@ class Store:
                 interview.status, interview.transcript = status, None
                 if status == "sent" and interview.email_sent_at is None:
                     interview.email_sent_at = time.time()
-            self._save()
+            self._save(interview)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -285,14 +283,16 @@ class Store:
         self._last_id = max(self._last_id, interview_request_id)
         return interview
 
-    def _drop_orphan(self, replaced: Interview | None) -> None:
-        """Forget the anonymous contact of a replaced interview when no other interview uses it."""
+    def _drop_orphan(self, replaced: Interview | None) -> str | None:
+        """Forget the anonymous contact of a replaced interview when no other interview uses it; its id."""
         if replaced is None:
-            return
+            return None
         contact = self._contacts[replaced.contact_id]
         in_use = any(i.contact_id == contact.contact_id for i in self._interviews.values())
-        if contact.email is None and not in_use:
-            del self._contacts[contact.contact_id]
+        if contact.email is not None or in_use:
+            return None
+        del self._contacts[contact.contact_id]
+        return contact.contact_id
 
     def _complete_if_due(self, interview: Interview) -> None:
         if self._completion is None or not interview.auto_complete or interview.status == "completed":
@@ -300,7 +300,7 @@ class Store:
         after = self._completion.answer_delay(interview.interview_request_id)
         if after is not None and self._clock() - interview.created_clock >= after:
             self._complete(interview, None, at=interview.created_at + after)
-            self._save()
+            self._save(interview)
 
     def _complete(self, interview: Interview, transcript: str | None, at: float | None = None) -> None:
         if transcript is None:
@@ -313,31 +313,41 @@ class Store:
             "created_at": iso(time.time() if at is None else at),
         }
 
-    def _save(self) -> None:
-        """Rewrite the state file (if any) with the whole state."""
-        if self._state_file is None:
+    def _save(self, interview: Interview, dropped_contact: str | None = None) -> None:
+        """Save a change to ``interview`` (and its contact) to the state file, if there is one."""
+        if self._state is None:
             return
-        persistence.save(
-            self._state_file,
-            {
-                "last_id": self._last_id,
-                "contacts": [dataclasses.asdict(contact) for contact in self._contacts.values()],
-                "interviews": [interview.saved() for interview in self._interviews.values()],
-            },
-        )
+        change: dict[str, Any] = {
+            "last_id": self._last_id,
+            "contacts": [vars(self._contacts[interview.contact_id])],
+            "interviews": [interview.saved()],
+        }
+        if dropped_contact is not None:
+            change["dropped_contacts"] = [dropped_contact]
+        self._state.append(change)
 
-    def _restore(self, saved: dict[str, Any]) -> None:
-        """Take the state a state file kept; each interview keeps its age (wall time since ``created_at``)."""
+    def _whole(self) -> dict[str, Any]:
+        """The whole state, in the form of a change that sets everything."""
+        return {
+            "last_id": self._last_id,
+            "contacts": [vars(contact) for contact in self._contacts.values()],
+            "interviews": [interview.saved() for interview in self._interviews.values()],
+        }
+
+    def _apply(self, change: dict[str, Any]) -> None:
+        """Apply a saved state or change; each interview keeps its age (wall time since ``created_at``)."""
         now, clock = time.time(), self._clock()
-        for fields in saved["contacts"]:
+        for contact_id in change.get("dropped_contacts", ()):
+            self._contacts.pop(contact_id, None)
+        for fields in change.get("contacts", ()):
             contact = self._contacts[fields["contact_id"]] = Contact(**fields)
             if contact.email is not None:
                 self._by_email[contact.email.lower()] = contact.contact_id
-        for fields in saved["interviews"]:
+        for fields in change.get("interviews", ()):
             age = max(0.0, now - fields["created_at"])
             interview = Interview(**fields, created_clock=clock - age)
             self._interviews[interview.interview_request_id] = interview
-        self._last_id = saved["last_id"]
+        self._last_id = max(self._last_id, change.get("last_id", 0))
 
 
 def _summary(interview: Interview) -> dict[str, Any]:

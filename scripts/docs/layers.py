@@ -144,21 +144,26 @@ def unit_edges() -> set[tuple[str, str]]:
 
 
 def dot_source() -> str:
+    """Top to bottom, highest layer first: one row per layer, its title on the left; arrows are imports.
+    Arrows into the lowest layer (the errors and the version), which nearly every unit imports, are left out."""
     units_present = {unit_of(module) for module, _ in modules()}
+    lowest = set(LAYERS[0][1])
     lines = [
         "digraph layers {",
-        '  graph [rankdir=BT, nodesep=0.3, ranksep=0.5, fontname="DejaVu Sans", pad=0.25];',
+        '  graph [rankdir=TB, nodesep=0.25, ranksep=0.55, fontname="DejaVu Sans", fontsize=12, pad=0.25,',
+        '         labelloc=b, label="Every layer also imports the lowest one; arrows into it are left out."];',
         '  node [shape=box, style="rounded,filled", fillcolor="#e8f0f8", color="#2f6f9f", fontname="DejaVu Sans"];',
         '  edge [color="#7b8794", arrowsize=0.6];',
     ]
-    for rank, (title, units) in enumerate(LAYERS):
+    titles = []
+    for rank, (title, units) in reversed(list(enumerate(LAYERS))):
         present = [unit for unit in units if unit in units_present]
-        if not present:
-            continue
-        lines.append(f'  subgraph cluster_{rank} {{ label="{title}"; color="#c5d3e0"; fontcolor="#3e4c59";')
-        lines.extend(f'    "{unit}";' for unit in present)
-        lines.append("  }")
-    lines.extend(f'  "{source}" -> "{target}";' for source, target in sorted(unit_edges()))
+        titles.append(f"layer{rank}")
+        members = " ".join(f'"{unit}";' for unit in present)
+        lines.append(f'  layer{rank} [shape=plaintext, style="", fontcolor="#3e4c59", label="{title}"];')
+        lines.append(f"  {{rank=same; layer{rank}; {members}}}")
+    lines.append(f"  {' -> '.join(titles)} [style=invis];")
+    lines.extend(f'  "{source}" -> "{target}";' for source, target in sorted(unit_edges()) if target not in lowest)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

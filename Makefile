@@ -56,6 +56,7 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_warehouse.py
 	$(PY) benchmarks/bench_postgres_stream.py
 	$(PY) benchmarks/bench_land.py
+	$(PY) benchmarks/bench_plan.py
 	$(PY) benchmarks/bench_wait.py
 	$(PY) benchmarks/bench_create.py
 	$(PY) benchmarks/bench_budget.py

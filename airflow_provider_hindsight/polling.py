@@ -42,6 +42,7 @@ from typing import Generic, TypeVar
 
 DEFAULT_POLL_AGE_FACTOR = 0.1
 DEFAULT_MIN_POLL_INTERVAL = 900.0
+"""The landing's shortest interval; a sensor's is its ``poke_interval``."""
 DEFAULT_MAX_POLL_INTERVAL = 86400.0
 DEFAULT_STOP_POLLING_AFTER = 30 * 86400.0
 
@@ -96,7 +97,7 @@ class Verdict(enum.Enum):
     COMPLETED = "completed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PollState(Generic[K]):
     """What is known of one interview: its id, when it started, when it was last polled.
 

@@ -186,6 +186,11 @@ class TranscriptTable:
             timestamp(polling_stopped_at),
         )
 
+    def mark_stopped(self, interview_request_ids: Iterable[int]) -> int:
+        """Set ``polling_stopped_at`` to now on these ids' rows: the polling plan stopped fetching them."""
+        now = self.sql.now()
+        return self.sql.update_by_key(("polling_stopped_at",), ((now, key) for key in interview_request_ids))
+
     def land(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Upsert rows (the last of an id wins), committed per 500; returns how many."""
         self.sql.require_writable("TranscriptTable.land()")

@@ -1,32 +1,49 @@
 """``HindsightInterviewsToSqlOperator``: land interviews' statuses and transcripts in a SQL table, incrementally.
 
-Ids come from ``ids_sql`` or, by default, the ``created`` rows of the interview ledger. Interviews
-whose row already says ``completed`` are never fetched again; the others are fetched by the bulk
-engine (paced, in parallel, the circuit breaker, every id accounted for) and upserted
-``batch_size`` at a time as results come, so a killed run loses at most one batch and memory stays
-flat. Needs the ``sql`` extra.
+Ids come from ``ids_sql`` or, by default, the ``created`` rows of the interview ledger. Each run
+fetches only the interviews the polling plan (:mod:`airflow_provider_hindsight.polling`) says are
+due: never fetched yet, or an interval after their last fetch that grows with their age; never a
+completed one, and none past ``stop_polling_after``. Those are fetched by the bulk engine (paced,
+in parallel, the circuit breaker, every id accounted for) and upserted ``batch_size`` at a time as
+results come, so a killed run loses at most one batch and memory stays flat. Needs the ``sql`` extra.
 """
 
 from __future__ import annotations
 
+import datetime
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
+from airflow_provider_hindsight.inputs import parse_flag
 from airflow_provider_hindsight.ledgers.faults import DatabaseFault, classify_database_error
 from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches, validate_table_name
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
+    LandedInterview,
     TranscriptTable,
     validate_transcripts_table,
 )
-from airflow_provider_hindsight.ledgers.values import whole_number
+from airflow_provider_hindsight.ledgers.values import utc_timestamp, whole_number
 from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator
+from airflow_provider_hindsight.polling import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_MIN_POLL_INTERVAL,
+    DEFAULT_POLL_AGE_FACTOR,
+    DEFAULT_STOP_POLLING_AFTER,
+    PollingPlan,
+    PollingPlanError,
+    PollState,
+    optional_seconds,
+    seconds,
+    validate_max_requests,
+)
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 from airflow_provider_hindsight.sql_connection import sql_hook
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
@@ -36,7 +53,9 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 DEFAULT_INTERVIEW_LEDGER = "hindsight_interviews"
-OUTCOMES = ("already_completed", "newly_completed", "pending", "failed")
+OUTCOMES = ("already_completed", "newly_completed", "pending", "not_due", "stopped", "failed")
+NOT_FETCHED = ("already_completed", "not_due", "stopped")
+"""Outcomes of ids this run does not fetch; a :class:`RowResult` of one carries it as its ``code``."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +69,46 @@ class Fetch:
         return self.interview_request_id
 
 
+class _Known(NamedTuple):
+    """What planning keeps of an id between reading the table and fetching: little, for ``max_requests``."""
+
+    position: int
+    polls: int
+    stop_recorded: bool
+    """Its row already has ``polling_stopped_at``."""
+
+
+def _not_fetched(position: int, key: int, outcome: str) -> RowResult:
+    return RowResult(position, key, False, code=outcome, unchanged=True)
+
+
 def _fetch_from(value: object) -> Fetch:
     return Fetch(validate_interview_request_id(whole_number(value)))
+
+
+def _state(key: int, landed: LandedInterview | None) -> PollState[int]:
+    """What the plan knows of an id: nothing before its first fetch, else its row."""
+    if landed is None:
+        return PollState(key)
+    completed = landed.status == "completed"
+    return PollState(key, posix(landed.started_at), posix(landed.fetched_at), completed=completed)
+
+
+def _polls(landed: LandedInterview | None) -> int:
+    """Fetches so far: none without a row; at least one with a row an earlier version landed (no count)."""
+    if landed is None:
+        return 0
+    return 1 if landed.polls is None else landed.polls
+
+
+def posix(moment: datetime.datetime | None) -> float | None:
+    """A naive UTC ``datetime`` (as the tables and the API's times read) as POSIX seconds, the plan's time."""
+    return None if moment is None else moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def utc(seconds: float) -> datetime.datetime:
+    """POSIX seconds as a naive UTC ``datetime``."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(tzinfo=None)
 
 
 def _duplicate(key: Any, first: int) -> tuple[str, str]:
@@ -67,13 +124,24 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         column); templated. Default: the ``created`` rows of ``ledger_table``.
     :param ledger_table: the interview ledger the create operators write (read only here).
     :param batch_size: rows per upsert (and the most a killed run loses).
+    :param poll_age_factor: after a fetch, an interview is due again after this share of its age
+        (time since ``email_sent_at``, else since its creation), ...
+    :param min_poll_interval: ... but not sooner than this (seconds or a ``timedelta``; 15 minutes) ...
+    :param max_poll_interval: ... nor later than this (a day).
+    :param stop_polling_after: an interview older than this that is not completed is not fetched
+        again (30 days; ``None``: never stop); its row keeps its last status and ``polling_stopped_at``.
+    :param max_requests: at most this many fetches per run (``None``: no cap): never-fetched ids
+        first, then the most overdue; the rest wait for the next run.
+    :param poll_all: fetch every interview that is not completed, due or not, stopped or not (a
+        one-off catch-up); ``max_requests`` still caps it. Templated.
 
     Plus the bulk operators' ``hindsight_conn_id``, ``requests_per_minute``, ``max_failures``,
-    ``max_workers``, ... Returns (and pushes under the XCom key ``summary``)
-    ``{"total", "already_completed", "newly_completed", "pending", "failed", "failures"}``.
+    ``max_workers``, ... Returns (and pushes under the XCom key ``summary``) ``{"total",
+    "already_completed", "newly_completed", "pending", "not_due", "stopped", "failed", "failures"}``,
+    ``total`` their sum.
     """
 
-    template_fields: Sequence[str] = ("ids_sql",)
+    template_fields: Sequence[str] = ("ids_sql", "poll_all")
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers = {"ids_sql": "sql"}
     ui_color = "#dcecd5"
@@ -86,6 +154,12 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         ids_sql: str | None = None,
         ledger_table: str = DEFAULT_INTERVIEW_LEDGER,
         batch_size: int = 500,
+        poll_age_factor: float = DEFAULT_POLL_AGE_FACTOR,
+        min_poll_interval: float | datetime.timedelta = DEFAULT_MIN_POLL_INTERVAL,
+        max_poll_interval: float | datetime.timedelta = DEFAULT_MAX_POLL_INTERVAL,
+        stop_polling_after: float | datetime.timedelta | None = DEFAULT_STOP_POLLING_AFTER,
+        max_requests: int | None = None,
+        poll_all: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,12 +178,25 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
                 f"batch_size must be a positive int (rows per upsert), got {batch_size!r}.", field="batch_size"
             )
         self.batch_size = batch_size
+        try:
+            self.plan = PollingPlan(
+                poll_age_factor=poll_age_factor,
+                min_poll_interval=seconds(min_poll_interval, name="min_poll_interval"),
+                max_poll_interval=seconds(max_poll_interval, name="max_poll_interval"),
+                stop_polling_after=optional_seconds(stop_polling_after, name="stop_polling_after"),
+            )
+            self.max_requests = validate_max_requests(max_requests)
+        except PollingPlanError as error:
+            raise HindsightValidationError(str(error), field=error.field) from None
+        self.poll_all = poll_all
         self._id_position = 0
+        self._polls: dict[int, int] = {}
 
     # -- running ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         sql = self._ids_query()
+        poll_all = parse_flag("poll_all", self.poll_all)
         _ = self.hook.settings  # the Hindsight connection is checked before the warehouse is touched
         table = TranscriptTable(sql_conn_id=self.sql_conn_id, table=self.table)
         table.prepare(create=not self.is_dry_run)
@@ -117,7 +204,8 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         report = self.new_report(outcomes=OUTCOMES, total=None)
         with table, closing(db_hook.get_conn()) as connection, streaming_cursor(connection) as cursor:
             self._run_ids_query(cursor, sql)
-            checked = self._incremental(check_rows(self._ids(cursor), _fetch_from, duplicate=_duplicate), table)
+            checked = check_rows(self._ids(cursor), _fetch_from, duplicate=_duplicate)
+            checked = self._planned(checked, table, poll_all=poll_all)
             if self.is_dry_run:
                 self._dry_run(checked, report)
             else:
@@ -129,8 +217,9 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         try:
             for result in self.start_engine(checked, self._send):
                 outcome = self._outcome(result)
-                if result.succeeded and result.answer is not None:
-                    buffer.append(table.row(result.answer, table.now()))
+                polls = self._polls.pop(result.key, None)
+                if result.succeeded and result.answer is not None and polls is not None:
+                    buffer.append(self._row(table, result.answer, polls + 1))
                     if len(buffer) >= self.batch_size:
                         table.land(buffer)
                         buffer = []
@@ -139,13 +228,25 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
             if buffer:  # even when the run fails or is killed: what was fetched is kept
                 table.land(buffer)
 
+    def _row(self, table: TranscriptTable, answer: dict[str, Any], polls: int) -> tuple[Any, ...]:
+        """The table's row for an answer fetched now: the ``polls``-th fetch, and when the next one is due.
+
+        ``next_poll_at`` is ``None`` when the plan will not fetch it again: completed, or past
+        ``stop_polling_after`` by then.
+        """
+        fetched_at = time.time()
+        started_at = posix(utc_timestamp(answer.get("email_sent_at")) or utc_timestamp(answer.get("created_at")))
+        next_poll_at = self.plan.next_poll_at(started_at, fetched_at)
+        done = answer.get("status") == "completed" or self.plan.stopped(started_at, next_poll_at)
+        return table.row(answer, table.now(), polls=polls, next_poll_at=None if done else utc(next_poll_at))
+
     def _send(self, position: int, job: Fetch, stopped: threading.Event) -> dict[str, Any]:
         return self.hook.get_interview(job.interview_request_id, stopped=stopped)
 
     @staticmethod
     def _outcome(result: RowResult) -> str:
         if result.unchanged:
-            return "already_completed"
+            return result.code if result.code in NOT_FETCHED else "already_completed"
         if not result.succeeded:
             return "failed"
         status = (result.answer or {}).get("status")
@@ -157,16 +258,50 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
             result = job if isinstance(job, RowResult) else RowResult.sent(position, job.key)
             report.record(result, "pending" if result.succeeded else self._outcome(result))
 
-    def _incremental(self, checked: Iterable[CheckedRow], table: TranscriptTable) -> Iterator[CheckedRow]:
-        """Ids whose row says ``completed`` end as skipped, never fetched; 500 looked up per query."""
-        for batch in batches(checked, LEDGER_BATCH):
-            keys = [job.key for _, job in batch if not isinstance(job, RowResult)]
-            completed = {key for key, status in table.statuses(keys).items() if status == "completed"}
-            for position, job in batch:
-                if not isinstance(job, RowResult) and job.key in completed:
-                    yield position, RowResult.skipped(position, job.key)
-                else:
-                    yield position, job
+    def _planned(
+        self, checked: Iterable[CheckedRow], table: TranscriptTable, *, poll_all: bool
+    ) -> Iterator[CheckedRow]:
+        """The ids the polling plan says are due, in its order; the others end here with their outcome.
+
+        The table is read 500 ids at a time, and they are planned as they come; under
+        ``max_requests`` all at once at the end (its order is the whole run's), keeping of each id only
+        what planning needs.
+        """
+        states: list[PollState[int]] = []
+        known: dict[int, _Known] = {}
+        for chunk in batches(checked, LEDGER_BATCH):
+            yield from ((position, job) for position, job in chunk if isinstance(job, RowResult))
+            jobs = [(position, job.key) for position, job in chunk if not isinstance(job, RowResult)]
+            landed = table.landed(key for _, key in jobs)
+            for position, key in jobs:
+                row = landed.get(key)
+                states.append(_state(key, row))
+                known[key] = _Known(position, _polls(row), row is not None and row.polling_stopped_at is not None)
+            if self.max_requests is None:
+                yield from self._schedule(states, known, table, poll_all=poll_all)
+                states, known = [], {}
+        if states:
+            yield from self._schedule(states, known, table, poll_all=poll_all)
+
+    def _schedule(
+        self, states: list[PollState[int]], known: dict[int, _Known], table: TranscriptTable, *, poll_all: bool
+    ) -> Iterator[CheckedRow]:
+        """One plan over ``states``: the due ids as jobs, the others ended; newly stopped ids marked so."""
+        now = time.time()
+        schedule = self.plan.due(states, now, max_requests=self.max_requests, poll_all=poll_all)
+        newly_stopped = [key for key in schedule.stopped if not known[key].stop_recorded]
+        if newly_stopped and not self.is_dry_run:
+            table.mark_stopped(newly_stopped)
+        for outcome, keys in (
+            ("already_completed", schedule.completed),
+            ("not_due", schedule.not_due),
+            ("stopped", schedule.stopped),
+        ):
+            for key in keys:
+                yield known[key].position, _not_fetched(known[key].position, key, outcome)
+        for key in schedule.due:
+            self._polls[key] = known[key].polls
+            yield known[key].position, Fetch(key)
 
     # -- the ids ------------------------------------------------------------------------------------
 

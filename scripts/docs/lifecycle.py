@@ -4,7 +4,8 @@
 
 The picture (Graphviz's ``dot``; Debian: ``apt-get install graphviz``) is the interview lifecycle:
 create, enrich, wait, land. The table is what polling costs against each plan's limit, computed from
-the provider's own plan limits. Both are written here so that they change in review like code.
+the provider's own plan limits and its polling plan (with the sensor's default ``poke_interval`` as
+the shortest interval). Both are written here so that they change in review like code.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from dot_diagram import EXTERNAL, STEP, STORE, Node, document, draw
 
 from airflow_provider_hindsight.hooks.connection_form import PLAN_REQUESTS_PER_MINUTE
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.polling import PollingPlan
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PICTURE = DOCS / "_static" / "lifecycle.png"
 TABLE = DOCS / "_generated" / "polling-cost.md"
 
-PENDING = (50, 500, 5_000, 20_000)
-INTERVALS = (60, 300, 900, 3_600)
+PENDING = (500, 5_000, 20_000)
+AGES = ((3_600, "1 hour"), (2 * 86_400, "2 days"), (10 * 86_400, "10 days or more"))
+POKE_INTERVAL = 300
 
 STATUS = 'shape=ellipse, style=filled, fillcolor="#f3f7e9", color="#5b7f2a"'
 
@@ -74,22 +77,33 @@ def diagram() -> str:
 
 
 def polling_cost() -> str:
-    """Requests a minute that waiting costs, and its share of each plan's limit."""
+    """Requests a minute that waiting costs on the polling plan, against polling every id every 300 s."""
+    plan = PollingPlan(min_poll_interval=POKE_INTERVAL)
     plans = list(PLAN_REQUESTS_PER_MINUTE.items())
-    head = "| Pending interviews | Poll interval | Requests a minute | " + " | ".join(
-        f"Share of {plan.capitalize()} ({limit:,}/min)" for plan, limit in plans
+    head = (
+        "| Pending interviews | Their age | Interval on the plan | Requests a minute | "
+        + " | ".join(f"Share of {name.capitalize()} ({limit:,}/min)" for name, limit in plans)
+        + f" | Requests a minute polling every {POKE_INTERVAL} s |"
     )
-    lines = [head + " |", "| ---: | ---: | ---: | " + " | ".join("---:" for _ in plans) + " |"]
+    lines = [head, "| ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in plans) + " | ---: |"]
     for pending in PENDING:
-        for interval in INTERVALS:
+        for age, age_text in AGES:
+            interval = plan.interval(age)
             rate = pending * 60 / interval
-            shares = []
-            for _, limit in plans:
-                share = rate / (limit * SAFETY_MARGIN)
-                shares.append("**over**" if share > 1 else f"{share:.0%}" if share >= 0.01 else "< 1%")
-            interval_text = f"{interval // 60} min" if interval >= 60 else f"{interval} s"
-            lines.append(f"| {pending:,} | {interval_text} | {rate:,.1f} | " + " | ".join(shares) + " |")
+            shares = " | ".join(share(rate, limit) for _, limit in plans)
+            flat = pending * 60 / POKE_INTERVAL
+            lines.append(f"| {pending:,} | {age_text} | {duration(interval)} | {rate:,.1f} | {shares} | {flat:,.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def share(rate: float, limit: int) -> str:
+    """``rate`` as a share of the pace at ``limit``; **over** past it."""
+    fraction = rate / (limit * SAFETY_MARGIN)
+    return "**over**" if fraction > 1 else f"{fraction:.0%}" if fraction >= 0.01 else "< 1%"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min"
 
 
 def main() -> int:

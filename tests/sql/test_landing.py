@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,15 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightPermanentError
+from airflow_provider_hindsight.exceptions import (
+    HindsightConfigurationError,
+    HindsightPermanentError,
+    HindsightValidationError,
+)
 from airflow_provider_hindsight.ledgers.transcripts import TRANSCRIPT_COLUMNS
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
-from tests.helpers import Executed
+from tests.helpers import Executed, task_states, xcom_value
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
@@ -87,6 +92,8 @@ def test_the_first_run_creates_the_table_and_lands_every_interview(
             "already_completed": 0,
             "newly_completed": 2,
             "pending": 2,
+            "not_due": 0,
+            "stopped": 0,
             "failed": 0,
             "failures": [],
         }
@@ -115,16 +122,230 @@ def test_completed_interviews_are_never_fetched_again(backend: Backend, emulator
     assert land(ids_sql=sql).error is None
     emulator.reset_requests()
 
-    again = land(ids_sql=sql)
+    again = land(ids_sql=sql, poll_all=True)  # even when every interview not completed is fetched
     assert again.summary["already_completed"] == 2 and again.summary["pending"] == 2
     assert gets(emulator) == [3, 4]
 
     emulator.complete(3)
     emulator.reset_requests()
-    third = land(ids_sql=sql)
+    third = land(ids_sql=sql, poll_all="True")  # what "{{ params.catch_up }}" renders
     assert (third.summary["already_completed"], third.summary["newly_completed"], third.summary["pending"]) == (2, 1, 1)
     assert gets(emulator) == [3, 4]
     assert rows(backend)[3]["status"] == "completed"
+
+
+def backdate(
+    backend: Backend,
+    interview_id: int,
+    *,
+    started: datetime.timedelta | None = None,
+    fetched: datetime.timedelta | None = None,
+) -> None:
+    """Move an interview's row back in time: e-mailed (and created) ``started`` ago, last fetched ``fetched`` ago."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    mark = "?" if backend.backend == "sqlite" else "%s"
+    changes: dict[str, datetime.timedelta] = {}
+    if started is not None:
+        changes.update(email_sent_at=started, interview_created_at=started)
+    if fetched is not None:
+        changes["fetched_at"] = fetched
+    values = [now - ago for ago in changes.values()]
+    backend.query(
+        f"UPDATE hindsight_transcripts SET {', '.join(f'{name} = {mark}' for name in changes)} "
+        f"WHERE interview_request_id = {mark}",
+        (*[value.isoformat(sep=" ") if backend.backend == "sqlite" else value for value in values], interview_id),
+    )
+
+
+def moment(value: Any) -> datetime.datetime | None:
+    """A time read from the table (ISO text on SQLite) as a naive UTC ``datetime``."""
+    return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+
+
+def test_each_fetch_records_its_count_and_when_the_next_is_due(backend: Backend, emulator: HindsightEmulator) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+    landed = rows(backend)
+    for interview_id in (1, 2, 3, 4):
+        assert landed[interview_id]["polls"] == 1 and landed[interview_id]["polling_stopped_at"] is None
+    assert landed[1]["next_poll_at"] is None  # completed: never again
+    fetched, due = moment(landed[3]["fetched_at"]), moment(landed[3]["next_poll_at"])
+    assert fetched is not None and due is not None
+    assert abs(due - fetched - datetime.timedelta(seconds=900)) < datetime.timedelta(seconds=1)  # the shortest
+
+    backdate(backend, 3, fetched=20 * datetime.timedelta(minutes=1))
+    assert land(ids_sql=sql).error is None
+    assert rows(backend)[3]["polls"] == 2 and rows(backend)[4]["polls"] == 1
+
+
+def test_a_run_soon_after_another_fetches_nothing(backend: Backend, emulator: HindsightEmulator) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+    emulator.reset_requests()
+
+    again = land(ids_sql=sql)
+
+    assert again.error is None
+    assert emulator.request_count == 0
+    assert again.summary == {
+        "total": 4,
+        "already_completed": 2,
+        "newly_completed": 0,
+        "pending": 0,
+        "not_due": 2,
+        "stopped": 0,
+        "failed": 0,
+        "failures": [],
+    }
+
+
+def test_an_interview_is_due_again_after_a_share_of_its_age(backend: Backend, emulator: HindsightEmulator) -> None:
+    sql = ids_table(backend, [3, 4])
+    assert land(ids_sql=sql).error is None
+    # Both two days old: due 4.8 hours after their last fetch (0.1 x 48 h).
+    backdate(backend, 3, started=2 * DAY, fetched=4 * HOUR)
+    backdate(backend, 4, started=2 * DAY, fetched=5 * HOUR)
+    emulator.reset_requests()
+
+    run = land(ids_sql=sql)
+
+    assert gets(emulator) == [4]
+    assert (run.summary["not_due"], run.summary["pending"]) == (1, 1)
+    emulator.reset_requests()
+    assert land(ids_sql=sql, poll_age_factor=0.05).summary["pending"] == 1  # 2.4 hours: 3 is due now
+    assert gets(emulator) == [3]
+
+
+def test_past_stop_polling_after_an_interview_is_not_fetched_again(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    sql = ids_table(backend, [3, 4])
+    assert land(ids_sql=sql).error is None
+    backdate(backend, 3, started=31 * DAY, fetched=2 * DAY)
+    backdate(backend, 4, started=29 * DAY, fetched=2 * DAY)
+    emulator.reset_requests()
+
+    run = land(ids_sql=sql)
+
+    assert gets(emulator) == [4]
+    assert (run.summary["stopped"], run.summary["pending"], run.summary["total"]) == (1, 1, 2)
+    stopped = rows(backend)[3]
+    assert stopped["status"] == "sent" and stopped["polls"] == 1  # its last status, kept
+    stopped_at = moment(stopped["polling_stopped_at"])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    assert stopped_at is not None and abs(now - stopped_at) < HOUR
+
+    emulator.reset_requests()
+    assert land(ids_sql=sql).summary["stopped"] == 1
+    assert moment(rows(backend)[3]["polling_stopped_at"]) == stopped_at  # when it stopped, not each run
+    assert land(ids_sql=sql, stop_polling_after=datetime.timedelta(days=60)).summary["pending"] == 1
+    assert gets(emulator) == [3]
+    assert rows(backend)[3]["polling_stopped_at"] is None and rows(backend)[3]["polls"] == 2
+
+
+def test_poll_all_fetches_every_interview_not_completed_stopped_or_not(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+    backdate(backend, 3, started=40 * DAY, fetched=10 * DAY)
+    emulator.reset_requests()
+
+    run = land(ids_sql=sql, poll_all="true")  # as a template renders it
+
+    assert gets(emulator) == [3, 4]
+    assert (run.summary["pending"], run.summary["already_completed"], run.summary["not_due"]) == (2, 2, 0)
+
+
+def test_a_dry_run_counts_what_the_plan_would_fetch_and_writes_nothing(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+    backdate(backend, 3, started=40 * DAY, fetched=10 * DAY)
+    backdate(backend, 4, started=2 * DAY, fetched=5 * HOUR)
+    before = rows(backend)
+    emulator.reset_requests()
+
+    run = land(ids_sql=sql, dry_run=True)
+
+    assert emulator.request_count == 0 and rows(backend) == before  # 3 is not marked stopped either
+    assert (run.summary["pending"], run.summary["stopped"], run.summary["already_completed"]) == (1, 1, 2)
+
+
+def test_a_scheduled_landing_fetches_nothing_soon_after_and_catches_up_when_a_param_says_so(
+    backend: Backend, emulator: HindsightEmulator, run_dag: Callable[..., Any]
+) -> None:
+    ids_table(backend, [1, 2, 3, 4])
+    # Each run says catch_up: dag.test() keeps a run's conf in the DAG's params for the next one.
+    assert task_states(run_dag("landing_scheduled", catch_up=False)) == {"land": "success"}
+    emulator.reset_requests()
+
+    again = run_dag("landing_scheduled", catch_up=False)
+
+    assert task_states(again) == {"land": "success"} and emulator.request_count == 0
+    assert xcom_value(again, "land", key="summary")["not_due"] == 2
+    caught_up = run_dag("landing_scheduled", catch_up=True)  # the run's conf overrides the param
+    assert xcom_value(caught_up, "land", key="summary")["pending"] == 2
+    assert gets(emulator) == [3, 4]
+
+
+def test_max_requests_fetches_never_polled_first_then_the_most_overdue(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    for interview_id in range(5, 9):
+        emulator.add_interview(interview_id, status="sent")
+    sql = ids_table(backend, [3, 4, 5, 6, 7, 8])
+    assert land(ids_sql="SELECT interview_request_id FROM deals WHERE interview_request_id < 7").error is None
+    # Ten days old, each due 10 % of its age at its last fetch after it:
+    backdate(backend, 3, started=10 * DAY, fetched=2 * DAY)  # due 28.8 hours ago
+    backdate(backend, 4, started=10 * DAY, fetched=3 * DAY)  # due 55.2 hours ago: the most overdue
+    backdate(backend, 5, started=10 * DAY, fetched=25 * HOUR)  # due 3.5 hours ago
+    emulator.reset_requests()  # 6 was just fetched (not due); 7 and 8 never were
+
+    run = land(ids_sql=sql, max_requests=4, max_workers=1)
+
+    assert [int(r.path.rsplit("/", 1)[1]) for r in emulator.requests] == [7, 8, 4, 3]
+    assert (run.summary["pending"], run.summary["not_due"], run.summary["total"]) == (4, 2, 6)  # 5 over the cap, 6
+    emulator.reset_requests()
+    assert land(ids_sql=sql, max_requests=4).summary["pending"] == 1
+    assert gets(emulator) == [5]
+
+
+def test_bad_plan_parameters_fail_before_any_request_naming_them(emulator: HindsightEmulator) -> None:
+    for arguments, field in (
+        ({"poll_age_factor": -0.1}, "poll_age_factor"),
+        ({"min_poll_interval": 0}, "min_poll_interval"),
+        ({"max_poll_interval": 60}, "max_poll_interval"),  # below the 900 s minimum
+        ({"stop_polling_after": "30 days"}, "stop_polling_after"),
+        ({"max_requests": 0}, "max_requests"),
+    ):
+        with pytest.raises(HindsightValidationError, match=field) as raised:
+            HindsightInterviewsToSqlOperator(task_id="land", sql_conn_id=CONN_ID, ids_sql="SELECT 1", **arguments)
+        assert raised.value.field == field
+    run = land(ids_sql="SELECT 1", poll_all="sometimes")
+    assert isinstance(run.error, HindsightValidationError) and "poll_all" in str(run.error)
+    assert emulator.request_count == 0
+
+
+def test_progress_lines_count_what_was_not_fetched(
+    backend: Backend, emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    sql = ids_table(backend, [1, 2, 3, 4])
+    assert land(ids_sql=sql).error is None
+
+    assert land(ids_sql=sql, progress_interval=0).error is None
+
+    lines = re.findall(r"(?:Finished: )?\d rows done in [^\n]*", task_logs())
+    progress = [line for line in lines if ": 0 sent" in line]  # the second run's
+    assert len(progress) >= 5  # at this interval one a row, and the last
+    assert (
+        progress[-1].startswith("Finished: 4 rows done") and "2 already_completed, 2 not_due, 0 failed" in progress[-1]
+    )
 
 
 def test_a_404_among_good_ids_is_a_failed_row_without_a_table_row(

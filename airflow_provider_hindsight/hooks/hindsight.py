@@ -289,10 +289,12 @@ class HindsightHook(BaseHook):
             )
         except requests.RequestException as error:
             raise network_error(network_cause(error), self.settings, request.subject) from None
+        return self.read_answer(request, response.status_code, response.headers, response.text)
+
+    def read_answer(self, request: ApiRequest, status: int, headers: Mapping[str, str], text: str) -> dict[str, Any]:
+        """The answer's body, or its typed error; a 429 first pauses and slows the pacer for every caller."""
         try:
-            return interpret_answer(
-                request, response.status_code, response.headers, response.text, conn_id=self.hindsight_conn_id
-            )
+            return interpret_answer(request, status, headers, text, conn_id=self.hindsight_conn_id)
         except HindsightRateLimitError as error:
             self.on_rate_limited(error.retry_after)
             raise

@@ -24,12 +24,12 @@ import httpx
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
 from airflow_provider_hindsight import __version__
-from airflow_provider_hindsight.exceptions import HindsightError, HindsightRateLimitError
+from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.network import httpx_cause
 from airflow_provider_hindsight.hooks.pacing import SHARED_PACERS, RatePacer, SharedPacers, connection_budget
-from airflow_provider_hindsight.hooks.request import ApiRequest, get_request, interpret_answer, network_error
+from airflow_provider_hindsight.hooks.request import ApiRequest, get_request, network_error
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 
 
@@ -92,13 +92,7 @@ class HindsightAsyncHook(HindsightHook):
             )
         except httpx.TransportError as error:
             raise network_error(httpx_cause(error), self.settings, request.subject) from None
-        try:
-            return interpret_answer(
-                request, response.status_code, response.headers, response.text, conn_id=self.hindsight_conn_id
-            )
-        except HindsightRateLimitError as error:
-            self.on_rate_limited(error.retry_after)
-            raise
+        return self.read_answer(request, response.status_code, response.headers, response.text)
 
     async def aget_interview(self, interview_request_id: int | str) -> dict[str, Any]:
         """``GET /interviews/{id}``, awaited."""

@@ -162,6 +162,25 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
         report.verdict(summary, max_failures=self.max_failures, stop=stop)
         return summary
 
+    def _dry_run_results(self, checked: Iterable[CheckedRow]) -> Iterator[RowResult]:
+        """Rows as the run would end them, sending and writing nothing: a row to send counts as sent, and the
+        first few are logged (:meth:`log_dry_run`)."""
+        for position, job in checked:
+            if isinstance(job, RowResult):
+                yield job
+                continue
+            if position <= DRY_RUN_SAMPLE:
+                self.log_dry_run(job)
+            yield RowResult.sent(position, self.dry_run_key(job))
+
+    def dry_run_key(self, job: Any) -> int | str:
+        """The key a row to send is reported under."""
+        raise NotImplementedError
+
+    def log_dry_run(self, job: Any) -> None:
+        """One line saying what would be sent for ``job`` (no personal data)."""
+        raise NotImplementedError
+
     def on_kill(self) -> None:
         """Start no further request: the task is being killed."""
         if self._breaker is not None:
@@ -357,14 +376,8 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         if last is not None:
             self.log.warning("The last checkpoint failed too: %s: %s", type(last).__name__, last)
 
-    def _dry_run_results(self, checked: Iterable[CheckedRow]) -> Iterator[RowResult]:
-        """Rows as the engine would end them, sending nothing: a row to send counts as succeeded; log a sample."""
-        for position, job in checked:
-            if isinstance(job, RowResult):
-                yield job
-                continue
-            if position <= DRY_RUN_SAMPLE:
-                self.log.info(
-                    "Dry run: would PATCH /interviews/%s with %s", job.interview_request_id, job.payload.decode()
-                )
-            yield RowResult.sent(position, job.interview_request_id)
+    def dry_run_key(self, job: Any) -> int:
+        return job.interview_request_id
+
+    def log_dry_run(self, job: Any) -> None:
+        self.log.info("Dry run: would PATCH /interviews/%s with %s", job.interview_request_id, job.payload.decode())

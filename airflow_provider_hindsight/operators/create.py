@@ -29,7 +29,7 @@ from airflow_provider_hindsight.bulk.create_once import (
     outcome_of,
 )
 from airflow_provider_hindsight.bulk.report import RunReport
-from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
+from airflow_provider_hindsight.bulk.rows import RowResult
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightUnknownOutcomeError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.inputs import check_duration, parse_flag, reject_rendered_python_literal, rows_from
@@ -40,7 +40,7 @@ from airflow_provider_hindsight.ledgers.interviews import (
     validate_interview_table,
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
-from airflow_provider_hindsight.operators.bulk import DRY_RUN_SAMPLE, BaseHindsightBulkOperator, task_instance_id
+from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator, task_instance_id
 from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS
 
 if TYPE_CHECKING:
@@ -193,19 +193,13 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
             ) from error
         return summary
 
-    def _dry_run_results(self, checked: Iterable[CheckedRow]) -> Iterator[RowResult]:
-        """Rows as the run would end them, sending and writing nothing; log a sample (fields, never values)."""
-        for position, job in checked:
-            if isinstance(job, RowResult):
-                yield job
-                continue
-            if position <= DRY_RUN_SAMPLE:
-                self.log.info(
-                    "Dry run: would POST /interviews for request_key %s with %s.",
-                    job.key,
-                    ", ".join(job.create.body),
-                )
-            yield RowResult.sent(position, job.key)
+    def dry_run_key(self, job: Any) -> str:
+        return job.key
+
+    def log_dry_run(self, job: Any) -> None:
+        self.log.info(
+            "Dry run: would POST /interviews for request_key %s with %s.", job.key, ", ".join(job.create.body)
+        )
 
 
 class UnknownKeys:

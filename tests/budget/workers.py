@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,18 +20,10 @@ import airflow.providers.sqlite.hooks.sqlite  # noqa: F401
 from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
+from tests.helpers import enter_child
 
 CONN_ID = "hindsight_shared"
 TICK_SECONDS = 0.005
-
-
-def _enter(connections: dict[str, str], log: str) -> None:
-    with open(log, "ab") as log_file:
-        os.dup2(log_file.fileno(), sys.stdout.fileno())
-        os.dup2(log_file.fileno(), sys.stderr.fileno())
-    for name in [name for name in os.environ if name.startswith("AIRFLOW_CONN_")]:
-        del os.environ[name]
-    os.environ.update(connections)
 
 
 def _start_together(result: str) -> tuple[float, float]:
@@ -59,7 +50,7 @@ def send_updates(
     requests_per_minute: float | None = None,
 ) -> None:
     """PATCH ``ids`` in order from ``threads`` threads (a bulk run's workers) until they or the time run out."""
-    _enter(connections, log)
+    enter_child(connections, log)
     hook = HindsightHook(CONN_ID, requests_per_minute=requests_per_minute, max_retry_wait=5)
     _ = (hook.session, hook.pacer)
     pending = iter(ids)
@@ -94,7 +85,7 @@ def poll_interviews(
 ) -> None:
     """``triggers`` triggers on one event loop (a triggerer), each polling one of ``ids`` until the time runs
     out, with a ticker beside them that measures the longest gap between its ticks."""
-    _enter(connections, log)
+    enter_child(connections, log)
     outcomes: list[str] = []
     longest = 0.0
     stop_at = 0.0

@@ -240,7 +240,7 @@ def test_two_runs_of_one_sync_id_at_once_both_finish_and_lose_nothing(
     emulator = hindsight_emulator_factory(latency=0.02)
     point_hindsight(monkeypatch, emulator, requests_per_minute=60_000)
     source.fill(600)
-    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    connections = connection_variables()
     children = {}
     for name, (low, high) in {"first": (1, 400), "second": (201, 600)}.items():
         sql = (
@@ -284,7 +284,7 @@ def test_two_runs_of_one_sync_id_on_the_same_rows_send_each_row_once(
     emulator = hindsight_emulator_factory(latency=0.002)
     point_hindsight(monkeypatch, emulator, requests_per_minute=120_000)
     source.fill(rows)
-    connections = {name: value for name, value in os.environ.items() if name.startswith("AIRFLOW_CONN_")}
+    connections = connection_variables()
     children = {}
     for name in ("first", "second"):
         arguments = {**operator_arguments(source, ledger_db), "task_id": f"push_{name}"}

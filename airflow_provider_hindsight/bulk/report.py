@@ -11,8 +11,9 @@ builds the summary and decides whether the task fails, and how.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_hindsight.bulk.rows import RowResult, RunStop
@@ -70,6 +71,7 @@ class RunReport:
         self._not_sent_message = ""
         self.started = clock()
         self._last_logged = self.started
+        self._progress_lock = threading.Lock()
 
     def record(self, result: RowResult, outcome: str) -> None:
         """Count one row under ``outcome``; list and log it when that outcome is listed."""
@@ -98,8 +100,30 @@ class RunReport:
                     status,
                     result.code,
                 )
-        if self.clock() - self._last_logged >= self.progress_interval:
-            self.log_progress()
+        self._progress_when_due()
+
+    def _progress_when_due(self) -> None:
+        with self._progress_lock:
+            if self.clock() - self._last_logged >= self.progress_interval:
+                self.log_progress()
+
+    def beating(self, results: Iterable[RowResult]) -> Iterator[RowResult]:
+        """``results`` as they come, with a progress line at least every ``progress_interval`` while the
+        run waits for them: a long ``Retry-After``, a slow API or a plan of many ids ends no row for
+        minutes, and the log must still say the run is alive."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.progress_interval / 4):
+                self._progress_when_due()
+
+        heart = threading.Thread(target=beat, name="hindsight-progress", daemon=True)
+        heart.start()
+        try:
+            yield from results
+        finally:
+            stop.set()
+            heart.join()
 
     def log_progress(self, *, final: bool = False) -> None:
         """One line: rows done, what was sent and accepted, each outcome, the rate of sending, the pace, an ETA."""

@@ -146,13 +146,14 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
     def _pace_and_429s(self) -> str:
         return f"{self.pace_text()}, {self.hook.rate_limited_count} answered 429"
 
-    def start_engine(self, checked: Iterable[CheckedRow], send: Send) -> Iterator[RowResult]:
-        """The engine's results for ``checked``, with a new circuit breaker that :meth:`on_kill` can halt."""
+    def start_engine(self, checked: Iterable[CheckedRow], send: Send, report: RunReport) -> Iterator[RowResult]:
+        """The engine's results for ``checked``, with a new circuit breaker that :meth:`on_kill` can halt, and
+        ``report``'s progress lines while they come."""
         self._breaker = CircuitBreaker(conn_id=self.hindsight_conn_id)
         self.log.info(
             "Sending to %s at %s with %d workers.", self.hook.settings.base_url, self.pace_text(), self.max_workers
         )
-        return run_rows(checked, send, max_workers=self.max_workers, breaker=self._breaker)
+        return report.beating(run_rows(checked, send, max_workers=self.max_workers, breaker=self._breaker))
 
     def finish(self, report: RunReport, context: Context) -> dict[str, Any]:
         """Push the summary to XCom (key ``summary``), then fail the task if the run says so; return the summary."""
@@ -298,7 +299,7 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         if self.is_dry_run:
             results: Iterable[RowResult] = self._dry_run_results(checked)
         else:
-            results = self.start_engine(checked, update_send(self.hook))
+            results = self.start_engine(checked, update_send(self.hook), report)
         error: Exception | None = None
         seen = sent = 0
         try:

@@ -146,7 +146,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
         if self.is_dry_run:
             results: Iterable[RowResult] = self._dry_run_results(checked)
         else:
-            results = self.start_engine(checked, create_once.send)
+            results = self.start_engine(checked, create_once.send, report)
         earlier = UnknownKeys()
         for result in results:
             outcome = outcome_of(result)

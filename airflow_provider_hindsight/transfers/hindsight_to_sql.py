@@ -215,7 +215,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
     def _land(self, checked: Iterable[CheckedRow], table: TranscriptTable, report: RunReport) -> None:
         buffer: list[tuple[Any, ...]] = []
         try:
-            for result in self.start_engine(checked, self._send):
+            for result in self.start_engine(checked, self._send, report):
                 outcome = self._outcome(result)
                 polls = self._polls.pop(result.key, None)
                 if result.succeeded and result.answer is not None and polls is not None:

@@ -4,6 +4,7 @@ stopped run did not send, progress lines that say what was sent, and the verdict
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -150,3 +151,25 @@ def test_listed_outcomes_besides_failed_count_and_are_listed() -> None:
     assert summary["failures"][0]["request_key"] == "D-2:C-2"
     with pytest.raises(HindsightPermanentError):
         report.verdict(summary, max_failures=0, stop=None)
+
+
+def test_a_run_waiting_for_its_rows_still_logs_progress() -> None:
+    """No row ends while the API holds every worker (a long Retry-After): the log still says the run is alive."""
+    logged = threading.Event()
+
+    class Waiting(Lines):
+        def info(self, message: str, *args: Any) -> None:
+            super().info(message, *args)
+            logged.set()
+
+    lines = Waiting()
+    report = RunReport(lines, outcomes=("succeeded", "failed"), total=2, progress_interval=0.05)
+
+    def results() -> Any:
+        assert logged.wait(timeout=30), "no progress line while the run waited"
+        yield RowResult.sent(1, 4821)
+
+    for result in report.beating(results()):
+        report.record(result, "succeeded")
+    assert lines.at(logging.INFO)[0].startswith("0 rows done of 2 in ")
+    assert not any(thread.name == "hindsight-progress" for thread in threading.enumerate())

@@ -49,7 +49,7 @@ CLOSED_DEALS = [
 ]
 
 CREATE_SQL = """
-    SELECT deal_id || ':' || contact_id AS request_key, contact_email, contact_name
+    SELECT deal_id || ':' || contact_id AS request_key, deal_id, contact_email, contact_name
     FROM lifecycle_deals
 """
 

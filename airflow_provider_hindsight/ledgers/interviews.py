@@ -214,14 +214,6 @@ class InterviewLedger:
         return [first, second]
 
     @property
-    def exists(self) -> bool:
-        return self.sql.exists
-
-    @property
-    def writable(self) -> bool:
-        return self.sql.writable
-
-    @property
     def lock_wait_seconds(self) -> float:
         return self.sql.lock_wait_seconds
 

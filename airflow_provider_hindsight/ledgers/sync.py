@@ -130,14 +130,6 @@ class SyncLedger:
         return [(self.sync_id, PROBE_ID, digit * 64, now) for digit in ("0", "1")]
 
     @property
-    def exists(self) -> bool:
-        return self.sql.exists
-
-    @property
-    def writable(self) -> bool:
-        return self.sql.writable
-
-    @property
     def lock_wait_seconds(self) -> float:
         """Seconds the ledger's and the lease's writes lost to locks (see :attr:`~.sql.SqlTable.lock_wait_seconds`)."""
         return self.sql.lock_wait_seconds + self.leases.sql.lock_wait_seconds

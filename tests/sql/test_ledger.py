@@ -80,7 +80,7 @@ def test_prepare_creates_the_table_and_leaves_no_trace(backend: Backend, new_led
     ledger = new_ledger()
     ledger.prepare(create=True)
     assert backend.table_exists()
-    assert ledger.exists and ledger.writable
+    assert ledger.sql.exists and ledger.sql.writable
     columns = backend.query(f"SELECT * FROM {TABLE}")
     assert columns == [], "the write probe was rolled back"
     again = new_ledger()
@@ -220,7 +220,7 @@ def test_dry_run_prepare_does_not_create_the_table(backend: Backend, new_ledger:
     ledger = new_ledger()
     ledger.prepare(create=False)
     assert not backend.table_exists()
-    assert not ledger.exists and not ledger.writable
+    assert not ledger.sql.exists and not ledger.sql.writable
     assert ledger.lookup([1, 2]) == {}, "no table: every row is new"
     with pytest.raises(RuntimeError, match=r"need prepare\(create=True\)"):
         ledger.record([(1, digest("x"))])
@@ -239,7 +239,7 @@ def test_dry_run_reads_an_existing_ledger_and_writes_nothing(
         backend.run("PRAGMA journal_mode = DELETE")
     dry = new_ledger()
     dry.prepare(create=False)
-    assert dry.exists and not dry.writable
+    assert dry.sql.exists and not dry.sql.writable
     assert dry.lookup([1, 2]) == {1: digest("one")}
     if backend.backend == "sqlite":
         assert backend.query("PRAGMA journal_mode") == [("delete",)], "a dry run leaves the file as it is"

@@ -237,7 +237,7 @@ def test_a_lock_released_while_waiting_lets_the_step_finish(
     assert outcome == [{"prepare": None, "record": 2, "forget": 1}[step]]
     assert "waited" in lock_warnings.messages[0] and TABLE in lock_warnings.messages[0]
     if step == "prepare":
-        assert ledger.writable and ledger.lock_wait_seconds == 0.0, "prepare's wait is not a write's"
+        assert ledger.sql.writable and ledger.lock_wait_seconds == 0.0, "prepare's wait is not a write's"
     else:
         assert ledger.lock_wait_seconds >= LOCK_TIMEOUT_MS / 1000
     expected = {"prepare": {}, "record": {1: "1" * 64, 9: "a" * 64}, "forget": {}}[step]

@@ -69,10 +69,16 @@ print(f"connection type hindsight -> {hook.hook_class_name}; fields: {', '.join(
 PY
 
 "$smoke/venv/bin/python" - <<'PY'
+import os
+import sys
+
 try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:
     from airflow.models.dagbag import DagBag
+# Airflow's DAG processor puts the DAGs folder on the import path, so the create examples import the
+# warehouse set-up they share (example_warehouse.py) beside them; a bare DagBag does not, so do it here.
+sys.path.insert(0, os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
 bag = DagBag()  # the DAGs folder and load_examples=False come from the environment
 assert not bag.import_errors, bag.import_errors
 print(f"example DAGs import from the wheel: {', '.join(sorted(bag.dag_ids))}")

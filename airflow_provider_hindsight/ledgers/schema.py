@@ -182,9 +182,41 @@ class TableSchema:
         return missing
 
     def add_columns(self, missing: list[Column]) -> None:
-        """``ALTER TABLE ... ADD COLUMN`` each of ``missing``, in one transaction; see the module's docstring."""
-        statements = [self.spec.add_column_sql(self.table, column) for column in missing]
-        names = ", ".join(column.name for column in missing)
+        """``ALTER TABLE ... ADD COLUMN`` each of ``missing``, in one transaction; see the module's docstring.
+
+        A failed try reads the columns again: none missing means another run added them; fewer missing means
+        another run is adding them at the same moment (where a driver commits each ``ALTER`` on its own, as
+        SQLite's does), so what is left is tried again; as many missing as before means this connection may not.
+        """
+        added: list[str] = []
+        while missing:
+            statements = [self.spec.add_column_sql(self.table, column) for column in missing]
+            error = self._execute_all(statements)
+            if error is None:
+                added.extend(column.name for column in missing)
+                break
+            columns = self.read_columns()[0]
+            left = self.check(columns) if columns is not None else missing
+            if len(left) >= len(missing):
+                script = "".join(f"\n    {statement};" for statement in statements)
+                raise self.messages.error(
+                    f"{self.messages.where} is from an earlier version and lacks the columns "
+                    f"{', '.join(column.name for column in missing)}, and this connection may not add them "
+                    f"({self.messages.quote(error)}). Nothing was sent. Fix: run, as a user who may alter the table "
+                    f"(its owner), then run the task again:{script}"
+                ) from None
+            missing = left
+        if added:
+            log.info(
+                "Added the columns %s to the %s %s on %r (a table from an earlier version).",
+                ", ".join(added),
+                self.messages.noun,
+                self.table,
+                self.messages.conn_id,
+            )
+
+    def _execute_all(self, statements: list[str]) -> Exception | None:
+        """Run ``statements`` and commit; on failure roll back and return the error (a transient one is raised)."""
         cursor = self.connection.cursor()
         try:
             for statement in statements:
@@ -193,24 +225,10 @@ class TableSchema:
         except Exception as error:
             rollback_quietly(self.connection)
             raise_if_transient(error)
-            columns = self.read_columns()[0]
-            if columns is not None and not self.check(columns):  # another run added them at the same moment
-                return
-            script = "".join(f"\n    {statement};" for statement in statements)
-            raise self.messages.error(
-                f"{self.messages.where} is from an earlier version and lacks the columns {names}, and this "
-                f"connection may not add them ({self.messages.quote(error)}). Nothing was sent. Fix: run, as a user "
-                f"who may alter the table (its owner), then run the task again:{script}"
-            ) from None
+            return error
         finally:
             close_quietly(cursor)
-        log.info(
-            "Added the columns %s to the %s %s on %r (a table from an earlier version).",
-            names,
-            self.messages.noun,
-            self.table,
-            self.messages.conn_id,
-        )
+        return None
 
     def probe_write(self, rows: list[Row]) -> None:
         """Upsert ``rows`` (one key no real row has: an insert, then an update), delete them, roll back."""

@@ -198,7 +198,7 @@ class HindsightInterviewTrigger(BaseTrigger):
         in_flight: set[asyncio.Task[Outcome]] = set()
         try:
             for interview_request_id in due:
-                while len(in_flight) >= self._polls_in_flight(hook):
+                while len(in_flight) >= self._polls_in_flight(hook) and not watch.round_over:
                     if (ending := await self._settle(watch, in_flight)) is not None:
                         return await self._drained(watch, in_flight, ending)
                 if watch.round_over:
@@ -208,10 +208,10 @@ class HindsightInterviewTrigger(BaseTrigger):
                     return watch.event("timeout")
                 in_flight.add(asyncio.create_task(self._poll(hook, interview_request_id)))
                 polled += 1
-            while in_flight:
+            while in_flight and not watch.round_over:
                 if (ending := await self._settle(watch, in_flight)) is not None:
                     return await self._drained(watch, in_flight, ending)
-        finally:
+        finally:  # a round a transient failure ended: the polls still in flight are called off
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)

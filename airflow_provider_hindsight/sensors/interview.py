@@ -75,8 +75,9 @@ class HindsightInterviewSensor(BaseSensorOperator):
     :param succeed_on_timeout: at the deadline, succeed and return the statuses seen so far (the ids
         short of the target named in the log) instead of failing with ``AirflowSensorTimeout``: most
         contacts never answer, so a campaign's sensor usually wants ``True``.
-    :param max_consecutive_failures: transient poll failures in a row (after the hook's retries)
-        that fail the task retryably; counted across reschedules too.
+    :param max_consecutive_failures: failed rounds (pokes) in a row that fail the task retryably; a
+        round fails when a poll fails transiently after the hook's retries, and the round's other due
+        ids wait for the next one. Counted across reschedules too.
 
     Returns ``{"<id>": "<status>"}`` for every id polled. A 404 fails the task permanently naming the
     id; a 401/403 permanently naming the connection.

@@ -5,15 +5,16 @@ The trigger polls ``GET /interviews/{id}`` through
 rule and error mapping as every other request, the pacer shared by every trigger of one connection
 in the triggerer, ``Retry-After`` honoured, nothing blocking the event loop. Each id is polled on the
 polling plan (:mod:`airflow_provider_hindsight.polling`), ``poke_interval`` being its shortest
-interval; the ids due at once are polled concurrently, as many in flight as the connection's pace
-can use (:func:`polls_in_flight`). It fires exactly one event, ids and statuses only (never a
+interval, in rounds ``poke_interval`` apart: the ids due by a round are polled concurrently, as many
+in flight as the connection's pace can use (:func:`polls_in_flight`), until a poll fails after the
+hook's retries (the round ends there). It fires exactly one event, ids and statuses only (never a
 transcript, never the key)::
 
     {"status": "success" | "timeout" | "error",
      "statuses": {"<id>": "<status>", ...},           # the last status seen of each id polled
      "error": None | {"interview_request_id", "status_code", "code", "message", "transient"}}
 
-The bookkeeping (statuses, the plan, failures in a row) is
+The bookkeeping (statuses, the plan, the rounds, failed rounds in a row) is
 :class:`~airflow_provider_hindsight.triggers.watch.InterviewWatch`, which the sensor's poke uses too.
 """
 
@@ -84,8 +85,8 @@ class HindsightInterviewTrigger(BaseTrigger):
         ``timeout`` event fires; a restarted triggerer keeps it.
     :param requests_per_minute: pace; wins over the connection's plan (the first trigger of a
         connection in a triggerer sets the shared pace).
-    :param max_consecutive_failures: transient poll failures in a row (after the hook's retries)
-        that end the wait with a retryable ``error`` event.
+    :param max_consecutive_failures: failed rounds in a row (a poll failed transiently after the
+        hook's retries, ending its round) that end the wait with a retryable ``error`` event.
     :param poll_age_factor: an id is polled again after this share of its age (at least
         ``poke_interval``, at most ``max_poll_interval``).
     :param max_poll_interval: the longest time between two polls of one id (seconds).

@@ -232,6 +232,19 @@ def test_poke_polls_the_due_ids_and_keeps_what_reached_the_target(hindsight_emul
     assert len(polls[2]) in (2, 3)  # polled with 1, or on its own when due later
 
 
+def test_poke_waits_out_a_retry_after_longer_than_the_hook_waits(hindsight_emulator: HindsightEmulator) -> None:
+    for interview_id in (1, 2):
+        hindsight_emulator.add_interview(interview_id, status="sent")
+    hindsight_emulator.inject_status(429, retry_after=600, method="GET")  # past the hook's longest wait (60 s)
+    waiting = sensor(interview_request_ids=[1, 2], deferrable=False, mode="poke", poke_interval=1)
+
+    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]
+    assert hindsight_emulator.request_count == 1  # the API asked to wait: the round asks about no more ids
+    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]
+    assert hindsight_emulator.request_count == 1  # nor does the next poke, within the 600 s
+    assert waiting._watch is not None and waiting._watch.consecutive_failures == 0  # a 429 is not a failure
+
+
 def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
     hindsight_emulator_factory: Callable[..., HindsightEmulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:

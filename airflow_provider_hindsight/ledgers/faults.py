@@ -60,7 +60,7 @@ class HindsightLedgerBusyError(HindsightLedgerUnavailableError):
 
 
 class HindsightLedgerConnectionLostError(HindsightLedgerUnavailableError):
-    """The ledger's connection was lost or terminated (SQLSTATE class 08, 57P01 admin shutdown, ...)."""
+    """The ledger's connection was lost, terminated or shut down (``DatabaseFault.LOST``)."""
 
     code_name = "ledger_connection_lost"
 

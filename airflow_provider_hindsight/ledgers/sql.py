@@ -41,7 +41,7 @@ LEDGER_BATCH = 500
 WRITE_ATTEMPTS = 5
 """Tries of one batch when a concurrent run conflicts with it (duplicate key, deadlock, serialization)."""
 BUSY_ATTEMPTS = 3
-"""Tries of one operation whose statement timed out waiting for a lock (55P03, SQLite 'database is locked')."""
+"""Tries of one operation whose statement timed out waiting for a lock (``DatabaseFault.BUSY``)."""
 LOCK_WAIT_LIMIT_SECONDS = 30.0
 """No further try once one operation has waited this long on locks (SQLite's own two-minute wait is past it)."""
 BUSY_PAUSE_SECONDS = 1.0

@@ -1,4 +1,4 @@
-"""What a new user reads must work as written: checks over every user page (README and docs, not the maintainers' page)."""
+"""What a new user reads must work as written: checks over every user page (README, docs but the maintainers')."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from tests.helpers import ROOT
 MAINTAINER_PAGES = {"architecture.md"}
 USER_PAGES = sorted(
     [ROOT / "README.md"]
-    + [page for page in (ROOT / "docs").rglob("*.md") if "_build" not in page.parts and page.name not in MAINTAINER_PAGES]
+    + [
+        page
+        for page in (ROOT / "docs").rglob("*.md")
+        if "_build" not in page.parts and page.name not in MAINTAINER_PAGES
+    ]
 )
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 PARAM_IN_TEMPLATE = re.compile(r"\{\{\s*params\.(\w+)")
@@ -26,9 +30,7 @@ def page_name(page: Path) -> str:
 
 
 def example_dags_with_a_sensor() -> list[str]:
-    return sorted(
-        path.stem for path in (ROOT / "dags").glob("*.py") if "HindsightInterviewSensor(" in path.read_text()
-    )
+    return sorted(path.stem for path in (ROOT / "dags").glob("*.py") if "HindsightInterviewSensor(" in path.read_text())
 
 
 def test_there_are_user_pages_and_a_dag_with_a_sensor() -> None:
@@ -68,7 +70,7 @@ def test_the_connection_form_names_only_tested_budget_stores() -> None:
 
 @pytest.mark.parametrize("page", USER_PAGES, ids=page_name)
 def test_snippets_that_template_a_param_declare_it_on_the_dag(page: Path) -> None:
-    """``{{ params.x }}`` fails when the DAG declares no param ``x``: a snippet that uses one shows the DAG's ``params=``."""
+    """``{{ params.x }}`` fails where the DAG declares no param ``x``: a snippet using one shows the DAG's ``params=``."""
     for block in PYTHON_BLOCK.findall(page.read_text()):
         for name in PARAM_IN_TEMPLATE.findall(block):
             assert re.search(rf"params=\{{[^}}]*[\"']{name}[\"']", block), (
@@ -84,3 +86,21 @@ def test_examples_that_import_the_stand_in_warehouse_say_so() -> None:
         )
         if imports_warehouse:
             assert "example_warehouse.py" in (ast.get_docstring(module) or ""), path.name
+
+
+def test_the_waiting_page_gives_a_campaigns_first_hour_the_cost_of_the_polling_plan() -> None:
+    """500 new interviews under one sensor with the defaults: the polls of their first hour, a minute."""
+    from airflow_provider_hindsight.polling import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_AGE_FACTOR
+    from airflow_provider_hindsight.triggers.watch import sensor_plan
+
+    plan = sensor_plan(300, DEFAULT_POLL_AGE_FACTOR, DEFAULT_MAX_POLL_INTERVAL)
+    polls_in_the_first_hour, age = 0, 0.0
+    while age < 3600:  # the first poll is at once, then each after the plan's interval for its age
+        polls_in_the_first_hour += 1
+        age += plan.interval(age)
+    per_minute = round(500 * polls_in_the_first_hour / 60)
+
+    text = " ".join((ROOT / "docs" / "waiting.md").read_text().split())
+    stated = re.findall(r"500 new interviews take (\d+) requests a minute in their first hour", text)
+    assert stated == [str(per_minute)]
+    assert f"for their first 50 minutes ({per_minute} requests a minute" in text

@@ -70,7 +70,7 @@ def test_the_connection_form_names_only_tested_budget_stores() -> None:
 
 @pytest.mark.parametrize("page", USER_PAGES, ids=page_name)
 def test_snippets_that_template_a_param_declare_it_on_the_dag(page: Path) -> None:
-    """``{{ params.x }}`` fails where the DAG declares no param ``x``: a snippet using one shows the DAG's ``params=``."""
+    """``{{ params.x }}`` fails unless the DAG declares ``x``: a snippet using one shows the DAG's ``params=``."""
     for block in PYTHON_BLOCK.findall(page.read_text()):
         for name in PARAM_IN_TEMPLATE.findall(block):
             assert re.search(rf"params=\{{[^}}]*[\"']{name}[\"']", block), (

@@ -340,9 +340,9 @@ class CreateOnce:
                 position,
                 key,
                 "ledger_write_failed",
-                f"created as interview {answer.get('interview_request_id')}, but the ledger could not record it "
-                f"({self.ledger.describe(error)}); its claim stays pending, so no run sends it again. Record it by "
-                "hand (see the docs).",
+                f"created as interview {answer.get('interview_request_id')}, but the ledger could not record it; "
+                "its claim stays pending, so no run sends it again. Record it by running "
+                f"{self.ledger.record_created_sql(key, answer)} (the ledger's error: {self.ledger.describe(error)})",
                 status_code=201,
             )
         return answer

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from airflow_provider_hindsight.budget.permits import SharedBudget
 from airflow_provider_hindsight.budget.share import budget_name
-from airflow_provider_hindsight.budget.store import BudgetStore, valid_table_name
+from airflow_provider_hindsight.budget.store import BudgetStore
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BUDGET_TABLE
@@ -33,6 +33,7 @@ from airflow_provider_hindsight.pace import (
     PaceSchedule,
     PaceState,
 )
+from airflow_provider_hindsight.sql_connection import valid_table_name
 
 __all__ = [
     "LATE_WAKE_SECONDS",

@@ -95,7 +95,7 @@ def validate_transcripts_table(table: object) -> str:
 class TranscriptTable:
     """The landing table ``table`` on the Airflow SQL connection ``sql_conn_id``.
 
-    Call :meth:`prepare` first, then :meth:`statuses` and :meth:`land` as the run goes, and
+    Call :meth:`prepare` first, then :meth:`landed` and :meth:`land` as the run goes, and
     :meth:`close` at the end (or use it as a context manager).
     """
 
@@ -127,14 +127,6 @@ class TranscriptTable:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def statuses(self, interview_request_ids: Iterable[int]) -> dict[int, str]:
-        """``{id: status}`` of the given ids that have a row; one query per 500 ids."""
-        self.sql.require_prepared()
-        if not self.sql.exists:
-            return {}
-        rows = self.sql.select_by_keys(("interview_request_id", "status"), ((key,) for key in interview_request_ids))
-        return {int(key): str(status) for key, status in rows}
 
     def landed(self, interview_request_ids: Iterable[int]) -> dict[int, LandedInterview]:
         """What the table holds of the given ids that have a row, for the polling plan; one query per 500 ids."""

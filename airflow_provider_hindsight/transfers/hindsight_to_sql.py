@@ -22,7 +22,7 @@ from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.inputs import parse_flag
-from airflow_provider_hindsight.ledgers.faults import DatabaseFault, classify_database_error
+from airflow_provider_hindsight.ledgers.interviews import created_ids_query
 from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches, validate_table_name
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
@@ -47,6 +47,7 @@ from airflow_provider_hindsight.polling import (
 )
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 from airflow_provider_hindsight.sql_connection import sql_hook
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error
 from airflow_provider_hindsight.times import posix, utc
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
 
@@ -299,10 +300,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
 
     def _ids_query(self) -> str:
         if self.ids_sql is None:
-            return (
-                f"SELECT interview_request_id FROM {self.ledger_table} "
-                "WHERE state = 'created' AND interview_request_id IS NOT NULL ORDER BY interview_request_id"
-            )
+            return created_ids_query(self.ledger_table)
         if not isinstance(self.ids_sql, str) or not self.ids_sql.strip():
             raise HindsightValidationError(
                 f"ids_sql must be a non-empty query returning interview_request_id, got {self.ids_sql!r:.80}.",

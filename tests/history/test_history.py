@@ -124,23 +124,24 @@ def test_a_run_the_circuit_breaker_stops_is_stopped(
 def test_on_kill_ends_the_run_stopped(
     sqlite_store: LedgerDatabase, hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator = hindsight_emulator_factory(interview_ids=list(range(1, 2001)), requests_per_minute=3000)
+    emulator = hindsight_emulator_factory(interview_ids=list(range(1, 101)), latency=3.0)
     point_history(emulator, monkeypatch, history_conn_id=HISTORY_CONN_ID)
-    operator = bulk(updates=updates(range(1, 2001)))
+    operator = bulk(updates=updates(range(1, 101)), max_workers=4)
     outcome: list[Tried] = []
     worker = threading.Thread(target=lambda: outcome.append(Tried(operator)))
     worker.start()
-    wait_until(lambda: emulator.request_count >= 5)
-    wait_until(lambda: runs(sqlite_store) != [])
+    wait_until(lambda: sqlite_store.table_exists("hindsight_runs") and runs(sqlite_store) != [], "the running row")
+    wait_until(lambda: emulator.request_count >= 4, "the first answers, more requests in flight")
 
     operator.on_kill()
-    wait_until(lambda: runs(sqlite_store)[0]["state"] != "running")
-    assert runs(sqlite_store)[0]["state"] == "stopped", "on_kill writes it before execute ends"
+    wait_until(lambda: runs(sqlite_store)[0]["state"] != "running", "the run's end")
+    assert worker.is_alive(), "on_kill wrote it while the requests in flight (3 s each) were still running"
+    assert runs(sqlite_store)[0]["state"] == "stopped"
     worker.join()
 
     (run,) = runs(sqlite_store)
     assert (run["state"], run["error_code"]) == ("stopped", outcome[0].summary["stopped"]["code"])
-    assert run["total"] == 2000 and run["requests"] == emulator.request_count < 2000
+    assert run["total"] == 100 and run["requests"] == emulator.request_count < 100
 
 
 def test_create_runs_are_recorded_one_or_many(

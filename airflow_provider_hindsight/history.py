@@ -237,7 +237,7 @@ def run_end(
     if stop is not None:
         return RunEnd("stopped", counts, requests, answered_429, stop.code, stop.reason)
     if error is not None:
-        code = error.code if isinstance(error, HindsightError) else type(error).__name__
+        code = (error.code if isinstance(error, HindsightError) else None) or type(error).__name__
         message = error.message if isinstance(error, HindsightError) else str(error)
         return RunEnd("failed", counts, requests, answered_429, code, " ".join(message.split()))
     return RunEnd("succeeded", counts, requests, answered_429)

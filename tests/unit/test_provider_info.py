@@ -80,11 +80,6 @@ def test_history_extras_are_described(connection_type: dict[str, Any]) -> None:
     for name in ("history_conn_id", "history_table"):
         assert fields[name]["schema"] == {"type": ["string", "null"]}
     assert fields["history_retention_days"]["schema"] == {"type": ["integer", "null"], "minimum": 1}
-    assert all(
-        "history" in fields[name]["description"] or "Runs" in fields[name]["description"]
-        for name in fields
-        if name.startswith("history")
-    )
     assert connection_type["ui-field-behaviour"]["placeholders"]["history_table"] == "hindsight_runs"
     assert connection_type["ui-field-behaviour"]["placeholders"]["history_retention_days"] == "90"
 

@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import json
 import logging
+import re
 import sqlite3
 import threading
 import uuid
@@ -29,8 +30,8 @@ from airflow_provider_hindsight.operators.create import (
 )
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
-from tests.helpers import free_port
-from tests.support.ledger_db import LedgerDatabase
+from tests.helpers import ROOT, free_port
+from tests.support.ledger_db import LedgerDatabase, postgres_ledger
 
 from .helpers import HISTORY_CONN_ID, Tried, failed_rows, point_history, runs, wait_until
 
@@ -319,3 +320,22 @@ def test_the_recorder_never_blocks_an_event_loop(
     (run,) = runs(sqlite_store)
     assert (run["operation"], run["state"], run["total"], run["dag_id"]) == ("watch", "succeeded", 2, None)
     assert failed_rows(sqlite_store) == [(1, "7", "server_error", 500, "Hindsight answered HTTP 500")]
+
+
+def test_the_queries_of_the_docs_answer_on_postgresql(
+    postgres_database: Any, hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every SQL block of docs/history.md runs on PostgreSQL and answers what it says."""
+    store = postgres_ledger(postgres_database, monkeypatch, HISTORY_CONN_ID, sync_id="-")
+    emulator = hindsight_emulator_factory(interview_ids=[1, 2])
+    point_history(emulator, monkeypatch, history_conn_id=HISTORY_CONN_ID)
+    for run_id, max_failures in (("first", 1), ("second", 1), ("third", 0)):  # the third fails
+        Tried(bulk(updates=updates(range(1, 4)), max_failures=max_failures), run_id=run_id)
+    queries = re.findall(r"```sql\n(.*?)```", (ROOT / "docs" / "history.md").read_text(), flags=re.S)
+
+    answers = [store.query(query) for query in queries]
+
+    assert len(queries) == 6 and all(answers)
+    assert answers[2] == [("failed", "too_many_failures", 1, answers[2][0][3])]
+    assert answers[-1][0][3:5] == ("3", "not_found"), "the row that failed in two runs in a row"
+    assert answers[4][0][:2] == (bulk(updates=[]).dag_id, "update"), "the last successful run"

@@ -109,7 +109,8 @@ class RunHistoryMixin:
     def recorded(self, context: Context, operation: str) -> Iterator[None]:
         """The run's row in the history: ``running`` now, and how it ended when the block ends (however it ends).
 
-        Without ``history_conn_id`` (or with a Hindsight connection the block itself refuses), nothing is recorded.
+        Without ``history_conn_id`` (or with a Hindsight connection the block itself refuses), and in a dry run
+        (nothing is sent or written), nothing is recorded.
         """
         try:
             recorder = HistoryRecorder.of(self.hook.settings)
@@ -117,7 +118,7 @@ class RunHistoryMixin:
             if error.code != "invalid_connection":
                 raise
             recorder = None  # the run refuses the connection itself, as without history
-        if recorder is None:
+        if recorder is None or getattr(self, "is_dry_run", False):
             yield
             return
         run = recorder.start(operation, **task_instance_parts(self, context))  # type: ignore[arg-type]

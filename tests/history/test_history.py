@@ -222,6 +222,17 @@ def test_the_store_down_costs_one_warning_and_the_run_is_the_same(
     assert HISTORY_CONN_ID in history[0] and "Fix:" in history[0]
 
 
+def test_a_dry_run_leaves_no_history(
+    sqlite_store: LedgerDatabase, hindsight_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point_history(hindsight_emulator, monkeypatch, history_conn_id=HISTORY_CONN_ID)
+
+    Tried(bulk(updates=updates(range(1, 3)), dry_run=True))
+    Tried(bulk(updates=updates(range(1, 3))))
+
+    assert [run["total"] for run in runs(sqlite_store)] == [2], "only the run that sent"
+
+
 def test_a_history_table_that_is_not_a_table_name_is_refused_before_any_request(
     sqlite_store: LedgerDatabase, hindsight_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

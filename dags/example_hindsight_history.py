@@ -40,7 +40,7 @@ def example_hindsight_history_alert() -> None:
     def renewals() -> list[dict[str, Any]]:
         """Made-up rows; the last two are malformed and fail before any request."""
         rows: list[dict[str, Any]] = [
-            {"interview_request_id": 6000 + n, "objective": "Learn what drove the renewal decision."}
+            {"interview_request_id": 8000 + n, "objective": "Learn what drove the renewal decision."}
             for n in range(1, 21)
         ]
         return [*rows, {"interview_request_id": "not an id"}, {"interview_request_id": -1}]

@@ -350,3 +350,34 @@ def test_the_queries_of_the_docs_answer_on_postgresql(
     assert answers[2] == [("failed", "too_many_failures", 1, answers[2][0][3])]
     assert answers[-1][0][3:5] == ("3", "not_found"), "the row that failed in two runs in a row"
     assert answers[4][0][:2] == (bulk(updates=[]).dag_id, "update"), "the last successful run"
+
+
+def test_a_connection_that_may_not_add_the_new_columns_prints_the_statements(
+    postgres_database: Any,
+    hindsight_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = postgres_ledger(postgres_database, monkeypatch, "history_owner", sync_id="-")
+    point_history(hindsight_emulator, monkeypatch, history_conn_id="history_owner")
+    Tried(bulk(updates=[]), run_id="first")  # the owner creates the tables
+    store.run("ALTER TABLE hindsight_runs DROP COLUMN provider_version")  # as an earlier version made it
+    ((database,),) = store.query("SELECT current_database()")
+    role = f"recorder_{database}"  # roles belong to the server: one per test database
+    store.run(
+        f"CREATE ROLE {role} LOGIN",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON hindsight_runs, hindsight_runs_rows TO {role}",
+    )
+    store.set_connection(HISTORY_CONN_ID, login=role)
+    point_history(hindsight_emulator, monkeypatch, history_conn_id=HISTORY_CONN_ID)
+
+    with caplog.at_level(logging.WARNING):
+        tried = Tried(bulk(updates=updates(range(1, 3))), run_id="second")
+
+    assert tried.error is None, "the run goes on"
+    (warning,) = [record.getMessage() for record in caplog.records if "history_conn_id" in record.getMessage()]
+    statement = "ALTER TABLE hindsight_runs ADD COLUMN provider_version VARCHAR(32);"
+    assert statement in warning
+    store.run(statement)  # the owner runs what it printed
+    Tried(bulk(updates=updates(range(1, 3))), run_id="third")
+    assert [run["run_id"] for run in runs(store)] == ["first", "third"]

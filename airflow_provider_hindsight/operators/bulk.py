@@ -33,6 +33,7 @@ from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.hooks.request import key_check_request
 from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerUnavailableError
+from airflow_provider_hindsight.ledgers.history import RunEnd
 from airflow_provider_hindsight.ledgers.sync import (
     DEFAULT_LEDGER_TABLE,
     HindsightLedgerError,
@@ -139,14 +140,13 @@ class RunHistoryMixin:
         recorder.finish(run, self._run_end(error, self.run_stop()), failed_rows(self.run_summary))
         recorder.close()
 
-    def _run_end(self, error: BaseException | None, stop: RunStop | None) -> Any:
-        hook = self.__dict__.get("hook")  # not built when the run ended before any request
+    def _run_end(self, error: BaseException | None, stop: RunStop | None) -> RunEnd:
         return run_end(
             self.run_summary,
             error=error,
             stop=stop,
-            requests=None if hook is None else hook.request_count,
-            answered_429=None if hook is None else hook.rate_limited_count,
+            requests=self.hook.request_count,
+            answered_429=self.hook.rate_limited_count,
         )
 
     def run_stop(self) -> RunStop | None:

@@ -205,14 +205,14 @@ def test_the_store_down_costs_one_warning_and_the_run_is_the_same(
     hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     emulator = hindsight_emulator_factory(interview_ids=list(range(1, 6)))
-    without = Tried(bulk(updates=updates(range(1, 8)), max_failures=2))
+    without = Tried(bulk(updates=updates(range(1, 8)), max_failures=2, max_workers=1))
     emulator.reset_requests()
     unreachable = {"conn_type": "postgres", "host": "127.0.0.1", "port": free_port(), "login": "u", "schema": "d"}
     monkeypatch.setenv(f"AIRFLOW_CONN_{HISTORY_CONN_ID.upper()}", json.dumps(unreachable))
     point_history(emulator, monkeypatch, history_conn_id=HISTORY_CONN_ID)
 
     with caplog.at_level(logging.WARNING):
-        down = Tried(bulk(updates=updates(range(1, 8)), max_failures=2))
+        down = Tried(bulk(updates=updates(range(1, 8)), max_failures=2, max_workers=1))
 
     assert down.error is None and down.result == without.result
     assert emulator.request_count == 7

@@ -30,6 +30,10 @@ from airflow_provider_hindsight.operators.create import (
 )
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
+from airflow_provider_hindsight.transfers.sql_to_hindsight import (
+    SqlToHindsightCreateInterviewsOperator,
+    SqlToHindsightOperator,
+)
 from tests.helpers import ROOT, free_port
 from tests.support.ledger_db import LedgerDatabase, postgres_ledger
 
@@ -381,3 +385,37 @@ def test_a_connection_that_may_not_add_the_new_columns_prints_the_statements(
     store.run(statement)  # the owner runs what it printed
     Tried(bulk(updates=updates(range(1, 3))), run_id="third")
     assert [run["run_id"] for run in runs(store)] == ["first", "third"]
+
+
+def test_the_sql_transfers_are_recorded_too(
+    sqlite_store: LedgerDatabase, hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = hindsight_emulator_factory(interview_ids=[1, 2])
+    point_history(emulator, monkeypatch, history_conn_id=HISTORY_CONN_ID)
+    sqlite_store.run(
+        "CREATE TABLE deals (interview_request_id INTEGER, objective TEXT, request_key TEXT, contact_email TEXT)",
+        "INSERT INTO deals VALUES (1, 'a', 'k1', 'a@example.com'), (2, 'b', 'k2', 'b@example.com')",
+    )
+
+    sync = Tried(
+        SqlToHindsightOperator(
+            task_id="sync",
+            sql="SELECT interview_request_id, objective FROM deals",
+            sql_conn_id=HISTORY_CONN_ID,
+            ledger_conn_id=HISTORY_CONN_ID,
+        )
+    )
+    create = Tried(
+        SqlToHindsightCreateInterviewsOperator(
+            task_id="create",
+            sql="SELECT request_key, contact_email FROM deals",
+            sql_conn_id=HISTORY_CONN_ID,
+            ledger_conn_id=HISTORY_CONN_ID,
+            sequence_id="seq",
+        )
+    )
+
+    assert sync.error is None and create.error is None
+    assert [
+        (run["task_id"], run["operation"], run["state"], run["succeeded"], run["created"]) for run in runs(sqlite_store)
+    ] == [("sync", "sync", "succeeded", 2, None), ("create", "create", "succeeded", None, 2)]

@@ -77,8 +77,10 @@ html_css_files = ["hindsight.css"]
 # Pages write ``{{ pace_enterprise }}`` or ``{{ plan_durations }}`` rather than a number, so that the
 # pacer's margin and the plans' limits are stated once, in the code, and every page agrees with them.
 
+from airflow_provider_hindsight.history import MAX_FAILED_ROWS, WAIT_SECONDS  # noqa: E402
 from airflow_provider_hindsight.hooks.connection_form import PLAN_REQUESTS_PER_MINUTE  # noqa: E402
 from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN  # noqa: E402
+from airflow_provider_hindsight.ledgers.history import PURGE_BATCH  # noqa: E402
 
 EXAMPLE_ROWS = 50_000
 
@@ -106,6 +108,9 @@ def plan_durations() -> str:
 
 
 myst_substitutions = {
+    "history_max_rows": f"{MAX_FAILED_ROWS:,}",
+    "history_purge_batch": f"{PURGE_BATCH:,}",
+    "history_wait_seconds": f"{WAIT_SECONDS:g}",
     "safety_margin": f"{SAFETY_MARGIN:g}",
     "margin_cost_percent": f"{(1 - SAFETY_MARGIN) * 100:.3g} %",
     "plan_durations": plan_durations(),

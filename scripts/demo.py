@@ -34,6 +34,7 @@ DAG_IDS = [
     "example_hindsight_create",
     "example_hindsight_lifecycle",
     "example_hindsight_landing",
+    "example_hindsight_history_alert",
 ]
 COMPLETE_AFTER = 4.0
 """Seconds after its creation the emulator completes an interview (a contact answering, sped up)."""
@@ -73,8 +74,10 @@ def main() -> int:
         return 1
 
     with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000, complete_after=COMPLETE_AFTER) as emulator:
-        name, value = emulator.connection_env()  # paced at the emulator's limit: the Enterprise plan's
-        env[name] = value
+        connection = emulator.connection()  # paced at the emulator's limit: the Enterprise plan's
+        del connection["conn_id"]
+        connection["extra"]["history_conn_id"] = "hindsight_example_warehouse"  # every run's history, in SQL
+        env["AIRFLOW_CONN_HINDSIGHT_DEFAULT"] = json.dumps(connection)
         print(f"Hindsight emulator on {emulator.base_url} (Enterprise plan: 1,000 requests a minute)\n", flush=True)
         failed = []
         for dag_id in DAG_IDS:
@@ -112,6 +115,7 @@ def main() -> int:
             f"{record['status']:<8}  {record['survey_url']}"
         )
     print_landed(DEMO_HOME / "warehouse.db")
+    print_history(DEMO_HOME / "warehouse.db")
     if failed:
         print(f"\n{len(failed)} DAG(s) failed; their logs are in .demo/logs/: {', '.join(failed)}")
         return 1
@@ -147,6 +151,24 @@ def print_landed(warehouse: Path) -> None:
             "ON i.interview_request_id = t.interview_request_id GROUP BY 1 ORDER BY 2 DESC, 1"
         ).fetchall()
     print("\nCompetitors the transcripts name: " + ", ".join(f"{name} ({count})" for name, count in named))
+
+
+def print_history(warehouse: Path) -> None:
+    """The run history every DAG run wrote (the connection's history_conn_id): runs by operation and state."""
+    with closing(sqlite3.connect(warehouse)) as database:
+        try:
+            rows = database.execute(
+                "SELECT operation, state, COUNT(*), SUM(requests), COUNT(error_code) FROM hindsight_runs "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall()
+            failed_rows = database.execute("SELECT COUNT(*) FROM hindsight_runs_rows").fetchone()[0]
+        except sqlite3.Error:
+            return
+    print("\nThe run history in hindsight_runs (see docs/history.md for the SQL):\n")
+    print(f"{'operation':<10} {'state':<10} {'runs':>4} {'requests':>8}")
+    for operation, state, runs, requests, _ in rows:
+        print(f"{operation:<10} {state:<10} {runs:>4} {requests or 0:>8}")
+    print(f"and {failed_rows} rows that did not succeed in hindsight_runs_rows.")
 
 
 if __name__ == "__main__":

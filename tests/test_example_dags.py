@@ -26,6 +26,7 @@ def test_every_example_dag_imports_without_errors(dag_bag: Any) -> None:
         "example_hindsight_create",
         "example_hindsight_lifecycle",
         "example_hindsight_landing",
+        "example_hindsight_history_alert",
     }
 
 
@@ -167,3 +168,19 @@ def test_create_example_invites_each_closed_deal_once_and_enriches_it(
         ("PATCH", "/api/v1/interviews/0", b"{}")
     ]
     assert len(hindsight_emulator.created_interviews()) == len(closed)
+
+
+def test_history_alert_checks_the_failed_rows_each_run_left(
+    run_dag: Any, hindsight_emulator: HindsightEmulator, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = hindsight_emulator.connection()
+    del connection["conn_id"]
+    connection["extra"]["history_conn_id"] = "hindsight_example_warehouse"
+    monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_DEFAULT", json.dumps(connection))
+
+    within = run_dag("example_hindsight_history_alert")
+    past = run_dag("example_hindsight_history_alert", max_failed_rows=3)  # 2 + 2 rows since a day ago
+
+    assert set(task_states(within).values()) == {"success"}
+    assert task_states(past)["update_interviews"] == "success"
+    assert task_states(past)["alert_on_failed_rows"] == "failed"

@@ -17,6 +17,8 @@ from airflow_provider_hindsight.exceptions import HindsightConfigurationError, H
 from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_BASE_URL,
     DEFAULT_BUDGET_TABLE,
+    DEFAULT_HISTORY_RETENTION_DAYS,
+    DEFAULT_HISTORY_TABLE,
     DEFAULT_MAX_RETRIES,
     DEFAULT_REQUESTS_PER_MINUTE,
     DEFAULT_TIMEOUT,
@@ -48,6 +50,12 @@ class ConnectionSettings:
     """The SQL connection of the rate budget shared by every process using this key, if any."""
     budget_table: Any = DEFAULT_BUDGET_TABLE
     """Its table there, as the extra gives it: the budget validates it before the first request."""
+    history_conn_id: str | None = None
+    """The SQL connection where every run writes its history, if any."""
+    history_table: Any = DEFAULT_HISTORY_TABLE
+    """Its runs' table there, as the extra gives it: the recorder validates it before the first request."""
+    history_retention_days: float = DEFAULT_HISTORY_RETENTION_DAYS
+    """Runs delete history older than this many days."""
 
     @property
     def host(self) -> str:
@@ -89,6 +97,14 @@ def parse_connection(
             code="invalid_connection",
         )
     budget_table = extra.get("budget_table") or DEFAULT_BUDGET_TABLE
+    history_conn_id = extra.get("history_conn_id")
+    if history_conn_id is not None and not isinstance(history_conn_id, str):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: history_conn_id must be the id of an Airflow SQL connection, got "
+            f"{history_conn_id!r}. Fix: set it to a connection id such as 'warehouse', or leave it empty.",
+            code="invalid_connection",
+        )
+    retention = positive_number("history_retention_days", extra.get("history_retention_days"))
     retries = max_retries if max_retries is not None else non_negative_int("max_retries", extra.get("max_retries"))
     return ConnectionSettings(
         conn_id=conn_id,
@@ -102,6 +118,9 @@ def parse_connection(
         connection_requests_per_minute=connection_pace,
         budget_conn_id=(budget_conn_id.strip() or None) if budget_conn_id else None,
         budget_table=budget_table,
+        history_conn_id=(history_conn_id.strip() or None) if history_conn_id else None,
+        history_table=extra.get("history_table") or DEFAULT_HISTORY_TABLE,
+        history_retention_days=retention or DEFAULT_HISTORY_RETENTION_DAYS,
     )
 
 

@@ -17,6 +17,8 @@ DEFAULT_REQUESTS_PER_MINUTE = 60
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BUDGET_TABLE = "hindsight_rate_budget"
+DEFAULT_HISTORY_TABLE = "hindsight_runs"
+DEFAULT_HISTORY_RETENTION_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,29 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         "Optional. The shared budget's table on that connection, created on first use. "
         f"Default {DEFAULT_BUDGET_TABLE}.",
         placeholder=DEFAULT_BUDGET_TABLE,
+    ),
+    ConnectionField(
+        "history_conn_id",
+        "Run history connection",
+        "text",
+        "Optional. An Airflow SQL connection where every run writes its history: a row per run and a row per "
+        "row that did not succeed, for dashboards and alerts in SQL.",
+    ),
+    ConnectionField(
+        "history_table",
+        "Run history table",
+        "text",
+        f"Optional. The runs' table on that connection (the rows' table adds _rows), created on first use. "
+        f"Default {DEFAULT_HISTORY_TABLE}.",
+        placeholder=DEFAULT_HISTORY_TABLE,
+    ),
+    ConnectionField(
+        "history_retention_days",
+        "Run history retention (days)",
+        "integer",
+        f"Optional. Runs delete history older than this many days. Default {DEFAULT_HISTORY_RETENTION_DAYS}.",
+        minimum=1,
+        placeholder=str(DEFAULT_HISTORY_RETENTION_DAYS),
     ),
 )
 

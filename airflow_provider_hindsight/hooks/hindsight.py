@@ -132,9 +132,11 @@ class HindsightHook(BaseHook):
         """The monotonic clock the pacer reads; tests replace it with a fake clock's."""
         self.warn_default_pace = True
         """Whether the default pace is worth a log line: not for one request, which the pace does not slow."""
-        self._rate_limited_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
         self.rate_limited_count = 0
         """429 answers received so far by this hook (retried or not)."""
+        self.request_count = 0
+        """Requests sent so far by this hook, retries included (the run history's ``requests``)."""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ class HindsightHook(BaseHook):
             raise HindsightRunStoppedError(request.subject)
         if first_attempt and before_send is not None:
             before_send()
+        self.count_request()
         try:
             response = self.session.request(
                 request.method,
@@ -299,9 +302,14 @@ class HindsightHook(BaseHook):
             self.on_rate_limited(error.retry_after)
             raise
 
+    def count_request(self) -> None:
+        """One more request about to be sent (both transports call it, right before sending)."""
+        with self._counts_lock:
+            self.request_count += 1
+
     def on_rate_limited(self, wait_for: float | None) -> None:
         """Every caller holds back for what the API asked, and the pace drops below its limit."""
-        with self._rate_limited_lock:
+        with self._counts_lock:
             self.rate_limited_count += 1
         if wait_for is not None:
             self.pacer.pause(min(wait_for, self.max_retry_wait), self.log_pace_change)

@@ -86,6 +86,7 @@ class HindsightAsyncHook(HindsightHook):
 
     async def _asend_once(self, request: ApiRequest) -> dict[str, Any]:
         await self.pacer.acquire_async(self.log_pace_change)
+        self.count_request()
         try:
             response = await self.client.request(
                 request.method, self.settings.base_url + request.path, content=request.body

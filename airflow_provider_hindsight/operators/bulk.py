@@ -19,9 +19,10 @@ from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
 from airflow_provider_hindsight.bulk.engine import Send, run_rows, update_send
 from airflow_provider_hindsight.bulk.report import RunReport
-from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
+from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, RunStop, check_rows
 from airflow_provider_hindsight.bulk.sync_lease import SyncLease
 from airflow_provider_hindsight.exceptions import HindsightAuthError, HindsightError
+from airflow_provider_hindsight.history import ON_KILL, HistoryRecorder, RecordedRun, failed_rows, run_end
 from airflow_provider_hindsight.hooks.hindsight import (
     DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_MAX_WORKERS,
@@ -32,6 +33,7 @@ from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.hooks.request import key_check_request
 from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerUnavailableError
+from airflow_provider_hindsight.ledgers.history import RunEnd
 from airflow_provider_hindsight.ledgers.sync import (
     DEFAULT_LEDGER_TABLE,
     HindsightLedgerError,
@@ -57,17 +59,28 @@ def dag_run_start(context: Context | None) -> datetime.datetime | None:
     return start.astimezone(datetime.timezone.utc).replace(tzinfo=None) if start.tzinfo else start
 
 
+def task_instance_parts(operator: BaseOperator, context: Context | None) -> dict[str, Any]:
+    """This try of this task instance: ``dag_id``, ``task_id``, ``run_id``, ``map_index`` and ``try_number``."""
+    values: Any = context or {}
+    dag_run = values.get("dag_run")
+    ti = values.get("ti")
+    return {
+        "dag_id": operator.dag_id,
+        "task_id": operator.task_id,
+        "run_id": values.get("run_id") or getattr(dag_run, "run_id", None),
+        "map_index": getattr(ti, "map_index", -1),
+        "try_number": getattr(ti, "try_number", None),
+    }
+
+
 def task_instance_id(operator: BaseOperator, context: Context | None) -> str:
     """This task instance, ``<dag_id>/<task_id>/<run_id>/<map_index>``: the same for each of its tries.
 
     The owner of a sync's lease and the ``claimed_by`` of a create's claim: a retry knows what an
     earlier try of its task instance left.
     """
-    values: Any = context or {}
-    dag_run = values.get("dag_run")
-    run_id = values.get("run_id") or getattr(dag_run, "run_id", None)
-    map_index = getattr(values.get("ti"), "map_index", -1)
-    return "/".join(str(part) for part in (operator.dag_id, operator.task_id, run_id, map_index))
+    parts = task_instance_parts(operator, context)
+    return "/".join(str(parts[name]) for name in ("dag_id", "task_id", "run_id", "map_index"))
 
 
 def is_database_error(error: BaseException) -> bool:
@@ -77,7 +90,78 @@ def is_database_error(error: BaseException) -> bool:
     return any(cls.__name__ == "DatabaseError" for cls in type(error).__mro__)
 
 
-class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
+class RunHistoryMixin:
+    """Each run of the operator in the run history of its Hindsight connection (its extra ``history_conn_id``).
+
+    ``execute`` runs its work inside :meth:`recorded`; the run's summary, set in :attr:`run_summary`,
+    gives the counts and the rows that did not succeed; ``on_kill`` calls :meth:`record_kill`.
+    """
+
+    if TYPE_CHECKING:
+
+        @property
+        def hook(self) -> HindsightHook: ...
+
+    run_summary: dict[str, Any] | None = None
+    """The run's summary once it has one (the counts and failures the history records)."""
+    _history: tuple[HistoryRecorder, RecordedRun] | None = None
+
+    @contextlib.contextmanager
+    def recorded(self, context: Context, operation: str) -> Iterator[None]:
+        """The run's row in the history: ``running`` now, and how it ended when the block ends (however it ends).
+
+        Without ``history_conn_id`` (or with a Hindsight connection the block itself refuses), and in a dry run
+        (nothing is sent or written), nothing is recorded.
+        """
+        try:
+            recorder = HistoryRecorder.of(self.hook.settings)
+        except HindsightError as error:
+            if error.code != "invalid_connection":
+                raise
+            recorder = None  # the run refuses the connection itself, as without history
+        if recorder is None or getattr(self, "is_dry_run", False):
+            yield
+            return
+        run = recorder.start(operation, **task_instance_parts(self, context))  # type: ignore[arg-type]
+        self._history = (recorder, run)
+        self.run_summary = None
+        try:
+            yield
+        except BaseException as error:
+            self._end_history(error)
+            raise
+        self._end_history(None)
+
+    def _end_history(self, error: BaseException | None) -> None:
+        if self._history is None:
+            return
+        recorder, run = self._history
+        self._history = None
+        recorder.finish(run, self._run_end(error, self.run_stop()), failed_rows(self.run_summary))
+        recorder.close()
+
+    def _run_end(self, error: BaseException | None, stop: RunStop | None) -> RunEnd:
+        return run_end(
+            self.run_summary,
+            error=error,
+            stop=stop,
+            requests=self.hook.request_count,
+            answered_429=self.hook.rate_limited_count,
+        )
+
+    def run_stop(self) -> RunStop | None:
+        """Why the run stopped sending early, if it did."""
+        return None
+
+    def record_kill(self) -> None:
+        """``on_kill``: the run's row says ``stopped`` now, in the background (the process may not live to the
+        end of ``execute``, which records its own end if it does)."""
+        if self._history is not None:
+            recorder, run = self._history
+            recorder.finish(run, self._run_end(None, ON_KILL), failed_rows(self.run_summary))
+
+
+class BaseHindsightBulkOperator(RunHistoryMixin, HindsightLineageMixin, BaseOperator):
     """Shared by every bulk operator: send rows through the engine, count every one, report.
 
     :param hindsight_conn_id: the ``hindsight`` connection.
@@ -159,6 +243,7 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
         """Push the summary to XCom (key ``summary``), then fail the task if the run says so; return the summary."""
         stop = self._breaker.stop if self._breaker is not None else None
         summary = report.summary(stop, dry_run=self.is_dry_run)
+        self.run_summary = summary
         context["ti"].xcom_push(key="summary", value=summary)
         report.verdict(summary, max_failures=self.max_failures, stop=stop)
         return summary
@@ -183,9 +268,13 @@ class BaseHindsightBulkOperator(HindsightLineageMixin, BaseOperator):
         raise NotImplementedError
 
     def on_kill(self) -> None:
-        """Start no further request: the task is being killed."""
+        """Start no further request: the task is being killed; its history says so."""
         if self._breaker is not None:
             self._breaker.halt("the task was killed (on_kill)")
+        self.record_kill()
+
+    def run_stop(self) -> RunStop | None:
+        return self._breaker.stop if self._breaker is not None else None
 
     def pace_text(self) -> str:
         """The pace in force, with the configured one when 429s lowered it."""
@@ -222,6 +311,11 @@ class BaseHindsightUpdateOperator(BaseHindsightBulkOperator):
         self.sync_id = sync_id if sync_id is None else validate_sync_id(sync_id)
         self.full_refresh = full_refresh
         self._sync: ChangeOnlySync | None = None
+
+    @property
+    def operation(self) -> str:
+        """The run's operation in the history: ``sync`` with a ledger (change-only), else ``update``."""
+        return "update" if self.ledger_conn_id is None else "sync"
 
     def open_sync(self, context: Context | None = None) -> contextlib.AbstractContextManager[ChangeOnlySync | None]:
         """With ``ledger_conn_id``, check the ledger (before any request or query) and start change-only sync.

@@ -40,7 +40,7 @@ from airflow_provider_hindsight.ledgers.interviews import (
     validate_interview_table,
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
-from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator, task_instance_id
+from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator, RunHistoryMixin, task_instance_id
 from airflow_provider_hindsight.resources.interviews import CREATE_FIELDS
 
 if TYPE_CHECKING:
@@ -172,6 +172,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
         summary = report.summary(stop, dry_run=self.is_dry_run)
         earlier = summary.pop(EARLIER_UNKNOWN, 0)
         summary["unknown"] += earlier
+        self.run_summary = summary
         context["ti"].xcom_push(key="summary", value=summary)
         if own_unknown:
             self.log.error(
@@ -270,12 +271,12 @@ class HindsightCreateInterviewsOperator(BaseHindsightCreateOperator):
         """Create every row of ``interviews`` once and return the summary."""
         resend_unknown = self.check_create_arguments()
         rows = rows_from("interviews", self.interviews, single="HindsightCreateInterviewOperator")
-        with self.open_ledger(resend_unknown, context) as create_once:
+        with self.recorded(context, "create"), self.open_ledger(resend_unknown, context) as create_once:
             total = len(rows) if isinstance(rows, Sized) else None
             return self.push_creates(rows, context, create_once, total=total)
 
 
-class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
+class HindsightCreateInterviewOperator(RunHistoryMixin, HindsightLineageMixin, BaseOperator):
     """Create one interview request; every body field is templated. Returns the 201 body.
 
     With ``ledger_conn_id`` it is create-once like the bulk operators: a rerun returns the recorded
@@ -350,6 +351,17 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate the rendered fields, then create the interview (once, with a ledger)."""
+        with self.recorded(context, "create"):
+            answer = self._create(context)
+            if self.run_summary is None:  # else it was created before: existing
+                self.run_summary = {"total": 1} if self.is_dry_run else {"total": 1, "created": 1}
+            return answer
+
+    def on_kill(self) -> None:
+        """The run's history says it was killed."""
+        self.record_kill()
+
+    def _create(self, context: Context) -> dict[str, Any]:
         reject_rendered_python_literal("contact_context", self.contact_context)
         resend_unknown = parse_flag("resend_unknown", self.resend_unknown)
         fields = {
@@ -405,6 +417,7 @@ class HindsightCreateInterviewOperator(HindsightLineageMixin, BaseOperator):
                 self.log.info(
                     "request_key %s was created before (interview %s): not sent again.", key, entry.interview_request_id
                 )
+                self.run_summary = {"total": 1, "existing": 1}
                 return entry.as_interview()
             raise HindsightUnknownOutcomeError(
                 f"request_key {key} was not sent: {plan.message or 'another run holds its claim'} If Hindsight has "

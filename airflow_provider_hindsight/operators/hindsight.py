@@ -141,6 +141,7 @@ class HindsightBulkUpdateInterviewsOperator(BaseHindsightUpdateOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Push every row of ``updates`` and return the summary."""
-        rows = rows_from("updates", self.updates, single="HindsightUpdateInterviewOperator")
-        with self.open_sync(context) as sync:
-            return self.push_rows(rows, context, total=len(rows) if isinstance(rows, Sized) else None, sync=sync)
+        with self.recorded(context, self.operation):
+            rows = rows_from("updates", self.updates, single="HindsightUpdateInterviewOperator")
+            with self.open_sync(context) as sync:
+                return self.push_rows(rows, context, total=len(rows) if isinstance(rows, Sized) else None, sync=sync)

@@ -188,6 +188,10 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
     # -- running ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with self.recorded(context, "land"):
+            return self._fetch_and_land(context)
+
+    def _fetch_and_land(self, context: Context) -> dict[str, Any]:
         sql = self._ids_query()
         poll_all = parse_flag("poll_all", self.poll_all)
         _ = self.hook.settings  # the Hindsight connection is checked before the warehouse is touched

@@ -100,7 +100,7 @@ class SqlToHindsightOperator(SqlRowsMixin, SqlToHindsightLineageMixin, BaseHinds
         """Stream the query's rows to Hindsight and return the summary."""
         self.check_sql_arguments()
         # The ledger opens before the query: it may share its database (SQLite WAL).
-        with self.open_sync(context) as sync, self.stream_rows() as rows:
+        with self.recorded(context, self.operation), self.open_sync(context) as sync, self.stream_rows() as rows:
             return self.push_rows(rows, context, sync=sync)
 
 
@@ -167,5 +167,9 @@ class SqlToHindsightCreateInterviewsOperator(SqlRowsMixin, SqlToHindsightLineage
         self.check_sql_arguments()
         resend_unknown = self.check_create_arguments()
         # The ledger opens before the query: it may share its database (SQLite WAL).
-        with self.open_ledger(resend_unknown, context) as create_once, self.stream_rows() as rows:
+        with (
+            self.recorded(context, "create"),
+            self.open_ledger(resend_unknown, context) as create_once,
+            self.stream_rows() as rows,
+        ):
             return self.push_creates(rows, context, create_once)

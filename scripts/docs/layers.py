@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the rate budget shared by processes", ("budget",)),
     ("transports and stores", ("hooks", "ledgers")),
     ("bulk runs", ("bulk", "lineage")),
+    ("the run history recorder", ("history",)),
     ("operators", ("operators",)),
     ("triggers", ("triggers",)),
     ("sensors and transfers", ("sensors", "transfers")),

@@ -21,6 +21,9 @@ EXTRAS = (
     "allow_insecure_http",
     "budget_conn_id",
     "budget_table",
+    "history_conn_id",
+    "history_table",
+    "history_retention_days",
 )
 PLANS = ["essentials", "growth", "enterprise"]
 
@@ -69,6 +72,16 @@ def test_budget_extras_are_described_text_fields(connection_type: dict[str, Any]
         assert fields[name]["schema"] == {"type": ["string", "null"]}
         assert "budget" in fields[name]["description"]
     assert connection_type["ui-field-behaviour"]["placeholders"]["budget_table"] == "hindsight_rate_budget"
+
+
+def test_history_extras_are_described(connection_type: dict[str, Any]) -> None:
+    fields = connection_type["conn-fields"]
+
+    for name in ("history_conn_id", "history_table"):
+        assert fields[name]["schema"] == {"type": ["string", "null"]}
+    assert fields["history_retention_days"]["schema"] == {"type": ["integer", "null"], "minimum": 1}
+    assert connection_type["ui-field-behaviour"]["placeholders"]["history_table"] == "hindsight_runs"
+    assert connection_type["ui-field-behaviour"]["placeholders"]["history_retention_days"] == "90"
 
 
 def test_ui_field_behaviour(connection_type: dict[str, Any]) -> None:

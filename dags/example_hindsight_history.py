@@ -6,6 +6,8 @@ sends a few updates (two of them malformed, within ``max_failures``), then a com
 ``SQLCheckOperator`` fails when the rows that did not succeed since a day ago pass
 ``params.max_failed_rows``: the task fails, and Airflow's alerting (e-mail, a callback, Slack) does the
 rest. In your own deployment the check runs on its own schedule over every DAG's history.
+
+It imports the stand-in warehouse's connection id from ``example_warehouse.py``: copy that file beside it.
 """
 
 from __future__ import annotations

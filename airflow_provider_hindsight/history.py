@@ -34,7 +34,6 @@ from airflow_provider_hindsight.bulk.rows import RunStop
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightValidationError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.connection_form import DEFAULT_HISTORY_TABLE
-from airflow_provider_hindsight.ledgers.dialect import utc_now
 from airflow_provider_hindsight.ledgers.history import (
     COUNT_COLUMNS,
     FailedRow,
@@ -44,6 +43,7 @@ from airflow_provider_hindsight.ledgers.history import (
     validate_history_table,
 )
 from airflow_provider_hindsight.sql_connection.session import SessionThread
+from airflow_provider_hindsight.times import utc_now
 
 MAX_FAILED_ROWS = 10_000
 """Rows that did not succeed written per run; the summary XCom and the task log still have them all."""

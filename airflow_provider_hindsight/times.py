@@ -10,6 +10,11 @@ from __future__ import annotations
 import datetime
 
 
+def utc_now() -> datetime.datetime:
+    """Now in UTC without time zone, as the provider's tables keep timestamps."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
 def utc_timestamp(value: object) -> datetime.datetime | None:
     """A timestamp as a naive UTC ``datetime``; ``None`` when absent or not a timestamp.
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from airflow_provider_hindsight.ledgers.sync import SyncLedger
 from airflow_provider_hindsight.ledgers.sync_lease import SyncLeaseRow
+from airflow_provider_hindsight.times import utc_now
 
 STALE_AFTER_SECONDS = 180.0
 """A lease whose heartbeat is older than this belongs to a run that was killed (allows for some clock skew)."""
@@ -94,7 +95,7 @@ class SyncLease:
             )
 
     def _may_take_over(self, lease: SyncLeaseRow) -> bool:
-        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        now = utc_now()
         if lease.owner == self.owner:
             log.info("Taking over the lease of the sync %r from an earlier try of this task.", self.ledger.sync_id)
             return True

@@ -22,8 +22,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_hindsight.ledgers.values import utc_timestamp
 from airflow_provider_hindsight.sql_connection.session import bound_waits, is_sqlite
+from airflow_provider_hindsight.times import utc_now, utc_timestamp
 
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 """How long a table's SQLite connection waits for another writer's lock."""
@@ -115,8 +115,3 @@ class SqlDialect:
             conn_id,
             mode,
         )
-
-
-def utc_now() -> datetime.datetime:
-    """Now in UTC without time zone, as the provider's tables keep timestamps."""
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)

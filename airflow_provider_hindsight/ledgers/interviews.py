@@ -38,12 +38,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
-from airflow_provider_hindsight.ledgers.dialect import utc_now
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
-from airflow_provider_hindsight.ledgers.values import utc_timestamp
 from airflow_provider_hindsight.sql_connection.session import SessionThread
+from airflow_provider_hindsight.times import utc_now, utc_timestamp
 
 __all__ = [
     "DEFAULT_INTERVIEW_TABLE",

@@ -41,7 +41,7 @@ from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.sync_lease import MAX_SYNC_ID_CHARS, SyncLeaseTable
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
-from airflow_provider_hindsight.ledgers.values import utc_timestamp
+from airflow_provider_hindsight.times import utc_timestamp
 
 __all__ = [
     "DEFAULT_LEDGER_TABLE",

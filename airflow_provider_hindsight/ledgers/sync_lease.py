@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
-from airflow_provider_hindsight.ledgers.values import utc_timestamp
+from airflow_provider_hindsight.times import utc_timestamp
 
 MAX_SYNC_ID_CHARS = 512
 """``sync_id`` column width; the default ``<dag_id>.<task_id>`` fits (Airflow ids are at most 250 each)."""

@@ -23,8 +23,8 @@ from typing import Any
 
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
-from airflow_provider_hindsight.ledgers.values import utc_timestamp
 from airflow_provider_hindsight.polling import started_at
+from airflow_provider_hindsight.times import utc_timestamp
 
 DEFAULT_TRANSCRIPTS_TABLE = "hindsight_transcripts"
 PROBE_ID = 0

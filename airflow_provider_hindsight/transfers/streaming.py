@@ -24,6 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from airflow_provider_hindsight.sql_connection.session import driver_of
+
 DEFAULT_ITERSIZE = 1000
 """Rows a server-side cursor fetches per round trip when iterated (``fetchmany(n)`` fetches ``n``)."""
 
@@ -34,14 +36,11 @@ _UNBUFFERED_DRIVERS = ("MySQLdb", "pymysql")
 def connection_driver(connection: Any) -> str:
     """The top-level module of the driver behind ``connection`` (``"psycopg2"``, ``"sqlite3"``, ...).
 
-    Looks through the class hierarchy, so a driver's connection subclass (psycopg2's
-    ``LoggingConnection``, a user's own) is recognised too.
+    A known driver is recognised through the class hierarchy (the SQL layer's ``driver_of``), so a
+    driver's connection subclass (psycopg2's ``LoggingConnection``, a user's own) counts too; another
+    driver is named by its connection class's module.
     """
-    for cls in type(connection).__mro__:
-        root = cls.__module__.partition(".")[0]
-        if root in (*_SERVER_SIDE_DRIVERS, *_UNBUFFERED_DRIVERS):
-            return root
-    return type(connection).__module__.partition(".")[0]
+    return driver_of(connection) or type(connection).__module__.partition(".")[0]
 
 
 def streaming_kind(connection: Any) -> str:

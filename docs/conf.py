@@ -78,7 +78,7 @@ html_css_files = ["hindsight.css"]
 # pacer's margin and the plans' limits are stated once, in the code, and every page agrees with them.
 
 from airflow_provider_hindsight.hooks.connection_form import PLAN_REQUESTS_PER_MINUTE  # noqa: E402
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN  # noqa: E402
+from airflow_provider_hindsight.pace import SAFETY_MARGIN  # noqa: E402
 
 EXAMPLE_ROWS = 50_000
 

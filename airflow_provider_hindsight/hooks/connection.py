@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_hindsight.budget.store import valid_table_name
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_BASE_URL,
@@ -46,8 +47,8 @@ class ConnectionSettings:
     shared budget's pace. 0 means the same as ``requests_per_minute``."""
     budget_conn_id: str | None = None
     """The SQL connection of the rate budget shared by every process using this key, if any."""
-    budget_table: Any = DEFAULT_BUDGET_TABLE
-    """Its table there, as the extra gives it: the budget validates it before the first request."""
+    budget_table: str = DEFAULT_BUDGET_TABLE
+    """Its table there: ``name`` or ``schema.name``."""
 
     @property
     def host(self) -> str:
@@ -89,6 +90,14 @@ def parse_connection(
             code="invalid_connection",
         )
     budget_table = extra.get("budget_table") or DEFAULT_BUDGET_TABLE
+    if not valid_table_name(budget_table):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: budget_table must be a table name such as "
+            f"'{DEFAULT_BUDGET_TABLE}' or 'analytics.{DEFAULT_BUDGET_TABLE}' (letters, digits and underscores, "
+            f"optionally one schema prefix), got {budget_table!r}. Fix: correct the connection's extra "
+            "budget_table, or leave it empty for the default.",
+            code="invalid_connection",
+        )
     retries = max_retries if max_retries is not None else non_negative_int("max_retries", extra.get("max_retries"))
     return ConnectionSettings(
         conn_id=conn_id,

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from airflow_provider_hindsight.pace import SAFETY_MARGIN, PaceChange, PaceSchedule, PaceState
 
 LEASE_SECONDS = 1.0
-"""A lease holds at most this many seconds of a process's share: what a killed process strands."""
+"""A grant holds at most this many seconds of a process's share: what a killed process strands."""
 ACTIVE_SECONDS = 3.0
-"""A process that took a lease this recently still wants requests, and counts in the fair share."""
+"""A process that took a grant this recently still wants requests, and counts in the fair share."""
 FORGET_SECONDS = 600.0
-"""A process's row is deleted this long after its last lease."""
+"""A process's row is deleted this long after its last grant."""
 
 
 def budget_name(api_key: str, base_url: str) -> str:
@@ -37,8 +37,8 @@ def grant_size(requests_per_minute: float, *, members: int, demand: int, cap_req
     (this one included), ``demand`` the start times this process asks for (see
     :class:`~.permits.SharedBudget`), ``cap_requests_per_minute`` its own task's pace. Never less than one.
     """
-    per_lease = requests_per_minute * SAFETY_MARGIN / 60.0 * LEASE_SECONDS
-    share = per_lease / max(1, members)
+    per_grant = requests_per_minute * SAFETY_MARGIN / 60.0 * LEASE_SECONDS
+    share = per_grant / max(1, members)
     cap = cap_requests_per_minute * SAFETY_MARGIN / 60.0 * LEASE_SECONDS
     return max(1, min(math.floor(share), math.floor(cap), demand))
 

@@ -204,7 +204,8 @@ def run(
         if action is not None:
             action.join()
         counts = server.counts()
-        arrivals = [[request.time, request.status] for request in getattr(server, "requests", [])]
+        recorded = server.requests if isinstance(server, _RecordingEmulator) else []
+        arrivals = [[request.time, request.status] for request in recorded]
     outcome = {
         "title": title,
         "limit": limit,

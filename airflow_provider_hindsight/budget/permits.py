@@ -142,6 +142,7 @@ class SharedBudget:
         return self._alone is None
 
     def status(self) -> BudgetStatus:
+        """What a caller's log may say of this budget now (see :class:`BudgetNews`)."""
         with self._lock:
             share = None
             members = 0
@@ -229,20 +230,39 @@ class SharedBudget:
             if self._alone is not None:  # the store failed: this process's last share, spaced as the budget would
                 retry = not self._retrying and now >= self._retry_at
                 self._retrying = self._retrying or retry
+                ahead = self._too_far_ahead(self._alone, now)
+                if ahead is not None:
+                    return _Step(until=ahead, retry_store=retry)
                 start, _generation, _change = self._alone.reserve(now)
                 return _Step(start=start, retry_store=retry)
+            rejoining = self._rejoining if now < self._rejoin_until else None
+            if rejoining is not None:
+                ahead = self._too_far_ahead(rejoining, now)
+                if ahead is not None:
+                    return _Step(until=ahead)
             while self._starts and self._starts[0][1] < now:
                 self._starts.popleft()
             if self._starts:
                 self._taken.append(now)
                 start, _ = self._starts.popleft()
-                if self._rejoining is not None and now < self._rejoin_until:
-                    start = max(start, self._rejoining.reserve(now)[0])
+                if rejoining is not None:
+                    start = max(start, rejoining.reserve(now)[0])
                 self._last_start = max(self._last_start, start)
                 return _Step(start=start, take_next=not self._starts and now >= start - FETCH_AHEAD_SECONDS)
             if now < self._grant_end - FETCH_AHEAD_SECONDS:
                 return _Step(until=self._grant_end - FETCH_AHEAD_SECONDS)
             return _Step()
+
+    @staticmethod
+    def _too_far_ahead(schedule: PaceSchedule, now: float) -> float | None:
+        """When to ask again, if ``schedule``'s next start time is more than :data:`LEASE_SECONDS` away.
+
+        Pacing alone hands out at most a grant's worth of start times ahead, as the budget does: start
+        times handed out far ahead would still go out once this process is back on the shared budget.
+        """
+        state = schedule.state()
+        upcoming = max(state.next_start, state.paused_until)
+        return upcoming - LEASE_SECONDS if upcoming > now + LEASE_SECONDS else None
 
     def _use_by(self, starts: tuple[float, ...]) -> list[tuple[float, float]]:
         """Each start time with the time it must be used by: :data:`LATE_SECONDS` after it, or, for a task

@@ -58,6 +58,7 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_land.py
 	$(PY) benchmarks/bench_plan.py
 	$(PY) benchmarks/bench_wait.py
+	$(PY) benchmarks/bench_outage.py
 	$(PY) benchmarks/bench_create.py
 	$(PY) benchmarks/bench_budget.py
 

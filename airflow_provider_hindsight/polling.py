@@ -7,7 +7,7 @@ all past an age. The landing, the sensor and the trigger share this arithmetic; 
 Airflow, no HTTP, no SQL), and every time is POSIX seconds (UTC), every duration seconds.
 
 - An interview's **age** is the time since it started: ``email_sent_at``, or its creation when no
-  e-mail was sent.
+  e-mail was sent (:func:`started_at`; :func:`answer_started_at` for a ``GET`` answer).
 - After a poll at ``polled_at`` it is due again at ``polled_at + interval(age at polled_at)``, where
   ``interval(age) = clamp(poll_age_factor * age, min_poll_interval, max_poll_interval)``.
 - An interview never polled is due at once; a completed one is never due.
@@ -15,6 +15,7 @@ Airflow, no HTTP, no SQL), and every time is POSIX seconds (UTC), every duration
 
 The API::
 
+    answer_started_at(answer)                     # an answer's age reference (POSIX seconds) or None
     plan = PollingPlan(poll_age_factor=0.1, min_poll_interval=900, max_poll_interval=86400,
                        stop_polling_after=30 * 86400)
     plan.interval(age)                            # seconds between two polls at this age
@@ -35,10 +36,12 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Generic, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from airflow_provider_hindsight.times import posix, utc_timestamp
 
 DEFAULT_POLL_AGE_FACTOR = 0.1
 DEFAULT_MIN_POLL_INTERVAL = 900.0
@@ -47,6 +50,7 @@ DEFAULT_MAX_POLL_INTERVAL = 86400.0
 DEFAULT_STOP_POLLING_AFTER = 30 * 86400.0
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 
 class PollingPlanError(ValueError):
@@ -74,6 +78,17 @@ def seconds(value: object, *, name: str, also: str = "") -> float:
 def optional_seconds(value: object, *, name: str) -> float | None:
     """As :func:`seconds`, ``None`` meaning never."""
     return None if value is None else seconds(value, name=name, also=" or None (never)")
+
+
+def started_at(email_sent_at: T | None, created_at: T | None) -> T | None:
+    """Where an interview's age counts from: when its e-mail was sent, else its creation (``None``: unknown)."""
+    return email_sent_at if email_sent_at is not None else created_at
+
+
+def answer_started_at(answer: Mapping[str, Any]) -> float | None:
+    """The age reference of a ``GET /interviews/{id}`` answer as POSIX seconds; ``None`` without a usable time."""
+    sent: datetime | None = utc_timestamp(answer.get("email_sent_at"))
+    return posix(started_at(sent, utc_timestamp(answer.get("created_at"))))
 
 
 def validate_max_requests(value: object) -> int | None:

@@ -159,7 +159,7 @@ def write_numbers(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> 
     names = {
         "concurrent": "a) polls in flight, paced",
         "frozen": "b) a) after gc.freeze()",
-        "sequential": "c) one poll at a time (before)",
+        "sequential": "c) one poll at a time (for comparison)",
     }
     for key, run in runs.items():
         lines.append(
@@ -182,7 +182,7 @@ def plot(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
     figure, axes = plt.subplots(figsize=(8, 4))
     allowed = args.ids / args.limit * 60
     axes.plot([0, allowed], [0, args.ids], linestyle="--", color="grey", label=f"the limit ({args.limit:,}/min)")
-    labels = {"concurrent": "polls in flight, paced", "sequential": "one poll at a time (before)"}
+    labels = {"concurrent": "polls in flight, paced", "sequential": "one poll at a time (for comparison)"}
     for key, label in labels.items():
         if key in runs:
             finishes = runs[key]["finishes"]

@@ -15,9 +15,18 @@
 answers that come after the sensor's deadline reach the warehouse too: the polling plan fetches only
 the interviews that are due, so a run soon after another costs next to nothing.
 
+It imports the stand-in warehouse from ``example_warehouse.py``: copy that file beside it.
+
 ``make demo`` runs both against the emulator, which completes each interview a few seconds after it
 is created (``complete_after``); ``HINDSIGHT_EXAMPLE_POKE_INTERVAL`` shortens the sensor's shortest
-interval for that. In production keep the default (300 s: see the docs' table of what polling costs).
+interval for that. By hand (the quick start's "The whole loop" has the connections)::
+
+    python -m airflow_provider_hindsight.testing --requests-per-minute 300 --complete-after 10
+    HINDSIGHT_EXAMPLE_POKE_INTERVAL=5 timeout -s INT 600 airflow dags test example_hindsight_lifecycle
+
+Without ``--complete-after`` no interview completes and the sensor waits its whole week;
+``airflow dags test`` stops on SIGINT, not on SIGTERM, hence ``timeout -s INT``. In production keep
+the default interval (300 s: see the docs' table of what polling costs).
 """
 
 from __future__ import annotations

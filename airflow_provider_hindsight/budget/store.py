@@ -11,16 +11,15 @@ times and writes the row back: three or four statements and a commit.
 The SQL is the budget's own, portable (``CREATE TABLE IF NOT EXISTS``, ``SELECT``, ``UPDATE``,
 ``INSERT``): the budget sits below the hooks and the ledgers and imports neither. The table is
 created on first use (``CREATE TABLE IF NOT EXISTS``; a process that loses the race to create it
-finds it made). Lock waits are bounded (:data:`LOCK_WAIT_MS`), so a stuck store makes a lease fail
-fast instead of holding a request back."""
+finds it made). Lock waits are bounded (:data:`LOCK_WAIT_MS`, or the role's shorter ``lock_timeout``), so a
+stuck store makes a lease fail fast instead of holding a request back. What a driver's error means, the
+session's bounds and the quoting of the driver's message are the SQL connection layer's
+(:mod:`airflow_provider_hindsight.sql_connection`), shared with the ledgers."""
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
-import re
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,13 +27,15 @@ from typing import Any
 from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, FORGET_SECONDS, Grant, grant_size, take_grant
 from airflow_provider_hindsight.pace import PaceState
 from airflow_provider_hindsight.sql_connection import sql_hook
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error, driver_message
+from airflow_provider_hindsight.sql_connection.session import bound_waits, is_sqlite
 
 BUDGET_ROW = "*"
 """``member`` of a budget's own row; a process's row has its member id (32 hex digits)."""
 LOCK_WAIT_MS = 2_000
 """How long a lease waits for another process's lock before it fails (and the process paces alone)."""
 STATEMENT_TIMEOUT_MS = 5_000
-"""PostgreSQL ``statement_timeout`` of the budget's session."""
+"""PostgreSQL ``statement_timeout`` of the budget's session (a role's shorter one is kept)."""
 MEMBER_REFRESH_SECONDS = 1.0
 """A process's row is written again at most this often: it only has to stay within ``ACTIVE_SECONDS``."""
 
@@ -62,46 +63,12 @@ _CREATE_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
     seen DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (budget_key, member)
 )"""
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}(\.[A-Za-z_][A-Za-z0-9_]{0,127})?")
-
-
-def valid_table_name(table: object) -> bool:
-    """Whether ``table`` is ``name`` or ``schema.name`` of letters, digits and underscores: it goes into SQL text."""
-    return isinstance(table, str) and _TABLE_NAME.fullmatch(table) is not None
-
-
-class _Fault(enum.Enum):
-    """What a driver's error in a lease means, where the lease can do something about it."""
-
-    MISSING_TABLE = "the table does not exist yet"
-    DUPLICATE = "another process inserted the same row at the same moment"
-    CONFLICT = "the database chose this transaction to fail (a deadlock or serialization failure)"
-
-
-_SQLSTATES = {
-    "42P01": _Fault.MISSING_TABLE,
-    "42S02": _Fault.MISSING_TABLE,
-    "23505": _Fault.DUPLICATE,
-    "42P07": _Fault.DUPLICATE,  # duplicate_table, and duplicate_object ("type ... already exists"): two
-    "42710": _Fault.DUPLICATE,  # PostgreSQL sessions creating the table at the same moment
-}
-
-
-def _fault(error: BaseException) -> _Fault | None:
-    """By SQLSTATE (psycopg 3 ``sqlstate``, psycopg2 ``pgcode``), else by SQLite's and MySQL's words."""
-    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    if isinstance(code, str):
-        return _Fault.CONFLICT if code in ("40001", "40P01") else _SQLSTATES.get(code)
-    text = str(error).lower()
-    if "no such table" in text or "doesn't exist" in text:
-        return _Fault.MISSING_TABLE
-    if "already exists" in text:
-        return _Fault.DUPLICATE
-    if any(cls.__name__ == "IntegrityError" for cls in type(error).__mro__) and (
-        "unique" in text or "duplicate" in text
-    ):
-        return _Fault.DUPLICATE
-    return None
+_TRIED_AGAIN = frozenset({DatabaseFault.MISSING_TABLE, DatabaseFault.DUPLICATE, DatabaseFault.CONFLICT})
+"""Faults a lease tries again (at most three tries): the table is created, or another process's transaction
+went first. A lock held past :data:`LOCK_WAIT_MS` or a lost connection fails the lease at once."""
+_TABLE_MADE_ELSEWHERE = frozenset({DatabaseFault.ALREADY_EXISTS, DatabaseFault.DUPLICATE})
+"""What ``CREATE TABLE IF NOT EXISTS`` fails with when another process creates the table at the same moment
+(PostgreSQL: the table, or its row type in ``pg_type``)."""
 
 
 class BudgetStoreError(Exception):
@@ -165,10 +132,10 @@ class BudgetStore:
                     raise
                 except Exception as error:
                     self._rollback()
-                    fault = _fault(error)
-                    if attempt == 3 or fault is None:
+                    fault = classify_database_error(error)
+                    if attempt == 3 or fault not in _TRIED_AGAIN:
                         raise BudgetStoreError(self._message(error)) from None
-                    if fault is _Fault.MISSING_TABLE:
+                    if fault is DatabaseFault.MISSING_TABLE:
                         self._create_table()
         except BudgetStoreError:
             self.close()
@@ -282,17 +249,13 @@ class BudgetStore:
             self._connection = self._hook.get_conn()
         except Exception as error:
             raise BudgetStoreError(f"cannot connect: {self._message(error)}") from None
-        self._is_sqlite = isinstance(self._connection, sqlite3.Connection)
-        cursor = self._connection.cursor()
-        try:
-            if self._is_sqlite:
-                self._execute(cursor, f"PRAGMA busy_timeout = {LOCK_WAIT_MS}")
-            elif type(self._connection).__module__.partition(".")[0] in ("psycopg", "psycopg2"):
-                self._execute(cursor, f"SET lock_timeout = {LOCK_WAIT_MS}")
-                self._execute(cursor, f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            self._connection.commit()
-        finally:
-            cursor.close()
+        self._is_sqlite = is_sqlite(self._connection)
+        self.round_trips += bound_waits(
+            self._connection,
+            lock_timeout_ms=LOCK_WAIT_MS,
+            sqlite_busy_timeout_ms=LOCK_WAIT_MS,
+            statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+        )
 
     def _create_table(self) -> None:
         """``CREATE TABLE IF NOT EXISTS``; losing the race to another process that creates it is no error."""
@@ -303,7 +266,7 @@ class BudgetStore:
             log.info("Created the rate budget's table %s on %r.", self.table, self.budget_conn_id)
         except Exception as error:
             self._rollback()
-            if _fault(error) is not _Fault.DUPLICATE:
+            if classify_database_error(error) not in _TABLE_MADE_ELSEWHERE:
                 raise BudgetStoreError(f"cannot create the table: {self._message(error)}") from None
         finally:
             cursor.close()
@@ -326,7 +289,4 @@ class BudgetStore:
 
     def _message(self, error: BaseException) -> str:
         """The driver's message on one line, naming the connection and the table, without its password."""
-        text = " ".join(str(error).split())[:300]
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return f"{text} (table {self.table} on {self.budget_conn_id!r})"
+        return f"{driver_message(error, password=self._secret)} (table {self.table} on {self.budget_conn_id!r})"

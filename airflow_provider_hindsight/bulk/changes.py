@@ -27,8 +27,8 @@ import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
-from airflow_provider_hindsight.bulk.lease import SyncLease
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult
+from airflow_provider_hindsight.bulk.sync_lease import SyncLease
 from airflow_provider_hindsight.ledgers.sync import LEDGER_BATCH, SyncLedger, body_sha256
 from airflow_provider_hindsight.resources.interviews import InterviewUpdate
 

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 OUTCOMES = ("created", "existing", "failed", "unknown")
 EARLIER_UNKNOWN = "unknown before this run"
 """The report's counter of keys found unknown (or pending under another run); folded into ``unknown``."""
+LEFT_PENDING = "left pending by an earlier try, not sent"
+"""Why a key this run turned ``unknown`` was not sent by it: an earlier try of the task claimed it."""
 UNKNOWN_CODES = frozenset({"unknown_outcome", "ledger_write_failed"})
 """Codes of this run's own POSTs whose outcome is unknown."""
 UNKNOWN_BEFORE = "unknown_before"
@@ -266,6 +268,10 @@ class CreateOnce:
             "may have been created. Not sent, now unknown.",
         )
 
+    def not_sent_because(self, result: RowResult) -> str:
+        """Why this run did not send a row whose result reads as sent (:data:`LEFT_PENDING`), else ``""``."""
+        return LEFT_PENDING if result.code == "unknown_outcome" and result.key in self.own_unknown else ""
+
     @staticmethod
     def _to_send(position: int, job: CreateJob, replacing: str | None) -> PlannedCreate | RowResult:
         try:
@@ -334,9 +340,9 @@ class CreateOnce:
                 position,
                 key,
                 "ledger_write_failed",
-                f"created as interview {answer.get('interview_request_id')}, but the ledger could not record it "
-                f"({self.ledger.describe(error)}); its claim stays pending, so no run sends it again. Record it by "
-                "hand (see the docs).",
+                f"created as interview {answer.get('interview_request_id')}, but the ledger could not record it; "
+                "its claim stays pending, so no run sends it again. Record it by running "
+                f"{self.ledger.record_created_sql(key, answer)} (the ledger's error: {self.ledger.describe(error)})",
                 status_code=201,
             )
         return answer

@@ -67,17 +67,27 @@ class RunReport:
         self.accepted = 0
         self.any_transient = False
         self.not_sent = 0
+        self.unsent: dict[str, tuple[int, str]] = {}
+        """Per outcome, rows this run did not send whatever their code, and why: ``{"unknown": (16, "...")}``."""
         self._not_sent_span: tuple[int, int] | None = None
         self._not_sent_message = ""
         self.started = clock()
         self._last_logged = self.started
         self._progress_lock = threading.Lock()
 
-    def record(self, result: RowResult, outcome: str) -> None:
-        """Count one row under ``outcome``; list and log it when that outcome is listed."""
+    def record(self, result: RowResult, outcome: str, *, not_sent_because: str = "") -> None:
+        """Count one row under ``outcome``; list and log it when that outcome is listed.
+
+        ``not_sent_because`` says why this run did not send a row whose result reads as sent (a create
+        an earlier try left ``pending``, now ``unknown``): it is not counted as sent, and the progress
+        line says why beside its outcome.
+        """
         self.counts[outcome] += 1
         self.done += 1
-        if result.was_sent:
+        if not_sent_because:
+            count, _ = self.unsent.get(outcome, (0, ""))
+            self.unsent[outcome] = (count + 1, not_sent_because)
+        elif result.was_sent:
             self.sent += 1
             self.accepted += result.succeeded
         if result.code == "not_sent":  # counted, not listed: a stopped run of a million rows stays small
@@ -131,7 +141,8 @@ class RunReport:
         self._last_logged = now
         elapsed = max(now - self.started, 1e-9)
         of_total = f" of {self.total:,}" if self.total is not None else ""
-        counted = ", ".join(f"{count:,} {name}" for name, count in self.counts.items() if count or name == FAILED)
+        shown = [name for name, count in self.counts.items() if count or name == FAILED]
+        counted = ", ".join(f"{self.counts[name]:,} {name}{self._unsent_note(name)}" for name in shown)
         eta = ""
         if self.total is not None and not final and self.done:
             eta = f"; ETA {format_duration(max(self.total - self.done, 0) * elapsed / self.done)}"
@@ -206,6 +217,13 @@ class RunReport:
             f"{', '.join(codes)}. The task log and the summary XCom (key 'summary') list each row and why.",
             code="too_many_failures",
         )
+
+    def _unsent_note(self, outcome: str) -> str:
+        """`` (left pending by an earlier try, not sent)``, or `` (3 of them ...)`` when not all were."""
+        if outcome not in self.unsent:
+            return ""
+        count, why = self.unsent[outcome]
+        return f" ({why})" if count == self.counts[outcome] else f" ({count:,} of them {why})"
 
     def _ended(self) -> str:
         """How the listed rows ended, in words: ``failed``, ``failed or unknown``."""

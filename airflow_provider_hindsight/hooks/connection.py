@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_hindsight.budget.store import valid_table_name
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_BASE_URL,
@@ -24,6 +23,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     PLAN_REQUESTS_PER_MINUTE,
 )
 from airflow_provider_hindsight.inputs import parse_flag
+from airflow_provider_hindsight.sql_connection import valid_table_name
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 

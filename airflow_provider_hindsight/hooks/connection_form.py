@@ -77,9 +77,9 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         "budget_conn_id",
         "Shared budget connection",
         "text",
-        "Optional. An Airflow SQL connection (PostgreSQL, MySQL; SQLite on one machine) that every worker and "
+        "Optional. An Airflow SQL connection (PostgreSQL; SQLite on one machine) that every worker and "
         "the triggerer reach: every task and trigger using this API key then shares one rate budget there, "
-        "instead of each pacing as if it had the key alone.",
+        "instead of each pacing as if it had the API key alone.",
     ),
     ConnectionField(
         "budget_table",

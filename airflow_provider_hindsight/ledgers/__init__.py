@@ -2,12 +2,13 @@
 
 Small parts, composed: :mod:`.dialect` (what differs between databases), :mod:`.table` (a table's
 columns, key and SQL text), :mod:`.schema` (creating and checking a table before any request),
-:mod:`.faults` (the errors, the SQLSTATE rule, the messages), :mod:`.values` (timestamps and numbers
+:mod:`.faults` (the errors and their messages; what a driver's error means is
+:mod:`airflow_provider_hindsight.sql_connection.faults`'s), :mod:`.values` (timestamps and numbers
 as drivers return them), and :mod:`.sql`'s :class:`~.sql.SqlTable`, the one place that connects,
 retries and runs a table's statements. Each table holds a :class:`~.sql.SqlTable`:
 
 - :mod:`.sync`: the sync ledger of change-only sync (:class:`~.sync.SyncLedger`), with its leases
-  in a table of their own (:mod:`.lease`);
+  in a table of their own (:mod:`.sync_lease`);
 - :mod:`.interviews`: the interview ledger of create-once (:class:`~.interviews.InterviewLedger`);
 - :mod:`.transcripts`: the landing table of statuses and transcripts (:class:`~.transcripts.TranscriptTable`).
 """

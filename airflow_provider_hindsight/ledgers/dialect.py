@@ -1,9 +1,9 @@
 """What differs between databases for the provider's tables: placeholders, upserts, timestamps, lock waits.
 
 :class:`SqlDialect` is made from a connection's common-sql ``DbApiHook`` and its DB-API connection.
-Its session settings bound lock waits: a PostgreSQL session sets its own ``lock_timeout``
-(:data:`POSTGRES_LOCK_TIMEOUT_MS` per statement, unless the role's is shorter), SQLite waits
-:data:`SQLITE_BUSY_TIMEOUT_MS` for another writer.
+Its session bounds lock waits (:func:`~airflow_provider_hindsight.sql_connection.session.bound_waits`):
+a PostgreSQL statement waits :data:`POSTGRES_LOCK_TIMEOUT_MS` for a lock (unless the role's
+``lock_timeout`` is shorter), SQLite waits :data:`SQLITE_BUSY_TIMEOUT_MS` for another writer.
 
 SQLite has one writer at a time, and a reader in the default rollback-journal mode blocks every
 writer's commit until its query finishes. A table may live in the very file whose rows a transfer is
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_hindsight.ledgers.values import utc_timestamp
+from airflow_provider_hindsight.sql_connection.session import bound_waits, is_sqlite
 
 SQLITE_BUSY_TIMEOUT_MS = 120_000
 """How long a table's SQLite connection waits for another writer's lock."""
@@ -60,8 +61,7 @@ class SqlDialect:
     def __init__(self, hook: Any, connection: Any) -> None:
         self._hook = hook
         self.placeholder = str(hook.placeholder)
-        self.is_sqlite = isinstance(connection, sqlite3.Connection)
-        self.is_postgres = type(connection).__module__.partition(".")[0] in ("psycopg", "psycopg2")
+        self.is_sqlite = is_sqlite(connection)
 
     def placeholders(self, count: int) -> str:
         return ", ".join([self.placeholder] * count)
@@ -86,18 +86,7 @@ class SqlDialect:
 
     def set_up_session(self, connection: Any) -> None:
         """Bound the session's lock waits; raises the driver's error."""
-        if self.is_sqlite:
-            connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_MS)}")
-        elif self.is_postgres:
-            cursor = connection.cursor()
-            try:
-                cursor.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")
-                (current,) = cursor.fetchone()
-                if int(current) == 0 or int(current) > POSTGRES_LOCK_TIMEOUT_MS:
-                    cursor.execute(f"SET lock_timeout = {int(POSTGRES_LOCK_TIMEOUT_MS)}")
-                connection.commit()  # a SET rolled back would be undone
-            finally:
-                cursor.close()
+        bound_waits(connection, lock_timeout_ms=POSTGRES_LOCK_TIMEOUT_MS, sqlite_busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
 
     def use_write_ahead_log(self, connection: Any, *, conn_parameter: str, conn_id: str) -> None:
         """On SQLite, switch the database to write-ahead logging (see the module's docstring)."""

@@ -1,26 +1,23 @@
-"""What a ledger database's error means, and the errors a ledger raises.
+"""The errors a table of the provider raises, and their messages.
 
 - :class:`HindsightLedgerError`, the ledger cannot be used (permanent: a missing connection, a
   permission or schema problem; the message names the connection, the table and the fix);
   :class:`HindsightLedgerBusyError` (a lock held by another session past the bound, a deadlock, a
   serialization failure) and :class:`HindsightLedgerConnectionLostError` (the connection was lost or
   terminated), both :class:`HindsightLedgerUnavailableError`, transient: Airflow's retries apply.
-- :func:`classify_database_error`: the one rule, by SQLSTATE (psycopg 3 ``sqlstate``, psycopg2
-  ``pgcode``; SQLite by its words), of what a driver's error means: a :class:`DatabaseFault`.
+- what a driver's error means is the SQL connection layer's one rule,
+  :func:`~airflow_provider_hindsight.sql_connection.faults.classify_database_error`;
+  :class:`TransientFault` carries a transient one out of ``prepare()``'s steps to its retries.
 - :class:`TableMessages`: the messages of those errors for one table, in its operator's parameter
   names, with the driver's words quoted without the connection's password.
 """
 
 from __future__ import annotations
 
-import enum
-import sqlite3
 from typing import Any, ClassVar
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightTransientError
-
-_MISSING_TABLE_WORDS = ("no such table", "does not exist", "doesn't exist", "not found", "unknown table")
-_DUPLICATE_WORDS = ("unique", "duplicate", "primary key")
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error, driver_message
 
 
 class HindsightLedgerError(HindsightConfigurationError):
@@ -63,90 +60,9 @@ class HindsightLedgerBusyError(HindsightLedgerUnavailableError):
 
 
 class HindsightLedgerConnectionLostError(HindsightLedgerUnavailableError):
-    """The ledger's connection was lost or terminated (SQLSTATE class 08, 57P01 admin shutdown, ...)."""
+    """The ledger's connection was lost, terminated or shut down (``DatabaseFault.LOST``)."""
 
     code_name = "ledger_connection_lost"
-
-
-class DatabaseFault(enum.Enum):
-    """What a database error means for the ledger (see :func:`classify_database_error`)."""
-
-    DUPLICATE = "duplicate key"
-    """Another transaction holds a row with that key (23505, or an integrity error naming a unique key)."""
-    CONFLICT = "conflict"
-    """A concurrent transaction conflicted: serialization failure (40001) or deadlock (40P01)."""
-    MISSING_TABLE = "missing table"
-    """The table does not exist (42P01, 42S02, or the driver's words for it)."""
-    BUSY = "busy"
-    """A statement gave up waiting for a lock: 55P03 lock_not_available (``lock_timeout``), SQLite busy."""
-    LOST = "lost connection"
-    """The connection is gone: class 08, 57P01/57P02/57P03 (shutdown), a driver error without SQLSTATE."""
-    PERMISSION = "permission"
-    """The user may not do it, or the database is read-only: 42501, 25006, SQLite's readonly database."""
-
-    @property
-    def transient(self) -> bool:
-        """Whether a later try may succeed without anyone fixing anything."""
-        return self in (DatabaseFault.CONFLICT, DatabaseFault.BUSY, DatabaseFault.LOST)
-
-
-_SQLSTATE_FAULTS: dict[str, DatabaseFault] = {
-    "23505": DatabaseFault.DUPLICATE,
-    "40001": DatabaseFault.CONFLICT,
-    "40P01": DatabaseFault.CONFLICT,
-    "42P01": DatabaseFault.MISSING_TABLE,
-    "42S02": DatabaseFault.MISSING_TABLE,
-    "55P03": DatabaseFault.BUSY,
-    "57P01": DatabaseFault.LOST,
-    "57P02": DatabaseFault.LOST,
-    "57P03": DatabaseFault.LOST,
-    "42501": DatabaseFault.PERMISSION,
-    "25006": DatabaseFault.PERMISSION,
-}
-_SQLITE_BUSY_WORDS = ("database is locked", "database table is locked", "database schema is locked")
-
-
-def sqlstate(error: BaseException) -> str | None:
-    """The error's SQLSTATE: psycopg 3's ``sqlstate``, psycopg2's ``pgcode``, or ``None``."""
-    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    return code if isinstance(code, str) else None
-
-
-def classify_database_error(error: BaseException) -> DatabaseFault | None:
-    """What ``error`` from a ledger statement means, by SQLSTATE where the driver gives one; ``None``: other."""
-    code = sqlstate(error)
-    if code is not None:
-        fault = _SQLSTATE_FAULTS.get(code)
-        if fault is not None:
-            return fault
-        if code.startswith("08"):
-            return DatabaseFault.LOST
-    text = str(error).lower()
-    if code is None and _is_integrity_error(error) and any(words in text for words in _DUPLICATE_WORDS):
-        return DatabaseFault.DUPLICATE
-    if isinstance(error, sqlite3.OperationalError):
-        if any(words in text for words in _SQLITE_BUSY_WORDS):
-            return DatabaseFault.BUSY
-        if "readonly database" in text:
-            return DatabaseFault.PERMISSION
-    if code is None and _is_postgres_connection_error(error):
-        return DatabaseFault.LOST
-    if any(words in text for words in _MISSING_TABLE_WORDS):
-        return DatabaseFault.MISSING_TABLE
-    return None
-
-
-def _is_integrity_error(error: BaseException) -> bool:
-    return any(cls.__name__ == "IntegrityError" for cls in type(error).__mro__)
-
-
-def _is_postgres_connection_error(error: BaseException) -> bool:
-    """psycopg's or psycopg2's OperationalError or InterfaceError without SQLSTATE: the connection broke."""
-    return any(
-        cls.__module__.partition(".")[0] in ("psycopg", "psycopg2")
-        and cls.__name__ in ("OperationalError", "InterfaceError")
-        for cls in type(error).__mro__
-    )
 
 
 class TransientFault(Exception):
@@ -193,8 +109,7 @@ class TableMessages:
 
     def quote(self, error: BaseException | None) -> str:
         """The driver's message, on one line, without the connection's password."""
-        text = " ".join(str(error).split())[:500]
-        return text.replace(self.secret, "***") if self.secret else text
+        return driver_message(error, password=self.secret)
 
     def error(self, message: str) -> HindsightLedgerError:
         return HindsightLedgerError(message, ledger_conn_id=self.conn_id, ledger_table=self.table)

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,6 +43,7 @@ from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
 from airflow_provider_hindsight.ledgers.values import utc_timestamp
+from airflow_provider_hindsight.sql_connection.session import SessionThread
 
 __all__ = [
     "DEFAULT_INTERVIEW_TABLE",
@@ -54,6 +53,7 @@ __all__ = [
     "HindsightLedgerError",
     "InterviewLedger",
     "LedgerEntry",
+    "created_ids_query",
     "validate_interview_table",
 ]
 
@@ -121,6 +121,14 @@ _ENTRY_COLUMNS = (
 def validate_interview_table(table: object) -> str:
     """Return ``table`` when it is a plain or schema-qualified SQL identifier, else raise naming ``ledger_table``."""
     return validate_table_name(table, parameter="ledger_table", example=DEFAULT_INTERVIEW_TABLE)
+
+
+def created_ids_query(table: str) -> str:
+    """The ids of the interviews the ledger ``table`` holds as created, in order (the landing's default ids)."""
+    return (
+        f"SELECT interview_request_id FROM {table} "
+        f"WHERE state = '{CREATED}' AND interview_request_id IS NOT NULL ORDER BY interview_request_id"
+    )
 
 
 @dataclass(frozen=True)
@@ -192,20 +200,11 @@ class InterviewLedger:
             probe_rows=self._probe_rows,
             missing_means="no interview was created through it yet",
         )
-        self._thread: ThreadPoolExecutor | None = None
-        self._thread_ident: int | None = None
-        self._thread_lock = threading.Lock()
+        self._thread = SessionThread("hindsight-ledger")
 
     def on_thread(self, call: Callable[[], T]) -> T:
         """``call()`` on the ledger's thread, its result or its exception returned here."""
-        if threading.get_ident() == self._thread_ident:
-            return call()
-        with self._thread_lock:
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-ledger")
-                self._thread_ident = self._thread.submit(threading.get_ident).result()
-            thread = self._thread
-        return thread.submit(call).result()
+        return self._thread.run(call)
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:
         now = self.sql.now()
@@ -224,16 +223,13 @@ class InterviewLedger:
 
     def close(self) -> None:
         """Close the connection (on its thread), then end the thread; safe to call twice."""
-        if self._thread is None or threading.get_ident() == self._thread_ident:
+        if not self._thread.started or self._thread.is_current:
             self.sql.close()
             return
         try:
-            self.on_thread(self.sql.close)
+            self._thread.run(self.sql.close)
         finally:
-            with self._thread_lock:
-                thread, self._thread, self._thread_ident = self._thread, None, None
-            if thread is not None:
-                thread.shutdown(wait=True)
+            self._thread.shutdown()
 
     def __enter__(self) -> InterviewLedger:
         return self
@@ -344,6 +340,24 @@ class InterviewLedger:
             row = dict(zip(_CREATED_COLUMNS, values, strict=True))
             self.sql.upsert_rows([self._row(request_key, **row)])
 
+    def record_created_sql(self, request_key: str, answer: Mapping[str, Any]) -> str:
+        """The statement that records a 201 by hand where :meth:`record_created` could not (for its message).
+
+        It sets what the operators and the landing read (state, id, contact, deal, status, time), not the
+        survey link or token.
+        """
+        request_id = answer.get("interview_request_id")
+        values = {
+            "state": CREATED,
+            "interview_request_id": request_id if isinstance(request_id, int) else None,
+            "contact_id": _fit("contact_id", _text(answer.get("contact_id"))),
+            "deal_id": _fit("deal_id", _text(answer.get("deal_id"))),
+            "api_status": _fit("api_status", _text(answer.get("status"))),
+            "created_at": utc_now().isoformat(sep=" ", timespec="seconds"),
+        }
+        assignments = ", ".join(f"{name} = {_sql_literal(value)}" for name, value in values.items())
+        return f"UPDATE {self.table} SET {assignments} WHERE request_key = {_sql_literal(request_key)};"
+
     @_on_ledger_thread
     def record_failure(self, request_key: str, state: str, code: str | None, message: str | None) -> None:
         """Record ``rejected`` (a 4xx: nothing was created) or ``unknown`` (it may have been) with the reason."""
@@ -411,3 +425,12 @@ def _fit(name: str, value: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _sql_literal(value: str | int | None) -> str:
+    """``value`` as a SQL literal in a statement to run by hand: ``NULL``, a number, or quoted text."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"

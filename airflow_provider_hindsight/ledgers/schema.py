@@ -24,15 +24,14 @@ from typing import Any
 
 from airflow_provider_hindsight.ledgers.dialect import SqlDialect
 from airflow_provider_hindsight.ledgers.faults import (
-    DatabaseFault,
     HindsightLedgerError,
     TableMessages,
     TransientFault,
-    classify_database_error,
     is_missing_table,
     raise_if_transient,
 )
 from airflow_provider_hindsight.ledgers.table import Column, Row, TableStatements
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error, fault_of_sqlstate
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +251,7 @@ class TableSchema:
 
 
 class _ExistingTableNotices:
-    """Whether ``CREATE TABLE IF NOT EXISTS`` found the table: PostgreSQL says so in a notice (42P07).
+    """Whether ``CREATE TABLE IF NOT EXISTS`` found the table: PostgreSQL says so in a notice (already exists).
 
     SQLite is checked in ``sqlite_master`` under the write lock instead; on other databases the
     table was missing when read just before, so "created" is what the INFO line says.
@@ -278,7 +277,7 @@ class _ExistingTableNotices:
             self.existing = self.existing or any("already exists" in str(notice) for notice in new)
 
     def _notice(self, diagnostic: Any) -> None:
-        if getattr(diagnostic, "sqlstate", None) == "42P07":
+        if fault_of_sqlstate(getattr(diagnostic, "sqlstate", None)) is DatabaseFault.ALREADY_EXISTS:
             self.existing = True
 
 

@@ -6,7 +6,7 @@ parts: the connection's :class:`~.dialect.SqlDialect` (placeholder, upsert, time
 bounds), the table's :class:`~.table.TableSpec` and :class:`~.table.TableStatements` (its shape and
 SQL text), :class:`~.schema.TableSchema` (creating, checking and probing it before any request) and
 :class:`~.faults.TableMessages` (its errors, in its operator's parameter names). A table module
-(:mod:`.sync`, :mod:`.lease`, :mod:`.interviews`, :mod:`.transcripts`) holds a :class:`SqlTable`
+(:mod:`.sync`, :mod:`.sync_lease`, :mod:`.interviews`, :mod:`.transcripts`) holds a :class:`SqlTable`
 and adds the queries of its own.
 
 A :class:`SqlTable` holds one connection from :meth:`SqlTable.prepare` to :meth:`SqlTable.close`
@@ -22,7 +22,6 @@ and :func:`batches`.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -31,29 +30,22 @@ from typing import Any, TypeVar
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightError, HindsightValidationError
 from airflow_provider_hindsight.ledgers.dialect import SqlDialect
-from airflow_provider_hindsight.ledgers.faults import (
-    DatabaseFault,
-    TableMessages,
-    TransientFault,
-    classify_database_error,
-)
+from airflow_provider_hindsight.ledgers.faults import TableMessages, TransientFault
 from airflow_provider_hindsight.ledgers.schema import TableSchema, close_quietly, rollback_quietly
 from airflow_provider_hindsight.ledgers.table import Row, TableSpec, TableStatements
-from airflow_provider_hindsight.sql_connection import sql_hook
+from airflow_provider_hindsight.sql_connection import sql_hook, valid_table_name
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error
 
 LEDGER_BATCH = 500
 """Keys per look-up, write or deletion statement batch."""
 WRITE_ATTEMPTS = 5
 """Tries of one batch when a concurrent run conflicts with it (duplicate key, deadlock, serialization)."""
 BUSY_ATTEMPTS = 3
-"""Tries of one operation whose statement timed out waiting for a lock (55P03, SQLite 'database is locked')."""
+"""Tries of one operation whose statement timed out waiting for a lock (``DatabaseFault.BUSY``)."""
 LOCK_WAIT_LIMIT_SECONDS = 30.0
 """No further try once one operation has waited this long on locks (SQLite's own two-minute wait is past it)."""
 BUSY_PAUSE_SECONDS = 1.0
 """Pause before the second try after a lock timeout; doubled before each further one."""
-
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
-_TABLE_NAME = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})?")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,11 +54,10 @@ T = TypeVar("T")
 def validate_table_name(table: object, *, parameter: str, example: str) -> str:
     """Return ``table`` when it is a plain or schema-qualified SQL identifier, else raise naming ``parameter``.
 
-    The name goes into SQL text, so only ``name`` or ``schema.name`` made of letters, digits and
-    underscores (not starting with a digit) is accepted: no quotes, spaces or other punctuation.
-    ``example`` is the default table name, shown in the message.
+    The rule is :func:`~airflow_provider_hindsight.sql_connection.valid_table_name`'s; ``example`` is the
+    default table name, shown in the message.
     """
-    if isinstance(table, str) and _TABLE_NAME.fullmatch(table):
+    if valid_table_name(table):
         return table
     raise HindsightValidationError(
         f"{parameter} must be a table name such as '{example}' or 'analytics.{example}' "
@@ -357,7 +348,7 @@ class SqlTable:
                 except Exception as caught:
                     error = caught.error if isinstance(caught, TransientFault) else caught
                     fault = caught.fault if isinstance(caught, TransientFault) else classify_database_error(caught)
-                    if fault is None or fault is DatabaseFault.MISSING_TABLE:
+                    if fault is None or fault in (DatabaseFault.MISSING_TABLE, DatabaseFault.ALREADY_EXISTS):
                         raise
                     if fault is DatabaseFault.DUPLICATE and not writing:
                         raise
@@ -407,15 +398,4 @@ class SqlTable:
     def require_writable(self, operations: str | None = None) -> None:
         if not self.writable:
             what = operations or f"writes to the {self.messages.noun} {self.table}"
-            raise RuntimeError(f"{what} need prepare(create=True), not a dry run.")
-
-    # -- helpers -----------------------------------------------------------------------------------------
-
-    def _require_prepared(self) -> None:
-        if self._connection is None:
-            raise RuntimeError(f"{type(self).__name__}.prepare() must run before the ledger is used.")
-
-    def _require_writable(self, operations: str | None = None) -> None:
-        if not self.writable:
-            what = operations or f"{type(self).__name__} writes"
             raise RuntimeError(f"{what} need prepare(create=True), not a dry run.")

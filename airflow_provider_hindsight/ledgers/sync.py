@@ -21,8 +21,8 @@ transient :class:`~.faults.HindsightLedgerUnavailableError` (Airflow retries the
 recorded is kept); a permission or schema problem stays a permanent :class:`HindsightLedgerError`.
 :attr:`SyncLedger.lock_wait_seconds` is how long this ledger's writes waited on locks.
 
-The sync's lease (one run at a time, see :mod:`airflow_provider_hindsight.bulk.lease`) lives in a
-table of its own beside the ledger, :attr:`SyncLedger.leases` (:mod:`.lease`).
+The sync's lease (one run at a time, see :mod:`airflow_provider_hindsight.bulk.sync_lease`) lives in a
+table of its own beside the ledger, :attr:`SyncLedger.leases` (:mod:`.sync_lease`).
 
 A :class:`SyncLedger` holds one connection (and one for its leases) from :meth:`~SyncLedger.prepare`
 to :meth:`~SyncLedger.close`; use it from one thread at a time.
@@ -38,8 +38,8 @@ from typing import Any
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerError
-from airflow_provider_hindsight.ledgers.lease import MAX_SYNC_ID_CHARS, LeaseTable
 from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.sync_lease import MAX_SYNC_ID_CHARS, SyncLeaseTable
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
 from airflow_provider_hindsight.ledgers.values import utc_timestamp
 
@@ -122,7 +122,7 @@ class SyncLedger:
             probe_rows=self._probe_rows,
             missing_means="every row is new",
         )
-        self.leases = LeaseTable(ledger_conn_id=ledger_conn_id, ledger_table=self.table)
+        self.leases = SyncLeaseTable(ledger_conn_id=ledger_conn_id, ledger_table=self.table)
         """The sync leases, prepared with the ledger when it may write."""
 
     def _probe_rows(self) -> list[tuple[Any, ...]]:

@@ -24,6 +24,7 @@ from typing import Any
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
 from airflow_provider_hindsight.ledgers.values import utc_timestamp
+from airflow_provider_hindsight.polling import started_at
 
 DEFAULT_TRANSCRIPTS_TABLE = "hindsight_transcripts"
 PROBE_ID = 0
@@ -83,8 +84,8 @@ class LandedInterview:
 
     @property
     def started_at(self) -> datetime.datetime | None:
-        """Where its age counts from: ``email_sent_at``, or its creation when no e-mail was sent."""
-        return self.email_sent_at or self.interview_created_at
+        """Where its age counts from (the polling plan's rule)."""
+        return started_at(self.email_sent_at, self.interview_created_at)
 
 
 def validate_transcripts_table(table: object) -> str:
@@ -94,7 +95,7 @@ def validate_transcripts_table(table: object) -> str:
 class TranscriptTable:
     """The landing table ``table`` on the Airflow SQL connection ``sql_conn_id``.
 
-    Call :meth:`prepare` first, then :meth:`statuses` and :meth:`land` as the run goes, and
+    Call :meth:`prepare` first, then :meth:`landed` and :meth:`land` as the run goes, and
     :meth:`close` at the end (or use it as a context manager).
     """
 
@@ -126,14 +127,6 @@ class TranscriptTable:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def statuses(self, interview_request_ids: Iterable[int]) -> dict[int, str]:
-        """``{id: status}`` of the given ids that have a row; one query per 500 ids."""
-        self.sql.require_prepared()
-        if not self.sql.exists:
-            return {}
-        rows = self.sql.select_by_keys(("interview_request_id", "status"), ((key,) for key in interview_request_ids))
-        return {int(key): str(status) for key, status in rows}
 
     def landed(self, interview_request_ids: Iterable[int]) -> dict[int, LandedInterview]:
         """What the table holds of the given ids that have a row, for the polling plan; one query per 500 ids."""
@@ -187,9 +180,10 @@ class TranscriptTable:
         )
 
     def mark_stopped(self, interview_request_ids: Iterable[int]) -> int:
-        """Set ``polling_stopped_at`` to now on these ids' rows: the polling plan stopped fetching them."""
+        """Set ``polling_stopped_at`` to now and empty ``next_poll_at`` on these rows: the plan stopped them."""
         now = self.sql.now()
-        return self.sql.update_by_key(("polling_stopped_at",), ((now, key) for key in interview_request_ids))
+        columns = ("polling_stopped_at", "next_poll_at")
+        return self.sql.update_by_key(columns, ((now, None, key) for key in interview_request_ids))
 
     def land(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Upsert rows (the last of an id wins), committed per 500; returns how many."""

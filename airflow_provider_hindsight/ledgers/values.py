@@ -2,33 +2,17 @@
 
 The provider's tables keep timestamps as ``TIMESTAMP`` in UTC without time zone (ISO text on SQLite,
 which has no timestamp type), and drivers return ``NUMERIC`` columns as ``Decimal``. Every table reads
-through these two functions, so each rule lives in one place.
+through these two functions, so each rule lives in one place: timestamps in
+:mod:`airflow_provider_hindsight.times` (taken from there), whole numbers here.
 """
 
 from __future__ import annotations
 
-import datetime
 from decimal import Decimal
 
+from airflow_provider_hindsight.times import utc_timestamp
 
-def utc_timestamp(value: object) -> datetime.datetime | None:
-    """A timestamp as a naive UTC ``datetime``; ``None`` when absent or not a timestamp.
-
-    Takes a ``datetime`` (an aware one is converted to UTC), or ISO-8601 text as SQLite stores it and
-    as the API sends it (``...Z`` or an offset).
-    """
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        try:
-            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return moment
+__all__ = ["utc_timestamp", "whole_number"]
 
 
 def whole_number(value: object) -> object:

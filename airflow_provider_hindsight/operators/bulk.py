@@ -18,9 +18,9 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_provider_hindsight.bulk.changes import ChangeOnlySync
 from airflow_provider_hindsight.bulk.circuit import CircuitBreaker
 from airflow_provider_hindsight.bulk.engine import Send, run_rows, update_send
-from airflow_provider_hindsight.bulk.lease import SyncLease
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
+from airflow_provider_hindsight.bulk.sync_lease import SyncLease
 from airflow_provider_hindsight.exceptions import HindsightAuthError, HindsightError
 from airflow_provider_hindsight.hooks.hindsight import (
     DEFAULT_MAX_RETRY_WAIT,

@@ -152,7 +152,7 @@ class BaseHindsightCreateOperator(BaseHindsightBulkOperator):
             outcome = outcome_of(result)
             if outcome == EARLIER_UNKNOWN:
                 earlier.add(result)
-            report.record(result, outcome)
+            report.record(result, outcome, not_sent_because=create_once.not_sent_because(result))
         if create_once.abandoned:
             self.log.warning(
                 "%d pending claims of other runs were older than pending_timeout (%s; their run died mid-create): "

@@ -37,6 +37,7 @@ from airflow_provider_hindsight.inputs import rendered_list
 from airflow_provider_hindsight.polling import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_AGE_FACTOR
 from airflow_provider_hindsight.resources.interviews import status_reached
 from airflow_provider_hindsight.sensors.memory import WatchMemory
+from airflow_provider_hindsight.times import iso
 from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger
 from airflow_provider_hindsight.triggers.watch import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
@@ -74,8 +75,9 @@ class HindsightInterviewSensor(BaseSensorOperator):
     :param succeed_on_timeout: at the deadline, succeed and return the statuses seen so far (the ids
         short of the target named in the log) instead of failing with ``AirflowSensorTimeout``: most
         contacts never answer, so a campaign's sensor usually wants ``True``.
-    :param max_consecutive_failures: transient poll failures in a row (after the hook's retries)
-        that fail the task retryably; counted across reschedules too.
+    :param max_consecutive_failures: failed rounds (pokes) in a row that fail the task retryably; a
+        round fails when a poll fails transiently after the hook's retries, and the round's other due
+        ids wait for the next one. Counted across reschedules too.
 
     Returns ``{"<id>": "<status>"}`` for every id polled. A 404 fails the task permanently naming the
     id; a 401/403 permanently naming the connection.
@@ -137,24 +139,28 @@ class HindsightInterviewSensor(BaseSensorOperator):
         deadline = self.deadline(context)
         remaining = deadline - time.time()
         if remaining <= 0:
-            return self.timed_out({}, f"The sensor's deadline ({_iso(deadline)}) passed before it could wait")
+            return self.timed_out({}, f"The sensor's deadline ({iso(deadline)}) passed before it could wait")
         self.log.info(
-            "Deferring: waiting for %d interviews to reach %r until %s.", len(ids), self.target_status, _iso(deadline)
+            "Deferring: waiting for %d interviews to reach %r until %s.", len(ids), self.target_status, iso(deadline)
         )
         self.defer(
-            trigger=HindsightInterviewTrigger(
-                interview_request_ids=ids,
-                target_status=self.target_status,
-                hindsight_conn_id=self.hindsight_conn_id,
-                poke_interval=self.plan.min_poll_interval,
-                deadline=deadline,
-                requests_per_minute=self.requests_per_minute,
-                max_consecutive_failures=self.max_consecutive_failures,
-                poll_age_factor=self.plan.poll_age_factor,
-                max_poll_interval=self.plan.max_poll_interval,
-            ),
+            trigger=self.trigger(ids, deadline),
             method_name="execute_complete",
             timeout=datetime.timedelta(seconds=remaining + DEFERRAL_GRACE_SECONDS),
+        )
+
+    def trigger(self, ids: list[int], deadline: float | None = None) -> HindsightInterviewTrigger:
+        """The trigger that waits on ``ids`` in the triggerer; its watch is the one a poke uses too."""
+        return HindsightInterviewTrigger(
+            interview_request_ids=ids,
+            target_status=self.target_status,
+            hindsight_conn_id=self.hindsight_conn_id,
+            poke_interval=self.plan.min_poll_interval,
+            deadline=deadline,
+            requests_per_minute=self.requests_per_minute,
+            max_consecutive_failures=self.max_consecutive_failures,
+            poll_age_factor=self.plan.poll_age_factor,
+            max_poll_interval=self.plan.max_poll_interval,
         )
 
     def deadline(self, context: Context) -> float:
@@ -180,15 +186,17 @@ class HindsightInterviewSensor(BaseSensorOperator):
             self.log.info("Every interview has reached %r.", self.target_status)
             return statuses
         if status == "timeout":
-            return self.timed_out(statuses, f"The sensor timed out after {self.timeout:.0f}s")
+            return self.timed_out(statuses)
         self.log.info("Last statuses: %s", statuses)
         raise error_from_event(event.get("error") or {})
 
-    def timed_out(self, statuses: dict[str, str], why: str) -> dict[str, str]:
+    def timed_out(self, statuses: dict[str, str], why: str = "") -> dict[str, str]:
         """The deadline passed: the statuses seen (``succeed_on_timeout``), else ``AirflowSensorTimeout``.
 
         Either way the log names the ids short of the target and the last statuses, before the outcome.
+        ``why`` defaults to the sensor's timeout.
         """
+        why = why or f"The sensor timed out after {self.timeout:.0f}s"
         ids = self.ids()
         short = [key for key in ids if not status_reached(statuses.get(str(key)), self.target_status)]
         summary = f"{len(ids) - len(short)} of {len(ids)} interviews reached {self.target_status!r}"
@@ -211,7 +219,7 @@ class HindsightInterviewSensor(BaseSensorOperator):
             if memory is not None:
                 memory.forget()
             statuses = self._watch.statuses if self._watch is not None else {}
-            return self.timed_out(statuses, f"The sensor timed out after {self.timeout:.0f}s")
+            return self.timed_out(statuses)
         except (HindsightError, AirflowSkipException):  # an error or soft_fail ended it; a reschedule passes by
             if memory is not None:
                 memory.forget()
@@ -221,38 +229,35 @@ class HindsightInterviewSensor(BaseSensorOperator):
         return result
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """Poll the pending ids that are due through the sync hook; done when all reached the target."""
+        """One round: poll the pending ids that are due through the sync hook; done when all reached the target.
+
+        A transient failure (after the hook's retries) ends the round: the other due ids wait for the next poke.
+        """
         memory = WatchMemory(context) if self.reschedule else None
         if self._watch is None:
-            self._watch = InterviewWatch(
-                self.ids(),
-                self.target_status,
-                hindsight_conn_id=self.hindsight_conn_id,
-                plan=self.plan,
-                max_consecutive_failures=self.max_consecutive_failures,
-            )
+            self._watch = self.trigger(self.ids()).new_watch()
             saved = memory.load() if memory is not None else None
             if saved is not None:
                 self._watch.restore(saved)
         watch = self._watch
-        due = watch.schedule(time.time()).due
+        due = watch.start_round(time.time())
+        polled = 0
         for interview_request_id in due:
+            if not watch.may_poll(time.time()):
+                break
             try:
-                answer = self.hook.get_interview(interview_request_id)
+                outcome: dict[str, Any] | HindsightError = self.hook.get_interview(interview_request_id)
             except HindsightError as error:
-                ending = watch.failed(interview_request_id, error, time.time())
-                if ending is not None:
-                    raise error_from_event(ending) from None
-                self.log.warning(
-                    "Polling interview %d failed (%d in a row); trying it again later: %s",
-                    interview_request_id,
-                    watch.consecutive_failures,
-                    error,
-                )
-                continue
-            watch.answered(interview_request_id, answer, time.time())
+                outcome = error
+            polled += 1
+            if (ending := watch.settle(interview_request_id, outcome, time.time())) is not None:
+                raise error_from_event(ending) from None
+        if (ending := watch.end_round(time.time())) is not None:
+            raise error_from_event(ending) from None
+        if watch.round_over:
+            self.log.warning("%s", watch.round_note())
         if due:
-            self.log.info("Polled %d due interviews: %s.", len(due), watch.progress())
+            self.log.info("Polled %d of %d due interviews: %s.", polled, len(due), watch.progress())
         if memory is not None and not watch.done:
             memory.save(watch.to_json())
         return PokeReturnValue(is_done=watch.done, xcom_value=watch.statuses if watch.done else None)
@@ -269,7 +274,3 @@ def error_from_event(error: dict[str, Any]) -> HindsightError:
     if error.get("status_code") in (401, 403):
         return HindsightAuthError(message, **fields)
     return HindsightPermanentError(message, **fields)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="seconds")

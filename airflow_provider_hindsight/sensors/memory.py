@@ -42,11 +42,6 @@ class WatchMemory:
             "deleted when the sensor ends."
         )
 
-    @property
-    def where(self) -> str:
-        """Where the watch is kept, for the docs and the log."""
-        return "the task state store" if self._store is not None else f"the Airflow Variable {self.variable_key}"
-
     def load(self) -> dict[str, Any] | None:
         """The watch this try saved at its last poke, or ``None`` (the first poke of a try)."""
         if self._store is not None:

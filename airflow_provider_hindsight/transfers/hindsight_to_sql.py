@@ -22,7 +22,7 @@ from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
 from airflow_provider_hindsight.inputs import parse_flag
-from airflow_provider_hindsight.ledgers.faults import DatabaseFault, classify_database_error
+from airflow_provider_hindsight.ledgers.interviews import created_ids_query
 from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches, validate_table_name
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
@@ -30,7 +30,7 @@ from airflow_provider_hindsight.ledgers.transcripts import (
     TranscriptTable,
     validate_transcripts_table,
 )
-from airflow_provider_hindsight.ledgers.values import utc_timestamp, whole_number
+from airflow_provider_hindsight.ledgers.values import whole_number
 from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator
 from airflow_provider_hindsight.polling import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -40,12 +40,15 @@ from airflow_provider_hindsight.polling import (
     PollingPlan,
     PollingPlanError,
     PollState,
+    answer_started_at,
     optional_seconds,
     seconds,
     validate_max_requests,
 )
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 from airflow_provider_hindsight.sql_connection import sql_hook
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error
+from airflow_provider_hindsight.times import posix, utc
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
 
 if TYPE_CHECKING:
@@ -99,16 +102,6 @@ def _polls(landed: LandedInterview | None) -> int:
     if landed is None:
         return 0
     return 1 if landed.polls is None else landed.polls
-
-
-def posix(moment: datetime.datetime | None) -> float | None:
-    """A naive UTC ``datetime`` (as the tables and the API's times read) as POSIX seconds, the plan's time."""
-    return None if moment is None else moment.replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-def utc(seconds: float) -> datetime.datetime:
-    """POSIX seconds as a naive UTC ``datetime``."""
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(tzinfo=None)
 
 
 def _duplicate(key: Any, first: int) -> tuple[str, str]:
@@ -235,7 +228,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         ``stop_polling_after`` by then.
         """
         fetched_at = time.time()
-        started_at = posix(utc_timestamp(answer.get("email_sent_at")) or utc_timestamp(answer.get("created_at")))
+        started_at = answer_started_at(answer)
         next_poll_at = self.plan.next_poll_at(started_at, fetched_at)
         done = answer.get("status") == "completed" or self.plan.stopped(started_at, next_poll_at)
         return table.row(answer, table.now(), polls=polls, next_poll_at=None if done else utc(next_poll_at))
@@ -307,10 +300,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
 
     def _ids_query(self) -> str:
         if self.ids_sql is None:
-            return (
-                f"SELECT interview_request_id FROM {self.ledger_table} "
-                "WHERE state = 'created' AND interview_request_id IS NOT NULL ORDER BY interview_request_id"
-            )
+            return created_ids_query(self.ledger_table)
         if not isinstance(self.ids_sql, str) or not self.ids_sql.strip():
             raise HindsightValidationError(
                 f"ids_sql must be a non-empty query returning interview_request_id, got {self.ids_sql!r:.80}.",

@@ -5,15 +5,16 @@ The trigger polls ``GET /interviews/{id}`` through
 rule and error mapping as every other request, the pacer shared by every trigger of one connection
 in the triggerer, ``Retry-After`` honoured, nothing blocking the event loop. Each id is polled on the
 polling plan (:mod:`airflow_provider_hindsight.polling`), ``poke_interval`` being its shortest
-interval; the ids due at once are polled concurrently, as many in flight as the connection's pace
-can use (:func:`polls_in_flight`). It fires exactly one event, ids and statuses only (never a
+interval, in rounds ``poke_interval`` apart: the ids due by a round are polled concurrently, as many
+in flight as the connection's pace can use (:func:`polls_in_flight`), until a poll fails after the
+hook's retries (the round ends there). It fires exactly one event, ids and statuses only (never a
 transcript, never the key)::
 
     {"status": "success" | "timeout" | "error",
      "statuses": {"<id>": "<status>", ...},           # the last status seen of each id polled
      "error": None | {"interview_request_id", "status_code", "code", "message", "transient"}}
 
-The bookkeeping (statuses, the plan, failures in a row) is
+The bookkeeping (statuses, the plan, the rounds, failed rounds in a row) is
 :class:`~airflow_provider_hindsight.triggers.watch.InterviewWatch`, which the sensor's poke uses too.
 """
 
@@ -31,6 +32,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
 from airflow_provider_hindsight.polling import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_AGE_FACTOR
+from airflow_provider_hindsight.times import iso, posix, utc_timestamp
 from airflow_provider_hindsight.triggers.watch import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     InterviewWatch,
@@ -60,23 +62,16 @@ def polls_in_flight(requests_per_minute: float) -> int:
 
 def parse_deadline(value: object) -> float:
     """An absolute deadline as UTC epoch seconds: from a number, an aware ``datetime`` or ISO-8601 text."""
-    if isinstance(value, bool):
-        raise HindsightValidationError(f"deadline must be a time, got {value!r}.", field="deadline")
-    if isinstance(value, (int, float)) and math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    if isinstance(value, str):
-        try:
-            value = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise HindsightValidationError(
-                f"deadline must be UTC epoch seconds or ISO-8601 text such as 2026-05-15T10:00:00Z, got {value!r}.",
-                field="deadline",
-            ) from None
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return value.timestamp()
-    raise HindsightValidationError(f"deadline must be a time, got {value!r}.", field="deadline")
+    moment = posix(utc_timestamp(value))
+    if moment is None:
+        raise HindsightValidationError(
+            f"deadline must be UTC epoch seconds, an aware datetime or ISO-8601 text such as 2026-05-15T10:00:00Z, "
+            f"got {value!r}.",
+            field="deadline",
+        )
+    return moment
 
 
 class HindsightInterviewTrigger(BaseTrigger):
@@ -90,8 +85,8 @@ class HindsightInterviewTrigger(BaseTrigger):
         ``timeout`` event fires; a restarted triggerer keeps it.
     :param requests_per_minute: pace; wins over the connection's plan (the first trigger of a
         connection in a triggerer sets the shared pace).
-    :param max_consecutive_failures: transient poll failures in a row (after the hook's retries)
-        that end the wait with a retryable ``error`` event.
+    :param max_consecutive_failures: failed rounds in a row (a poll failed transiently after the
+        hook's retries, ending its round) that end the wait with a retryable ``error`` event.
     :param poll_age_factor: an id is polled again after this share of its age (at least
         ``poke_interval``, at most ``max_poll_interval``).
     :param max_poll_interval: the longest time between two polls of one id (seconds).
@@ -121,8 +116,6 @@ class HindsightInterviewTrigger(BaseTrigger):
         """Wall-clock seconds (the deadline and the interviews' ages are absolute); tests replace it."""
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         """How the trigger waits between polls; tests replace it."""
-        self._resume_at = -math.inf
-        """No poll starts before this (wall clock): a Retry-After longer than the hook's retries wait."""
         self._polls_settled = 0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -181,7 +174,7 @@ class HindsightInterviewTrigger(BaseTrigger):
             self.hindsight_conn_id,
             self.plan.min_poll_interval,
             self.plan.max_poll_interval,
-            "no deadline" if math.isinf(self.deadline) else _iso(self.deadline),
+            "no deadline" if math.isinf(self.deadline) else iso(self.deadline),
         )
         while True:
             schedule = watch.schedule(self.clock())
@@ -191,41 +184,51 @@ class HindsightInterviewTrigger(BaseTrigger):
                     self.log.info("Deadline reached: %s.", watch.progress())
                     return watch.event("timeout")
                 continue
-            ending = await self._round(hook, watch, schedule.due)
+            ending = await self._round(hook, watch)
             if ending is not None:
                 return ending
             if watch.done:
                 self.log.info("Done: %s.", watch.progress())
                 return watch.event("success")
 
-    async def _round(self, hook: HindsightAsyncHook, watch: InterviewWatch, due: list[int]) -> dict[str, Any] | None:
-        """Poll the due ids, several at once; the event that ends the wait, or ``None`` to go on."""
+    async def _round(self, hook: HindsightAsyncHook, watch: InterviewWatch) -> dict[str, Any] | None:
+        """Poll the due ids, several at once, until a transient failure ends the round; the ending event or ``None``."""
         started = time.monotonic()
+        due = watch.start_round(self.clock())
+        polled = 0
         in_flight: set[asyncio.Task[Outcome]] = set()
         try:
             for interview_request_id in due:
-                while len(in_flight) >= self._polls_in_flight(hook):
+                while len(in_flight) >= self._polls_in_flight(hook) and not watch.round_over:
                     if (ending := await self._settle(watch, in_flight)) is not None:
                         return await self._drained(watch, in_flight, ending)
-                if not await self._wait_until(self._resume_at):
+                if watch.round_over:
+                    break
+                if not await self._wait_until(watch.resume_at):
                     self.log.info("Deadline reached: %s.", watch.progress())
                     return watch.event("timeout")
                 in_flight.add(asyncio.create_task(self._poll(hook, interview_request_id)))
-            while in_flight:
+                polled += 1
+            while in_flight and not watch.round_over:
                 if (ending := await self._settle(watch, in_flight)) is not None:
                     return await self._drained(watch, in_flight, ending)
-        finally:
+        finally:  # a round a transient failure ended: the polls still in flight are called off
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+        if (ending := watch.end_round(self.clock())) is not None:
+            self.log.warning("Stopped waiting: %s", ending["message"])
+            return watch.event("error", ending)
+        if watch.round_over:
+            self.log.warning("%s", watch.round_note())
         seconds = time.monotonic() - started
-        self.log.info("Polled %d due interviews in %.1fs: %s.", len(due), seconds, watch.progress())
+        self.log.info("Polled %d of %d due interviews in %.1fs: %s.", polled, len(due), seconds, watch.progress())
         if seconds > self.plan.min_poll_interval:
             self.log.warning(
                 "Polling %d interviews took %.0fs, longer than poke_interval (%.0fs), at the connection's pace of "
                 "%.0f requests a minute: they are polled less often than planned. Raise poke_interval, or wait on "
                 "fewer interviews per connection.",
-                len(due),
+                polled,
                 seconds,
                 self.plan.min_poll_interval,
                 hook.pacer.effective_requests_per_minute,
@@ -249,15 +252,8 @@ class HindsightInterviewTrigger(BaseTrigger):
         self._polls_settled += len(finished)
         outcomes = sorted((task.result() for task in finished), key=lambda item: isinstance(item[1], HindsightError))
         for interview_request_id, outcome in outcomes:  # answers first: an error that ends the wait keeps them
-            if not isinstance(outcome, HindsightError):
-                watch.answered(interview_request_id, outcome, self.clock())
-                continue
-            ending = watch.failed(interview_request_id, outcome, self.clock())
-            if ending is not None:
+            if (ending := watch.settle(interview_request_id, outcome, self.clock())) is not None:
                 return ending
-            self.log.warning("Polling interview %d failed; trying it again later: %s", interview_request_id, outcome)
-            if outcome.retry_after is not None:
-                self._resume_at = max(self._resume_at, self.clock() + outcome.retry_after)
         return None
 
     async def _drained(
@@ -268,7 +264,7 @@ class HindsightInterviewTrigger(BaseTrigger):
         in_flight.difference_update(finished)
         for interview_request_id, outcome in (task.result() for task in finished):
             if not isinstance(outcome, HindsightError):
-                watch.answered(interview_request_id, outcome, self.clock())
+                watch.settle(interview_request_id, outcome, self.clock())
         self.log.warning("Stopped waiting: %s", ending["message"])
         return watch.event("error", ending)
 
@@ -281,7 +277,3 @@ class HindsightInterviewTrigger(BaseTrigger):
             if now >= moment:
                 return True
             await self.sleep(min(moment, self.deadline) - now)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,17 +1,20 @@
 """What one wait on interviews knows, shared by the trigger and the sensor's ``poke``: :class:`InterviewWatch`.
 
 A watch holds each id's last status, when it started (its age reference, learnt from the first
-answer: ``email_sent_at``, else ``created_at``) and when it was last polled, and asks the polling
-plan (:mod:`airflow_provider_hindsight.polling`) which ids are due: each id is polled often while it
-is young and rarely when it is old, ``poke_interval`` being its shortest interval. It also counts
-transient failures in a row and says which failures end the wait. It does no I/O: the trigger and
-the sensor poll, and tell it what came back. :meth:`InterviewWatch.to_json` and
-:meth:`InterviewWatch.from_json` carry it across a reschedule-mode sensor's pokes.
+answer: :func:`~airflow_provider_hindsight.polling.answer_started_at`) and when it was last polled,
+and asks the polling plan (:mod:`airflow_provider_hindsight.polling`) which ids are due: each id is
+polled often while it is young and rarely when it is old, ``poke_interval`` being its shortest
+interval. Ids are polled in **rounds** (a sensor's poke; the trigger's wake-ups, on a grid of
+``poke_interval`` from its first round): the ids due by a round are polled together. The watch
+settles each poll's outcome (:meth:`InterviewWatch.settle`), says which failures end the wait, and
+counts failed rounds in a row: a round that meets a transient failure (after the hook's retries)
+ends there, and the rest of its ids wait for the next round. It does no I/O: the trigger and the
+sensor poll, and tell it what came back. :meth:`InterviewWatch.to_json` and
+:meth:`InterviewWatch.restore` carry it across a reschedule-mode sensor's pokes.
 """
 
 from __future__ import annotations
 
-import datetime
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,6 +31,7 @@ from airflow_provider_hindsight.polling import (
     PollingPlanError,
     PollState,
     Schedule,
+    answer_started_at,
 )
 from airflow_provider_hindsight.resources.interviews import STATUSES, status_reached, validate_interview_request_id
 
@@ -36,7 +40,7 @@ TARGET_STATUSES: tuple[str, ...] = ("sent", "completed")
 MAX_WAIT_IDS = 500
 """Ids one sensor or trigger waits on: 500 ids serialise to about 4 KB in the metadata database."""
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
-"""Polls in a row that failed transiently (after the hook's own retries) before the wait gives up."""
+"""Rounds (pokes) in a row that met a transient failure (after the hook's own retries) before the wait gives up."""
 
 
 def validate_target_status(value: object) -> str:
@@ -83,28 +87,14 @@ def sensor_plan(poke_interval: object, poll_age_factor: object, max_poll_interva
         raise HindsightValidationError(message, field=field) from None
 
 
-def started_at(answer: Mapping[str, Any]) -> float | None:
-    """An interview's age reference from its ``GET`` answer: ``email_sent_at``, else ``created_at`` (epoch)."""
-    for name in ("email_sent_at", "created_at"):
-        value = answer.get(name)
-        if isinstance(value, str) and value:
-            try:
-                moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=datetime.timezone.utc)
-            return moment.timestamp()
-    return None
-
-
 class InterviewWatch:
-    """What is known so far about the interviews one wait is on: statuses, polling states, failures in a row.
+    """What is known so far about the interviews one wait is on: statuses, polling states, failed rounds.
 
-    :meth:`schedule` says which pending ids are due now; :meth:`answered` and :meth:`failed` take each
-    poll's outcome. ``failed`` returns the error that ends the wait (a 404 naming the id, a 401/403
-    naming the connection, any other permanent error, or ``max_consecutive_failures`` transient
-    failures in a row), else ``None``: the wait rides it out, and the id waits its interval.
+    A round: :meth:`start_round` gives the ids due now; :meth:`settle` takes each poll's outcome and
+    returns the error that ends the wait (a 404 naming the id, a 401/403 naming the connection, any
+    other permanent error), else ``None``; once :attr:`round_over` (a transient failure), poll no
+    more of the round's ids; :meth:`end_round` counts a failed round and returns the error that ends
+    the wait after ``max_consecutive_failures`` of them in a row.
     """
 
     def __init__(
@@ -125,6 +115,11 @@ class InterviewWatch:
         self._states: dict[int, PollState[int]] = {key: PollState(key) for key in self.ids}
         """The ids not at the target yet, in the order given, with their age reference and last poll."""
         self.consecutive_failures = 0
+        """Rounds in a row that met a transient failure; an answer resets it."""
+        self.resume_at = -math.inf
+        """No poll before this (wall clock): a ``Retry-After``, or the next round after a failed one."""
+        self._first_round_at: float | None = None
+        self._round_failure: tuple[int, HindsightError] | None = None
 
     @property
     def pending(self) -> list[int]:
@@ -136,20 +131,78 @@ class InterviewWatch:
         return not self._states
 
     def schedule(self, now: float) -> Schedule[int]:
-        """The pending ids due at ``now`` (never polled first, then the most overdue) and the next wake-up."""
-        return self.plan.due(self._states.values(), now)
+        """The pending ids due at ``now`` (never polled first, then the most overdue) and the next round's time.
 
-    def answered(self, interview_request_id: int, answer: Mapping[str, Any], now: float) -> None:
-        status = answer.get("status")
+        None is due before :attr:`resume_at`; ``next_due_at`` falls on the round grid, so the ids due
+        by the same round are polled together.
+        """
+        at = max(now, self.resume_at)
+        schedule = self.plan.due(self._states.values(), at)
+        if at > now:  # waiting out resume_at: nothing is due yet
+            next_due_at = at if schedule.due else schedule.next_due_at
+            schedule = Schedule(not_due=[*schedule.due, *schedule.not_due], next_due_at=next_due_at)
+        if schedule.next_due_at is None:
+            return schedule
+        return Schedule(schedule.due, schedule.not_due, next_due_at=self._round_at(schedule.next_due_at))
+
+    def start_round(self, now: float) -> list[int]:
+        """A round begins at ``now``: the ids to poll in it, in order (none before :attr:`resume_at`)."""
+        if self._first_round_at is None:
+            self._first_round_at = now
+        self._round_failure = None
+        return self.schedule(now).due
+
+    @property
+    def round_over(self) -> bool:
+        """A transient failure ended this round: its other ids wait for the next one."""
+        return self._round_failure is not None
+
+    def may_poll(self, now: float) -> bool:
+        """Whether the round may poll another id at ``now``: not over, and no ``Retry-After`` to wait out."""
+        return not self.round_over and now >= self.resume_at
+
+    def settle(
+        self, interview_request_id: int, outcome: Mapping[str, Any] | HindsightError, now: float
+    ) -> dict[str, Any] | None:
+        """Take one poll's outcome (the answer, or the hook's error): the event's ``error`` when it ends the wait."""
+        if isinstance(outcome, HindsightError):
+            return self._failed(interview_request_id, outcome, now)
+        status = outcome.get("status")
         self.consecutive_failures = 0
         self.statuses[str(interview_request_id)] = str(status)
         if status_reached(status, self.target_status):
             self._states.pop(interview_request_id, None)
         elif interview_request_id in self._states:
-            self._states[interview_request_id] = PollState(interview_request_id, started_at(answer), now)
+            self._states[interview_request_id] = PollState(interview_request_id, answer_started_at(outcome), now)
+        return None
 
-    def failed(self, interview_request_id: int, error: HindsightError, now: float) -> dict[str, Any] | None:
-        """The event's ``error`` when this failure ends the wait, else ``None`` (counted, ridden out)."""
+    def end_round(self, now: float) -> dict[str, Any] | None:
+        """Close the round: a failed one counts, the next waits ``poke_interval``; the error that ends the wait."""
+        if self._round_failure is None:
+            return None
+        interview_request_id, error = self._round_failure
+        self.consecutive_failures += 1
+        self.resume_at = max(self.resume_at, now + self.plan.min_poll_interval)
+        if self.consecutive_failures < self.max_consecutive_failures:
+            return None
+        message = (
+            f"{self.consecutive_failures} rounds of polls in a row failed after the hook's retries (last: interview "
+            f"{interview_request_id}: {error.message}). The API or the network is down; Airflow's task retries apply."
+        )
+        return self.error(interview_request_id, error, message)
+
+    def round_note(self) -> str:
+        """The log line of a failed round: which poll failed, and how many rounds in a row."""
+        if self._round_failure is None:
+            return ""
+        interview_request_id, error = self._round_failure
+        return (
+            f"Polling interview {interview_request_id} failed after the hook's retries ({self.consecutive_failures} of "
+            f"{self.max_consecutive_failures} failed rounds in a row); the other due interviews wait for the next "
+            f"round: {error}"
+        )
+
+    def _failed(self, interview_request_id: int, error: HindsightError, now: float) -> dict[str, Any] | None:
         state = self._states.get(interview_request_id)
         if state is not None:
             self._states[interview_request_id] = PollState(interview_request_id, state.started_at, now)
@@ -168,16 +221,19 @@ class InterviewWatch:
             return self.error(interview_request_id, error, message)
         if not error.transient:
             return self.error(interview_request_id, error, f"interview {interview_request_id}: {error.message}")
-        if isinstance(error, HindsightRateLimitError):
-            return None  # the API is up and asked us to wait: not a failure
-        self.consecutive_failures += 1
-        if self.consecutive_failures < self.max_consecutive_failures:
-            return None
-        message = (
-            f"{self.consecutive_failures} polls in a row failed after their retries (last: interview "
-            f"{interview_request_id}: {error.message}). The API or the network is down; Airflow's task retries apply."
-        )
-        return self.error(interview_request_id, error, message)
+        if error.retry_after is not None:
+            self.resume_at = max(self.resume_at, now + error.retry_after)
+        if not isinstance(error, HindsightRateLimitError) and self._round_failure is None:
+            self._round_failure = (interview_request_id, error)  # a 429 is the API up, asking us to wait
+        return None
+
+    def _round_at(self, moment: float) -> float:
+        """The first round on the grid (``poke_interval`` apart from the first round) at or after ``moment``."""
+        if self._first_round_at is None:
+            return moment
+        step = self.plan.min_poll_interval
+        rounds = math.ceil((moment - self._first_round_at) / step)
+        return max(moment, self._first_round_at + max(rounds, 0) * step)
 
     @staticmethod
     def error(interview_request_id: int | None, error: HindsightError, message: str) -> dict[str, Any]:
@@ -197,10 +253,11 @@ class InterviewWatch:
         return f"{reached} of {len(self.ids)} interviews have reached {self.target_status!r}"
 
     def to_json(self) -> dict[str, Any]:
-        """What a later poke needs, as JSON (about 40 bytes an id): statuses, failures, each pending id's times."""
+        """What a later poke needs, as JSON (about 40 bytes an id): statuses, failed rounds, each pending id's times."""
         return {
             "statuses": dict(self.statuses),
             "consecutive_failures": self.consecutive_failures,
+            "resume_at": None if math.isinf(self.resume_at) else self.resume_at,
             "pending": {str(key): [state.started_at, state.last_polled_at] for key, state in self._states.items()},
         }
 
@@ -208,6 +265,8 @@ class InterviewWatch:
         """Take back what :meth:`to_json` saved for these ids (ids it does not know are ignored)."""
         self.statuses.update({key: str(value) for key, value in dict(saved.get("statuses") or {}).items()})
         self.consecutive_failures = int(saved.get("consecutive_failures") or 0)
+        resume_at = _number(saved.get("resume_at"))
+        self.resume_at = -math.inf if resume_at is None else resume_at
         pending = dict(saved.get("pending") or {})
         for key in list(self._states):
             times = pending.get(str(key))

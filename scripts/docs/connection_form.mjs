@@ -6,7 +6,8 @@
 // (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True): scripts/docs/connection_form.py starts one and runs
 // this script. Chromium comes from the system (/usr/bin/chromium, or CHROMIUM=...), playwright-core
 // from `npm install` in scripts/docs/. The form opens one section at a time, so the picture stacks two
-// views of the same form: "Standard Fields" (base URL, API key) and "Extra Fields" (plan, pace, ...).
+// views of the same form: "Standard Fields" (base URL, API key) and "Extra Fields" (plan, pace, ...,
+// the shared budget's connection and table).
 
 import { chromium } from "playwright-core";
 
@@ -29,7 +30,7 @@ const browser = await chromium.launch({
   ],
 });
 try {
-  const page = await browser.newPage({ viewport: { width: 760, height: 1400 }, deviceScaleFactor: 1 });
+  const page = await browser.newPage({ viewport: { width: 760, height: 1800 }, deviceScaleFactor: 1 });
   await page.goto(new URL("connections", uiUrl.endsWith("/") ? uiUrl : `${uiUrl}/`).href);
   await page.getByRole("button", { name: "Add Connection" }).click();
   const dialog = page.getByRole("dialog");
@@ -44,6 +45,8 @@ try {
   await dialog.getByRole("button", { name: "Extra Fields", exact: true }).click();
   await dialog.getByRole("combobox", { name: "Plan" }).click();
   await page.getByRole("option", { name: "growth", exact: true }).click();
+  // The form's labels are not tied to their inputs: find the field by its name.
+  await dialog.locator('input[name="element_budget_conn_id"]').fill("hindsight_budget");
   await dialog.getByRole("heading", { name: "Add Connection" }).click(); // move the focus off the dropdown
   await page.waitForTimeout(500); // let the accordion finish its animation
   // The second view starts at the sections: the fields above them are the same as in the first.

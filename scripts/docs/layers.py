@@ -24,8 +24,9 @@ OUTPUT = ROOT / "docs" / "_static" / "layers.png"
 # (layer title, units): a unit is a subpackage or a top-level module, named from the package root.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the version and the errors", ("__init__", "exceptions")),
+    ("times: parsed and formatted (pure)", ("times",)),
     ("the vendor's resources and pure rules", ("resources", "inputs", "polling", "pace")),
-    ("SQL connections", ("sql_connection",)),
+    ("SQL connections: the hook, the fault table, session bounds", ("sql_connection",)),
     ("the rate budget shared by processes", ("budget",)),
     ("transports and stores", ("hooks", "ledgers")),
     ("bulk runs", ("bulk", "lineage")),

@@ -171,7 +171,9 @@ def test_the_retry_of_a_create_killed_mid_post_fails_naming_its_keys_in_doubt(
     assert "resend_unknown applies to them only after that" in warning
 
     # The killed task's retry (same DAG, task, DAG run and map index): the claims are its own.
+    posted_before = sum(posts(emulator).values())
     retry = run_in(creator(rows(range(1, ROWS + 1)), ledger_db, max_workers=MAX_WORKERS), "manual__first")
+    sent_by_retry = sum(posts(emulator).values()) - posted_before
 
     assert isinstance(retry.error, HindsightUnknownOutcomeError), retry.error
     assert isinstance(retry.error, AirflowFailException), "no task retry: it cannot resolve them"
@@ -186,6 +188,10 @@ def test_the_retry_of_a_create_killed_mid_post_fails_naming_its_keys_in_doubt(
     left = states(ledger_db)
     assert {left[request_key] for request_key in in_doubt} == {"unknown"}
     assert {state for request_key, state in left.items() if request_key not in in_doubt} == {"created"}
-    assert "claimed by an earlier try of this task" in task_logs()
+    logs = task_logs()
+    assert "claimed by an earlier try of this task" in logs
+    (finished,) = [line for line in logs.splitlines() if f"Finished: {ROWS} rows done" in line]
+    assert f" {sent_by_retry} sent ({sent_by_retry} accepted)" in finished  # the keys in doubt were not sent
+    assert f"{len(in_doubt)} unknown (left pending by an earlier try, not sent)" in finished
     assert max(posts(emulator).values()) == 1, "a key was POSTed twice"
     assert max(created_per_email(emulator).values()) == 1

@@ -88,19 +88,26 @@ def sensor_reschedule() -> None:
     )
 
 
-@dag(dag_id="sensor_reschedule_outage", schedule=None, start_date=START, catchup=False)
-def sensor_reschedule_outage() -> None:
-    """Reschedule mode against an API that keeps failing: three failed polls in a row, over reschedules, end it."""
-    HindsightInterviewSensor(
-        task_id="wait",
-        interview_request_ids=IDS,
-        hindsight_conn_id="hindsight_sensor_outage",
-        deferrable=False,
-        mode="reschedule",
-        poke_interval=0.3,
-        timeout=60,
-        max_consecutive_failures=3,
-    )
+def sensor_outage(mode: str) -> None:
+    """One sensor per mode on the connection ``hindsight_sensor_outage`` (the tests make its API fail for a while).
+
+    Three failed rounds in a row (pokes, or the trigger's rounds) end it; polls 1 s apart.
+    """
+
+    @dag(dag_id=f"sensor_outage_{mode}", schedule=None, start_date=START, catchup=False)
+    def outage() -> None:
+        HindsightInterviewSensor(
+            task_id="wait",
+            interview_request_ids=IDS,
+            hindsight_conn_id="hindsight_sensor_outage",
+            deferrable=mode == "deferrable",
+            mode="reschedule" if mode == "reschedule" else "poke",
+            poke_interval=1,
+            timeout=120,
+            max_consecutive_failures=3,
+        )
+
+    outage()
 
 
 sensor_deferrable()
@@ -108,4 +115,5 @@ sensor_deferrable_timeout()
 sensor_poke()
 sensor_succeed_on_timeout()
 sensor_reschedule()
-sensor_reschedule_outage()
+for _mode in ("deferrable", "poke", "reschedule"):
+    sensor_outage(_mode)

@@ -70,6 +70,8 @@ def test_deferrable_sensor_waits_in_the_trigger_and_returns_the_statuses(
         assert all(b - a >= 0.3 for a, b in itertools.pairwise(moments))
     logs = task_logs()
     assert "Deferring: waiting for 3 interviews" in logs
+    # Ids due within the same round are polled together: one line a round, not one an id.
+    assert logs.count("Polled 3 of 3 due interviews") == 2 and "Polled 1 of" not in logs
     assert "**Paige:**" not in logs  # never a transcript
 
 
@@ -230,6 +232,19 @@ def test_poke_polls_the_due_ids_and_keeps_what_reached_the_target(hindsight_emul
     assert len(polls[2]) in (2, 3)  # polled with 1, or on its own when due later
 
 
+def test_poke_waits_out_a_retry_after_longer_than_the_hook_waits(hindsight_emulator: HindsightEmulator) -> None:
+    for interview_id in (1, 2):
+        hindsight_emulator.add_interview(interview_id, status="sent")
+    hindsight_emulator.inject_status(429, retry_after=600, method="GET")  # past the hook's longest wait (60 s)
+    waiting = sensor(interview_request_ids=[1, 2], deferrable=False, mode="poke", poke_interval=1)
+
+    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]
+    assert hindsight_emulator.request_count == 1  # the API asked to wait: the round asks about no more ids
+    assert waiting.poke({}).is_done is False  # type: ignore[arg-type]
+    assert hindsight_emulator.request_count == 1  # nor does the next poke, within the 600 s
+    assert waiting._watch is not None and waiting._watch.consecutive_failures == 0  # a 429 is not a failure
+
+
 def test_poke_fails_permanently_on_a_refused_key_naming_the_connection(
     hindsight_emulator_factory: Callable[..., HindsightEmulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,23 +327,72 @@ def test_reschedule_mode_keeps_its_watch_between_pokes(run_dag: Any, hindsight_e
     assert all(b - a >= 0.3 for a, b in itertools.pairwise(polls[4822]))  # the plan's times survive reschedules
 
 
-def test_reschedule_mode_fails_after_max_consecutive_failures_counted_across_pokes(
-    run_dag: Any,
-    hindsight_emulator: HindsightEmulator,
-    monkeypatch: pytest.MonkeyPatch,
-    task_logs: Callable[[], str],
-) -> None:
-    hindsight_emulator.add_interview(4821, status="sent")
+MODES = ("deferrable", "poke", "reschedule")
+MANY_IDS = list(range(101, 141))
+
+
+@pytest.fixture
+def outage_emulator(hindsight_emulator: HindsightEmulator, monkeypatch: pytest.MonkeyPatch) -> HindsightEmulator:
+    """Forty interviews e-mailed (``sent``) and the connection ``hindsight_sensor_outage`` without hook retries."""
+    for interview_id in MANY_IDS:
+        hindsight_emulator.add_interview(interview_id, status="sent")
     connection = hindsight_emulator.connection("hindsight_sensor_outage")
     connection["extra"]["max_retries"] = 0
     del connection["conn_id"]
     monkeypatch.setenv("AIRFLOW_CONN_HINDSIGHT_SENSOR_OUTAGE", json.dumps(connection))
-    hindsight_emulator.inject_status(503, times=100, method="GET")
+    return hindsight_emulator
 
-    dag_run = run_dag("sensor_reschedule_outage", ids=[4821])
+
+def failed_gets(emulator: HindsightEmulator) -> list[float]:
+    return [request.time for request in emulator.requests if request.method == "GET" and request.status == 503]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_outage_in_the_middle_of_a_many_id_wait_does_not_fail_the_sensor(
+    mode: str, run_dag: Any, outage_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    """The API goes down after every id was polled once, for two rounds (pokes) of the sensor, then comes back."""
+    stop = threading.Event()
+
+    def outage() -> None:
+        while not stop.wait(0.02) and set(gets(outage_emulator)) != set(MANY_IDS):
+            pass  # until the first round has polled every id
+        outage_emulator.inject_status(503, times=100_000, method="GET")
+        while not stop.wait(0.02):
+            failed = failed_gets(outage_emulator)
+            if failed and failed[-1] - failed[0] > 0.5:  # failures in two rounds, a second apart
+                outage_emulator.clear_faults()
+                for interview_id in MANY_IDS:
+                    outage_emulator.complete(interview_id)
+                return
+
+    helper = threading.Thread(target=outage, daemon=True)
+    helper.start()
+    try:
+        dag_run = run_dag(f"sensor_outage_{mode}", ids=MANY_IDS)
+    finally:
+        stop.set()
+        helper.join()
+
+    assert task_states(dag_run) == {"wait": "success"}
+    assert xcom_value(dag_run, "wait") == {str(interview_id): "completed" for interview_id in MANY_IDS}
+    assert failed_gets(outage_emulator)  # the outage did hit the wait
+    logs = task_logs()
+    assert "(1 of 3 failed rounds in a row)" in logs and "(2 of 3 failed rounds in a row)" in logs
+    assert "3 rounds of polls in a row failed" not in logs
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_consecutive_failures_failed_rounds_in_a_row_fail_the_sensor_retryably(
+    mode: str, run_dag: Any, outage_emulator: HindsightEmulator, task_logs: Callable[[], str]
+) -> None:
+    outage_emulator.inject_status(503, times=100_000, method="GET")
+
+    dag_run = run_dag(f"sensor_outage_{mode}", ids=MANY_IDS)
 
     assert task_states(dag_run) == {"wait": "failed"}
-    assert len(gets(hindsight_emulator)[4821]) == 3  # one poll per poke: three pokes, three failures in a row
     logs = task_logs()
-    assert "3 polls in a row failed after their retries" in logs
-    assert "(2 in a row)" in logs
+    assert "3 rounds of polls in a row failed after the hook's retries" in logs
+    assert "(2 of 3 failed rounds in a row)" in logs
+    if mode != "deferrable":  # a failed poll ends its poke: one request a round, not forty
+        assert len(failed_gets(outage_emulator)) == 3

@@ -294,6 +294,23 @@ def test_a_scheduled_landing_fetches_nothing_soon_after_and_catches_up_when_a_pa
     assert gets(emulator) == [3, 4]
 
 
+def test_a_scheduled_landing_empties_next_poll_at_of_the_rows_it_stops(
+    backend: Backend, emulator: HindsightEmulator, run_dag: Callable[..., Any]
+) -> None:
+    ids_table(backend, [3, 4])
+    assert task_states(run_dag("landing_scheduled", catch_up=False)) == {"land": "success"}
+    assert rows(backend)[3]["next_poll_at"] is not None  # pending: due again later
+    backdate(backend, 3, started=31 * DAY, fetched=2 * DAY)  # past stop_polling_after (30 days)
+
+    stopping = run_dag("landing_scheduled", catch_up=False)
+
+    assert xcom_value(stopping, "land", key="summary")["stopped"] == 1
+    stopped = rows(backend)[3]
+    assert moment(stopped["polling_stopped_at"]) is not None
+    assert stopped["next_poll_at"] is None  # never fetched again: no next time
+    assert rows(backend)[4]["next_poll_at"] is not None
+
+
 def test_max_requests_fetches_never_polled_first_then_the_most_overdue(
     backend: Backend, emulator: HindsightEmulator
 ) -> None:

@@ -22,13 +22,12 @@ from airflow_provider_hindsight.exceptions import HindsightTransientError
 from airflow_provider_hindsight.ledgers import dialect as ledger_dialect
 from airflow_provider_hindsight.ledgers import sql as ledger_sql
 from airflow_provider_hindsight.ledgers.faults import (
-    DatabaseFault,
     HindsightLedgerBusyError,
     HindsightLedgerConnectionLostError,
     HindsightLedgerError,
-    classify_database_error,
 )
 from airflow_provider_hindsight.ledgers.sync import SyncLedger
+from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 

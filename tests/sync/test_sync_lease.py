@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_hindsight.bulk import lease
-from airflow_provider_hindsight.ledgers.lease import LeaseTable
+from airflow_provider_hindsight.bulk import sync_lease
 from airflow_provider_hindsight.ledgers.sync import OLD_LEASE_ID
+from airflow_provider_hindsight.ledgers.sync_lease import SyncLeaseTable
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.sync.helpers import TABLE, LedgerDatabase, Source, assert_summary, point_hindsight, run, transfer
 
@@ -53,17 +53,17 @@ def test_a_run_waits_for_another_run_of_its_sync_and_then_sends_only_what_is_owe
     assert run(transfer(source, ledger_db)).error is None  # the ledger exists
     source.change([3, 4])
     started = hold_lease(ledger_db, minutes_ago=0)
-    monkeypatch.setattr(lease, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(sync_lease, "POLL_SECONDS", 0.05)
     found_held = threading.Event()
-    take = LeaseTable.take
+    take = SyncLeaseTable.take
 
-    def observed(self: LeaseTable, sync_id: str, **kwargs: Any) -> Any:
+    def observed(self: SyncLeaseTable, sync_id: str, **kwargs: Any) -> Any:
         held = take(self, sync_id, **kwargs)
         if held is not None:
             found_held.set()
         return held
 
-    monkeypatch.setattr(LeaseTable, "take", observed)
+    monkeypatch.setattr(SyncLeaseTable, "take", observed)
 
     def the_other_run_ends() -> None:
         found_held.wait(30)
@@ -96,7 +96,7 @@ def test_the_lease_of_a_killed_run_is_taken_over_once_stale(
     point_hindsight(monkeypatch, hindsight_emulator)
     source.fill(5)
     assert run(transfer(source, ledger_db)).error is None
-    hold_lease(ledger_db, minutes_ago=lease.STALE_AFTER_SECONDS / 60 + 1)
+    hold_lease(ledger_db, minutes_ago=sync_lease.STALE_AFTER_SECONDS / 60 + 1)
 
     outcome = run(transfer(source, ledger_db))
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_provider_hindsight.polling import PollingPlan, PollingPlanError, PollState, Verdict
+from airflow_provider_hindsight.polling import (
+    PollingPlan,
+    PollingPlanError,
+    PollState,
+    Verdict,
+    answer_started_at,
+    started_at,
+)
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -190,3 +197,20 @@ def test_durations_may_be_timedeltas() -> None:
 def test_the_plan_imports_no_airflow() -> None:
     code = "import sys, airflow_provider_hindsight.polling; sys.exit('airflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"email_sent_at": "2026-05-15T12:00:00Z", "created_at": "2026-05-14T12:00:00Z"}, "2026-05-15T12:00:00"),
+        ({"email_sent_at": None, "created_at": "2026-05-14T12:00:00Z"}, "2026-05-14T12:00:00"),  # never e-mailed
+        ({"email_sent_at": "not a time", "created_at": "2026-05-14T12:00:00+00:00"}, "2026-05-14T12:00:00"),
+        ({"status": "created"}, None),  # no time at all: unknown, polled at the shortest interval
+    ],
+)
+def test_an_interview_s_age_counts_from_its_e_mail_else_its_creation(
+    answer: dict[str, object], expected: str | None
+) -> None:
+    seconds = None if expected is None else datetime.fromisoformat(expected).replace(tzinfo=timezone.utc).timestamp()
+    assert answer_started_at(answer) == seconds
+    assert started_at(None, None) is None and started_at(2.0, 1.0) == 2.0 and started_at(None, 1.0) == 1.0

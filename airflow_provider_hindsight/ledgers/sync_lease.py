@@ -5,7 +5,7 @@ run's random token), ``owner`` (the task instance, ``<dag_id>/<task_id>/<run_id>
 tries share it), ``started_at`` and ``heartbeat_at`` (UTC). Taking a free lease is an ``INSERT`` (of
 two runs, exactly one gets it); taking over, refreshing and releasing are conditional on the holder,
 so a run never moves or deletes another run's lease. When to wait and when to take over is
-:mod:`airflow_provider_hindsight.bulk.lease`'s.
+:mod:`airflow_provider_hindsight.bulk.sync_lease`'s.
 
 Earlier versions kept the lease in the sync ledger itself, as the row ``interview_request_id = -1``;
 :meth:`~.sync.SyncLedger.prepare` deletes such a row of its ``sync_id`` on first use.
@@ -46,7 +46,7 @@ def leases_table_of(ledger_table: str) -> str:
 
 
 @dataclass(frozen=True)
-class Lease:
+class SyncLeaseRow:
     """Who holds a sync's lease: the run's token, its task instance, since when, and its last heartbeat (naive UTC)."""
 
     holder: str
@@ -55,7 +55,7 @@ class Lease:
     heartbeat_at: datetime.datetime | None
 
 
-class LeaseTable:
+class SyncLeaseTable:
     """The leases of the sync ledger ``ledger_table`` on the Airflow SQL connection ``ledger_conn_id``.
 
     Call :meth:`prepare` (with the sync ledger's) and :meth:`close` at the end.
@@ -82,7 +82,9 @@ class LeaseTable:
     def close(self) -> None:
         self.sql.close()
 
-    def take(self, sync_id: str, *, holder: str, owner: str, take_over: Callable[[Lease], bool]) -> Lease | None:
+    def take(
+        self, sync_id: str, *, holder: str, owner: str, take_over: Callable[[SyncLeaseRow], bool]
+    ) -> SyncLeaseRow | None:
         """Take the lease of ``sync_id`` for ``holder``; ``None`` when taken, else who holds it.
 
         Inserted if absent (of two runs, exactly one gets it); when another run holds it, taken over
@@ -93,9 +95,9 @@ class LeaseTable:
             return None
         rows = list(self.sql.select_by_keys(("holder", "owner", "started_at", "heartbeat_at"), [(sync_id,)]))
         if not rows:  # released between the insert and the read: the caller tries again
-            return Lease("", "", None, None)
+            return SyncLeaseRow("", "", None, None)
         held, held_by, started, beat = rows[0]
-        lease = Lease(str(held), str(held_by), utc_timestamp(started), utc_timestamp(beat))
+        lease = SyncLeaseRow(str(held), str(held_by), utc_timestamp(started), utc_timestamp(beat))
         p = self.sql.dialect.placeholder
         if take_over(lease) and self.sql.execute(
             f"UPDATE {self.sql.table} SET holder = {p}, owner = {p}, started_at = {p}, heartbeat_at = {p} "

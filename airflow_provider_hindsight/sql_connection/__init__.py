@@ -1,18 +1,37 @@
-"""The SQL hook behind an Airflow connection id, for the transfers' sources, the landing table and the ledgers.
+"""The SQL connection layer under the ledgers, the landing table and the shared rate budget.
 
-One place turns ``sql_conn_id`` or ``ledger_conn_id`` into a common-sql ``DbApiHook``, and says
-which parameter, which connection and what fix when it cannot. It lives outside ``hooks/`` (the
-Hindsight API's hooks): the ledgers know no Hindsight transport.
+One place turns an Airflow connection id (``sql_conn_id``, ``ledger_conn_id`` or ``budget_conn_id``)
+into a common-sql ``DbApiHook`` (:func:`sql_hook`), saying which parameter, which connection and what
+fix when it cannot, and holds the one rule of what a table name may be (:func:`valid_table_name`: it
+goes into SQL text). Its modules hold what every table on such a connection shares:
+
+- :mod:`.faults`: what a driver's error means (:func:`~.faults.classify_database_error`, one table
+  of SQLSTATEs and drivers' words), and the driver's message without the connection's password;
+- :mod:`.session`: which driver a connection is, the session's bounds on lock waits, and the one
+  thread that uses a connection.
+
+It lives outside ``hooks/`` (the Hindsight API's hooks): the ledgers and the budget know no Hindsight
+transport.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+_TABLE_NAME = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})?")
+
+
+def valid_table_name(table: object) -> TypeGuard[str]:
+    """Whether ``table`` is ``name`` or ``schema.name`` of letters, digits and underscores (not starting with a
+    digit): the name goes into SQL text, so no quotes, spaces or other punctuation."""
+    return isinstance(table, str) and _TABLE_NAME.fullmatch(table) is not None
 
 
 def sql_hook(

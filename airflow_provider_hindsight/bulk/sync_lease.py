@@ -3,7 +3,7 @@
 Two runs of one change-only sync started together (a manual run beside a scheduled one, two DAGs with
 one ``sync_id``) each read the ledger before the other had recorded anything, and sent every row.
 Now a run takes the sync's lease (a row of the lease table beside the ledger, see
-:mod:`airflow_provider_hindsight.ledgers.lease`) before it reads the ledger. A
+:mod:`airflow_provider_hindsight.ledgers.sync_lease`) before it reads the ledger. A
 run that finds the lease held waits for it, with a WARNING naming the ``sync_id`` and since when the
 other run holds it, and then reads the ledger: rows the other run delivered are unchanged.
 
@@ -22,8 +22,8 @@ import secrets
 import time
 from collections.abc import Callable
 
-from airflow_provider_hindsight.ledgers.lease import Lease
 from airflow_provider_hindsight.ledgers.sync import SyncLedger
+from airflow_provider_hindsight.ledgers.sync_lease import SyncLeaseRow
 
 STALE_AFTER_SECONDS = 180.0
 """A lease whose heartbeat is older than this belongs to a run that was killed (allows for some clock skew)."""
@@ -93,7 +93,7 @@ class SyncLease:
                 self.waited_seconds,
             )
 
-    def _may_take_over(self, lease: Lease) -> bool:
+    def _may_take_over(self, lease: SyncLeaseRow) -> bool:
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         if lease.owner == self.owner:
             log.info("Taking over the lease of the sync %r from an earlier try of this task.", self.ledger.sync_id)

@@ -29,12 +29,16 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from measure import API_KEY, ROOT, EmulatorSettings, emulator, progress
+
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 
 NUMBERS = ROOT / "docs" / "_generated" / "budget-numbers.md"
 PLOT = ROOT / "docs" / "_static" / "budget-shares.png"
@@ -50,6 +54,15 @@ PROCESSES: dict[str, dict[str, Any]] = {
     "landing": {"kind": "get", "count": 200, "threads": 4},
     "triggerer": {"kind": "triggers", "count": 20, "triggers": 10},
 }
+BUSY_BESIDE_LIGHT: dict[str, dict[str, Any]] = {
+    "sync": {"kind": "update", "count": 560, "threads": 16},
+    "triggerer": {"kind": "triggers", "count": 3, "triggers": 10, "poll_every": 30.0},
+}
+"""One busy process beside a triggerer of 10 sensors polling every 30 s: about a minute."""
+KILL_AFTER = 15.0
+DOWN_SECONDS = 20.0
+"""The store-killed run: the budget's database goes down this long after the start, for this long."""
+EDGES_MARKER = "<!-- the budget at its edges -->"
 BIN_SECONDS = 10.0
 RUNS: list[str] = []
 """The runs made so far: each creates contacts of its own."""
@@ -75,13 +88,19 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     if kind == "triggers":
         hook: Any = HindsightAsyncHook(CONN_ID, max_retry_wait=120)
 
+        poll_every = float(task.get("poll_every", 0.0))
+
         async def trigger(interview_id: int) -> None:
+            if poll_every:  # sensors deferred at different moments poll at different moments
+                await asyncio.sleep(poll_every * interview_id / task["triggers"])
             for _ in range(count):
                 try:
                     await hook.aget_interview(interview_id)
                     done.append(time.time())
                 except HindsightError as error:
                     failed.append(type(error).__name__)
+                if poll_every:
+                    await asyncio.sleep(poll_every)
 
         async def triggerer() -> None:
             await hook.asettings()
@@ -144,10 +163,14 @@ def run(
     limit: float,
     budget: str | None,
     directory: Path,
+    during: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Start one child per process on a fresh emulator at ``limit``, all at once; collect what they report."""
+    """Start one child per process on a fresh emulator at ``limit``, all at once; collect what they report.
+
+    ``during``: run in a thread once the children start (it takes the store away and brings it back); the
+    emulator then runs in this process, recording when each request arrived (``arrivals``)."""
     settings = EmulatorSettings(requests_per_minute=limit, rate_window=60.0, latency=LATENCY, seed=SEED)
-    with emulator(settings) as server:
+    with emulator(settings) if during is None else recording_emulator(limit) as server:
         extra: dict[str, Any] = {"requests_per_minute": limit}
         connections = {}
         if budget is not None:
@@ -169,20 +192,67 @@ def run(
                 time.sleep(0.01)
         started = time.time()
         go.touch()
+        action = threading.Thread(target=during) if during is not None else None
+        if action is not None:
+            action.start()
         results = {}
         for name, (process, _) in children.items():
             output, _ = process.communicate()
             if process.returncode != 0:
                 raise RuntimeError(f"the {name} child of {title!r} failed")
             results[name] = json.loads(output.strip().splitlines()[-1])
+        if action is not None:
+            action.join()
         counts = server.counts()
-    outcome = {"title": title, "limit": limit, "started": started, "results": results, "status_counts": counts}
+        recorded = server.requests if isinstance(server, _RecordingEmulator) else []
+        arrivals = [[request.time, request.status] for request in recorded]
+    outcome = {
+        "title": title,
+        "limit": limit,
+        "started": started,
+        "results": results,
+        "status_counts": counts,
+        "arrivals": arrivals,
+    }
     (directory / f"{title}.json").write_text(json.dumps(outcome))
     RUNS.append(title)
     for name, result in results.items():
         failures = {error: result["failed"].count(error) for error in set(result["failed"])}
         progress(f"   {name}: {len(result['done'])} answered 2xx, failed {failures or 'none'}")
     return outcome
+
+
+class _RecordingEmulator:
+    """The emulator in this process (the parent only waits), recording when each request arrived."""
+
+    def __init__(self, limit: float) -> None:
+        from airflow_provider_hindsight.testing import HindsightEmulator
+
+        self.server = HindsightEmulator(
+            API_KEY, requests_per_minute=limit, rate_window=60.0, latency=LATENCY, clock=time.time
+        )
+        for interview_id in range(1, SEED + 1):
+            self.server.add_interview(interview_id, status="sent")
+        self.base_url = ""
+
+    def __enter__(self) -> _RecordingEmulator:
+        self.server.__enter__()
+        self.base_url = self.server.base_url
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.__exit__(*exc_info)
+
+    def counts(self) -> dict[int, int]:
+        return dict(self.server.status_counts)
+
+    @property
+    def requests(self) -> list[Any]:
+        return list(self.server.requests)
+
+
+def recording_emulator(limit: float) -> _RecordingEmulator:
+    return _RecordingEmulator(limit)
 
 
 def summarize(outcome: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +359,72 @@ def write_numbers(summaries: list[dict[str, Any]], store: str) -> None:
             f"({summary['share_429']:.1%}) | {summary['together_per_minute']:,.0f} "
             f"({summary['together_share_of_limit']:.3f}) | {per_process} | {trips or '-'} |"
         )
-    NUMBERS.write_text("\n".join(lines) + "\n")
+    edges = NUMBERS.read_text().partition(EDGES_MARKER) if NUMBERS.exists() else ("", "", "")
+    NUMBERS.write_text("\n".join(lines) + "\n" + (f"\n{edges[1]}{edges[2]}" if edges[1] else ""))
+
+
+def summarize_store_killed(outcome: dict[str, Any], killed_at: float) -> dict[str, Any]:
+    """Requests arriving at the emulator in each second after the store died, against the per-second pace."""
+    arrivals = outcome["arrivals"]
+    after = [moment for moment, _ in arrivals if moment >= killed_at]
+    per_second: dict[int, int] = {}
+    for moment in after:
+        per_second[int(moment - killed_at)] = per_second.get(int(moment - killed_at), 0) + 1
+    pace = outcome["limit"] * SAFETY_MARGIN / 60
+    rate_limited = sum(status == 429 for _, status in arrivals)
+    return {
+        "title": outcome["title"],
+        "requests": len(arrivals),
+        "answered_429": rate_limited,
+        "share_429": rate_limited / max(1, len(arrivals)),
+        "pace_per_second": pace,
+        "most_in_one_second_after": max(per_second.values(), default=0),
+        "most_per_second_over_pace": max(per_second.values(), default=0) / pace,
+        "store_failures": sum(result["store_failures"] for result in outcome["results"].values()),
+    }
+
+
+def summarize_busy_beside_light(outcome: dict[str, Any]) -> dict[str, Any]:
+    """Both processes' 2xx answers while the busy one runs, against the limit."""
+    busy, light = outcome["results"]["sync"]["done"], outcome["results"]["triggerer"]["done"]
+    start, end = min(busy), max(busy)
+    together = sum(start <= moment <= end for moment in busy + light)
+    return {
+        "title": outcome["title"],
+        "busy_seconds": end - start,
+        "light_requests": sum(start <= moment <= end for moment in light),
+        "together_per_minute": together / (end - start) * 60,
+        "together_share_of_limit": together / (end - start) * 60 / outcome["limit"],
+        "answered_429": outcome["status_counts"].get(429, 0),
+    }
+
+
+def write_edges(killed: dict[str, Any] | None, beside: dict[str, Any]) -> None:
+    """The edges' table, after the main one (kept as it is when only the edges ran)."""
+    kept = NUMBERS.read_text().split(EDGES_MARKER)[0].rstrip() if NUMBERS.exists() else ""
+    lines = [
+        kept,
+        "",
+        EDGES_MARKER,
+        "",
+        f"At the edges (limit {LIMIT:,} a minute, {LIMIT * SAFETY_MARGIN / 60:.1f} requests a second at the pace):",
+        "",
+    ]
+    if killed is not None:
+        lines.append(
+            f"- the store taken away {KILL_AFTER:g} s into the run of the four processes above, for "
+            f"{DOWN_SECONDS:g} s: at most {killed['most_in_one_second_after']} requests arrived in any one second "
+            f"after ({killed['most_per_second_over_pace']:.2f} times the per-second pace); "
+            f"{killed['answered_429']} of {killed['requests']:,} requests answered 429 "
+            f"({killed['share_429']:.1%}) over the run."
+        )
+    lines.append(
+        f"- one busy process (a sync of {BUSY_BESIDE_LIGHT['sync']['count']} PATCHes) beside a triggerer of 10 "
+        f"sensors polling every 30 s: together {beside['together_per_minute']:,.0f} a minute "
+        f"({beside['together_share_of_limit']:.3f} of the limit) over the {beside['busy_seconds']:.0f} s the busy "
+        f"one ran, {beside['light_requests']} of them the sensors'; {beside['answered_429']} answered 429."
+    )
+    NUMBERS.write_text("\n".join(lines).lstrip() + "\n")
 
 
 def budget_connection(store: str, directory: Path) -> tuple[str, Any]:
@@ -306,6 +441,9 @@ def budget_connection(store: str, directory: Path) -> tuple[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--edges", action="store_true", help="only the edges: the store killed mid-run (PostgreSQL) and a light sharer"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -313,6 +451,9 @@ def main() -> None:
         return
     directory = Path(tempfile.mkdtemp(prefix="bench-budget-"))
     progress(f"raw results in {directory}")
+    if args.edges:
+        edges(directory)
+        return
     budget, server = budget_connection(args.store, directory)
     try:
         progress("1. four processes on one key, each pacing alone")
@@ -331,6 +472,38 @@ def main() -> None:
     write_numbers(summaries, "SQLite" if args.store == "sqlite" else "PostgreSQL")
     plot(without, shared)
     progress(f"wrote {NUMBERS.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
+
+
+def edges(directory: Path) -> None:
+    """The store killed mid-run (a throw-away PostgreSQL server) and one busy process beside a light one."""
+    budget, server = budget_connection("postgres", directory)
+    database = server.database("budget")
+    killed: dict[str, float] = {}
+
+    def take_the_store_away() -> None:
+        time.sleep(KILL_AFTER)
+        server.execute('ALTER DATABASE "budget" ALLOW_CONNECTIONS false')
+        server.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'budget'")
+        killed["at"] = time.time()
+        progress(f"   the store is down ({database.name})")
+        time.sleep(DOWN_SECONDS)
+        server.execute('ALTER DATABASE "budget" ALLOW_CONNECTIONS true')
+        progress("   the store is back")
+
+    try:
+        progress("4. four processes with the budget; its database goes down mid-run and comes back")
+        store_killed = run(
+            "store killed", PROCESSES, limit=LIMIT, budget=budget, directory=directory, during=take_the_store_away
+        )
+        progress("5. one busy process beside a triggerer of 10 sensors polling every 30 s")
+        beside = run("busy beside light", BUSY_BESIDE_LIGHT, limit=LIMIT, budget=budget, directory=directory)
+    finally:
+        server.stop()
+    killed_summary = summarize_store_killed(store_killed, killed["at"])
+    beside_summary = summarize_busy_beside_light(beside)
+    print(json.dumps([killed_summary, beside_summary], indent=1))
+    write_edges(killed_summary, beside_summary)
+    progress(f"wrote {NUMBERS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

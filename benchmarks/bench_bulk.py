@@ -375,7 +375,7 @@ def draw_charts(measurements: list[Measurement]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+    from airflow_provider_hindsight.pace import SAFETY_MARGIN
 
     plt.rcParams.update({"font.size": 11, "axes.spines.top": False, "axes.spines.right": False})
 

@@ -35,7 +35,7 @@ from measure import API_KEY, EmulatorSettings, emulator, progress
 if TYPE_CHECKING:
     import requests
 
-    from airflow_provider_hindsight.hooks.pacing import PaceChange
+    from airflow_provider_hindsight.pace import PaceChange
 
 HERE = Path(__file__).resolve().parent
 PLOT = HERE.parent / "docs" / "_static" / "pacing-timeline.png"
@@ -152,7 +152,7 @@ def plot(at_limit: Run, below: Run, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+    from airflow_provider_hindsight.pace import SAFETY_MARGIN
 
     figure, (top, window, bottom) = plt.subplots(
         3, 1, figsize=(11, 12), height_ratios=(3, 1.6, 3.4), constrained_layout=True

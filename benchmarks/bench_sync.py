@@ -562,7 +562,7 @@ def worker(log: Path) -> int:
 
 def _constants() -> dict[str, float]:
     from airflow_provider_hindsight.bulk.changes import CHECKPOINT_ROWS, CHECKPOINT_SECONDS
-    from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+    from airflow_provider_hindsight.pace import SAFETY_MARGIN
 
     return {
         "checkpoint_rows": CHECKPOINT_ROWS,

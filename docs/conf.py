@@ -79,8 +79,8 @@ html_css_files = ["hindsight.css"]
 
 from airflow_provider_hindsight.history import MAX_FAILED_ROWS, WAIT_SECONDS  # noqa: E402
 from airflow_provider_hindsight.hooks.connection_form import PLAN_REQUESTS_PER_MINUTE  # noqa: E402
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN  # noqa: E402
 from airflow_provider_hindsight.ledgers.history import PURGE_BATCH  # noqa: E402
+from airflow_provider_hindsight.pace import SAFETY_MARGIN  # noqa: E402
 
 EXAMPLE_ROWS = 50_000
 

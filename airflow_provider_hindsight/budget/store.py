@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, FORGET_SECONDS, Lease, lease_size, take_lease
+from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, FORGET_SECONDS, Grant, grant_size, take_grant
 from airflow_provider_hindsight.pace import PaceState
 from airflow_provider_hindsight.sql_connection import sql_hook
 from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error, driver_message
@@ -75,6 +75,10 @@ class BudgetStoreError(Exception):
     """The budget's database failed; the message names the connection and the table, never a password."""
 
 
+class BudgetConfigurationError(BudgetStoreError):
+    """``budget_conn_id`` names no usable SQL connection; the message says the fix."""
+
+
 class BudgetStore:
     """The table ``table`` on ``budget_conn_id``, through one connection used by one thread at a time.
 
@@ -103,7 +107,7 @@ class BudgetStore:
         demand: int,
         pause_until: float = 0.0,
         slow_down: bool = False,
-    ) -> Lease:
+    ) -> Grant:
         """Take start times for ``demand`` requests at most (none for 0: only report a pause or slow-down).
 
         Raises :class:`BudgetStoreError` when the database fails; the connection is then closed and
@@ -150,7 +154,7 @@ class BudgetStore:
 
     def _lease(
         self, name: str, member: str, configured: float, cap: float, demand: int, pause_until: float, slow_down: bool
-    ) -> Lease:
+    ) -> Grant:
         cursor = self._connection.cursor()
         try:
             if self._is_sqlite:
@@ -158,16 +162,19 @@ class BudgetStore:
             state, members = self._read(cursor, name, member)
             now = self._clock()  # read once the lock is held: the time the start times are counted from
             rate = configured if state is None else min(state.rate, configured)
-            size = lease_size(rate, members=members + 1, demand=demand, cap_requests_per_minute=cap) if demand else 0
-            lease = take_lease(configured, state, now, size=size, pause_until=pause_until, slow_down=slow_down)
+            size = grant_size(rate, members=members + 1, demand=demand, cap_requests_per_minute=cap) if demand else 0
+            lease = take_grant(
+                configured, state, now, size=size, pause_until=pause_until, slow_down=slow_down, members=members + 1
+            )
             self._write(cursor, name, lease.state, insert=state is None)
-            if demand and now - self._member_written.get(member, -math.inf) >= MEMBER_REFRESH_SECONDS:
+            refresh = demand and now - self._member_written.get(member, -math.inf) >= MEMBER_REFRESH_SECONDS
+            if refresh:
                 self._upsert_member(cursor, name, member, now, first=member not in self._member_written)
             self.round_trips += 1
             self._connection.commit()
         finally:
             cursor.close()
-        if demand:
+        if refresh:  # when the row was last written: a process that asks more often than that still refreshes it
             self._member_written[member] = now
         return lease
 
@@ -236,7 +243,7 @@ class BudgetStore:
         try:
             self._hook, connection = sql_hook(self.budget_conn_id, parameter="budget_conn_id")
         except Exception as error:
-            raise BudgetStoreError(str(error)) from None
+            raise BudgetConfigurationError(str(error)) from None
         self._secret = connection.password or ""
         try:
             self._connection = self._hook.get_conn()

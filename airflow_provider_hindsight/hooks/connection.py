@@ -25,6 +25,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     PLAN_REQUESTS_PER_MINUTE,
 )
 from airflow_provider_hindsight.inputs import parse_flag
+from airflow_provider_hindsight.sql_connection import valid_table_name
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
@@ -48,12 +49,12 @@ class ConnectionSettings:
     shared budget's pace. 0 means the same as ``requests_per_minute``."""
     budget_conn_id: str | None = None
     """The SQL connection of the rate budget shared by every process using this key, if any."""
-    budget_table: Any = DEFAULT_BUDGET_TABLE
-    """Its table there, as the extra gives it: the budget validates it before the first request."""
+    budget_table: str = DEFAULT_BUDGET_TABLE
+    """Its table there: ``name`` or ``schema.name``."""
     history_conn_id: str | None = None
     """The SQL connection where every run writes its history, if any."""
-    history_table: Any = DEFAULT_HISTORY_TABLE
-    """Its runs' table there, as the extra gives it: the recorder validates it before the first request."""
+    history_table: str = DEFAULT_HISTORY_TABLE
+    """Its runs' table there: ``name`` or ``schema.name`` (the rows' table adds ``_rows``)."""
     history_retention_days: float = DEFAULT_HISTORY_RETENTION_DAYS
     """Runs delete history older than this many days."""
 
@@ -97,6 +98,14 @@ def parse_connection(
             code="invalid_connection",
         )
     budget_table = extra.get("budget_table") or DEFAULT_BUDGET_TABLE
+    if not valid_table_name(budget_table):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: budget_table must be a table name such as "
+            f"'{DEFAULT_BUDGET_TABLE}' or 'analytics.{DEFAULT_BUDGET_TABLE}' (letters, digits and underscores, "
+            f"optionally one schema prefix), got {budget_table!r}. Fix: correct the connection's extra "
+            "budget_table, or leave it empty for the default.",
+            code="invalid_connection",
+        )
     history_conn_id = extra.get("history_conn_id")
     if history_conn_id is not None and not isinstance(history_conn_id, str):
         raise HindsightConfigurationError(

@@ -18,6 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHo
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.budget.permits import BudgetNews, SharedBudget
 from airflow_provider_hindsight.exceptions import (
     HindsightAuthError,
     HindsightBadRequestError,
@@ -41,7 +42,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     ui_field_behaviour,
 )
 from airflow_provider_hindsight.hooks.network import network_cause
-from airflow_provider_hindsight.hooks.pacing import PaceChange, RatePacer, connection_budget
+from airflow_provider_hindsight.hooks.pacing import RatePacer, connection_budget
 from airflow_provider_hindsight.hooks.request import (
     ApiRequest,
     create_request,
@@ -52,6 +53,7 @@ from airflow_provider_hindsight.hooks.request import (
     update_request,
 )
 from airflow_provider_hindsight.hooks.retry import ONCE, RetryPolicy
+from airflow_provider_hindsight.pace import PaceChange
 from airflow_provider_hindsight.resources.interviews import (
     InterviewCreate,
     InterviewUpdate,
@@ -214,8 +216,20 @@ class HindsightHook(BaseHook):
             self.settings.requests_per_minute,
             clock=lambda: self.clock(),
             sleep=lambda seconds: self.sleep(seconds),
-            permits=connection_budget(self.settings, on_change=self.log_pace_change),
+            permits=connection_budget(self.settings),
         )
+
+    @shared_by_threads
+    def budget_news(self) -> BudgetNews | None:
+        """What the task's log was told of the key's shared budget, if any: the process's (a worker runs one task)."""
+        budget = self.pacer.permits
+        return budget.news if isinstance(budget, SharedBudget) else None
+
+    def tell_budget_news(self) -> None:
+        """After each permit, on the caller's side: the budget in use, or fallen back to pacing alone, in this log."""
+        news = self.budget_news
+        if news is not None:
+            news.tell(self.log)
 
     def log_pace_change(self, change: PaceChange) -> None:
         """One INFO line per change of pace: the pacer adapting is expected, retries are the WARNINGs."""
@@ -277,6 +291,7 @@ class HindsightHook(BaseHook):
         before_send: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         self.pacer.acquire(self.log_pace_change)
+        self.tell_budget_news()
         if first_attempt and stopped is not None and stopped.is_set():
             raise HindsightRunStoppedError(request.subject)
         if first_attempt and before_send is not None:

@@ -24,6 +24,7 @@ import httpx
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
 from airflow_provider_hindsight import __version__
+from airflow_provider_hindsight.budget.permits import BudgetNews, SharedBudget
 from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
@@ -67,8 +68,14 @@ class HindsightAsyncHook(HindsightHook):
             self.hindsight_conn_id,
             self.settings.base_url,
             self.settings.requests_per_minute,
-            permits=lambda: connection_budget(self.settings, on_change=self.log_pace_change),
+            permits=lambda: connection_budget(self.settings),
         )
+
+    @cached_property
+    def budget_news(self) -> BudgetNews | None:
+        """What this trigger's log was told of the key's shared budget: its own, as each deferred task has a log."""
+        budget = self.pacer.permits
+        return BudgetNews(budget) if isinstance(budget, SharedBudget) else None
 
     async def arequest(self, request: ApiRequest) -> dict[str, Any]:
         """:meth:`HindsightHook.request` for the event loop: the same rule, pace and errors, awaited."""
@@ -86,6 +93,7 @@ class HindsightAsyncHook(HindsightHook):
 
     async def _asend_once(self, request: ApiRequest) -> dict[str, Any]:
         await self.pacer.acquire_async(self.log_pace_change)
+        self.tell_budget_news()
         self.count_request()
         try:
             response = await self.client.request(

@@ -15,44 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from airflow_provider_hindsight.budget.permits import SharedBudget
+from airflow_provider_hindsight.budget.permits import SHARED_BUDGETS, SharedBudget
 from airflow_provider_hindsight.budget.share import budget_name
-from airflow_provider_hindsight.budget.store import BudgetStore
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
-from airflow_provider_hindsight.hooks.connection_form import DEFAULT_BUDGET_TABLE
-from airflow_provider_hindsight.pace import (
-    LATE_WAKE_SECONDS,
-    MIN_REQUESTS_PER_MINUTE,
-    RECOVERY_AFTER_SECONDS,
-    RECOVERY_SHARE,
-    RECOVERY_SNAP,
-    SAFETY_MARGIN,
-    SLOW_DOWN_FACTOR,
-    PaceChange,
-    PaceSchedule,
-    PaceState,
-)
-from airflow_provider_hindsight.sql_connection import valid_table_name
-
-__all__ = [
-    "LATE_WAKE_SECONDS",
-    "MIN_REQUESTS_PER_MINUTE",
-    "RECOVERY_AFTER_SECONDS",
-    "RECOVERY_SHARE",
-    "RECOVERY_SNAP",
-    "SAFETY_MARGIN",
-    "SHARED_PACERS",
-    "SLOW_DOWN_FACTOR",
-    "PaceChange",
-    "PaceListener",
-    "PaceSchedule",
-    "PaceState",
-    "PermitSource",
-    "RatePacer",
-    "SharedPacers",
-    "connection_budget",
-]
+from airflow_provider_hindsight.pace import PaceChange, PaceSchedule
 
 
 class PermitSource(Protocol):
@@ -274,26 +240,18 @@ SHARED_PACERS = SharedPacers()
 """The process's shared pacers, those every async hook (trigger) uses."""
 
 
-def connection_budget(settings: ConnectionSettings, on_change: PaceListener | None = None) -> PermitSource | None:
-    """The key's shared budget for a connection with ``budget_conn_id`` (else ``None``), at the connection's pace.
+def connection_budget(settings: ConnectionSettings) -> SharedBudget | None:
+    """The key's shared budget in this process for a connection with ``budget_conn_id`` (else ``None``), at the
+    connection's pace: one per key, budget table and pace, however many hooks use it.
 
     A hook's own ``requests_per_minute`` caps this process's share; it never raises the key's pace.
-    A ``budget_table`` that is not a table name raises :class:`HindsightConfigurationError` before any request.
     """
     if settings.budget_conn_id is None:
         return None
-    if not valid_table_name(settings.budget_table):
-        raise HindsightConfigurationError(
-            f"Connection {settings.conn_id!r}: budget_table must be a table name such as "
-            f"'{DEFAULT_BUDGET_TABLE}' or 'analytics.{DEFAULT_BUDGET_TABLE}' (letters, digits and underscores, "
-            f"optionally one schema prefix), got {settings.budget_table!r}. Fix: correct the connection's extra "
-            "budget_table, or leave it empty for the default.",
-            code="invalid_connection",
-        )
-    return SharedBudget(
-        BudgetStore(settings.budget_conn_id, settings.budget_table),
+    return SHARED_BUDGETS.get(
+        settings.budget_conn_id,
+        settings.budget_table,
         name=budget_name(settings.api_key, settings.base_url),
         requests_per_minute=settings.connection_requests_per_minute or settings.requests_per_minute,
         cap_requests_per_minute=settings.requests_per_minute,
-        on_change=on_change,
     )

@@ -29,7 +29,6 @@ from airflow_provider_hindsight.hooks.hindsight import (
     HindsightHook,
     validate_max_workers,
 )
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.hooks.request import key_check_request
 from airflow_provider_hindsight.inputs import check_max_failures, parse_flag
 from airflow_provider_hindsight.ledgers.faults import HindsightLedgerUnavailableError
@@ -42,6 +41,7 @@ from airflow_provider_hindsight.ledgers.sync import (
     validate_sync_id,
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

@@ -16,7 +16,7 @@ from pathlib import Path
 from dot_diagram import EXTERNAL, STEP, STORE, Node, document, draw
 
 from airflow_provider_hindsight.hooks.connection_form import PLAN_REQUESTS_PER_MINUTE
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 from airflow_provider_hindsight.polling import PollingPlan
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

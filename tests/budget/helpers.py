@@ -73,7 +73,8 @@ class Child:
 
     @property
     def budget_warnings(self) -> int:
-        return sum(BUDGET_WARNING in line for line in self.log.read_text(errors="replace").splitlines())
+        lines = self.log.read_text(errors="replace").lower().splitlines()
+        return sum(BUDGET_WARNING in line and "warning" in line for line in lines)
 
 
 @dataclass

@@ -22,14 +22,13 @@ import pytest
 
 from airflow_provider_hindsight.budget.permits import FETCH_AHEAD_SECONDS
 from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, LEASE_SECONDS
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 from airflow_provider_hindsight.testing import HindsightEmulator
 from tests.budget.helpers import (
     API_KEY,
     connections,
     count_between,
     emulator,
-    forkserver,
     run_children,
     starts_by_process,
 )
@@ -54,11 +53,6 @@ class Store:
     """Holds the budget's table locked (every lease waits) while the context is open."""
     take_away: Callable[[], None]
     """Makes the database refuse every connection, and ends those it has: the store is down."""
-
-
-@pytest.fixture(scope="module")
-def context() -> ForkServerContext:
-    return forkserver()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,14 +8,17 @@ budget's WARNING lines there) and writes what it did to a JSON file.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import time
+from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import airflow.providers.postgres.hooks.postgres  # imported once in the forkserver, not in each child
 import airflow.providers.sqlite.hooks.sqlite  # noqa: F401
+import structlog
 
 from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
@@ -24,6 +27,23 @@ from tests.helpers import enter_child
 
 CONN_ID = "hindsight_shared"
 TICK_SECONDS = 0.005
+TRIGGER: contextvars.ContextVar[int | None] = contextvars.ContextVar("trigger", default=None)
+"""The trigger whose coroutine runs now: as the triggerer does, a line logged from it goes to that trigger's log."""
+
+
+def route_trigger_lines(log: str) -> None:
+    """Give each trigger its own log, ``<log>.trigger-<n>``: the lines logged from its coroutine (none from other
+    threads), as Airflow's triggerer routes a trigger's lines to its deferred task's log."""
+
+    def route(logger: object, method_name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        trigger = TRIGGER.get()
+        if trigger is not None:
+            with open(f"{log}.trigger-{trigger}", "a") as output:
+                output.write(f"{event.get('level', method_name)} {event.get('event')}\n")
+        return event
+
+    processors = list(structlog.get_config()["processors"])
+    structlog.configure(processors=[*processors[:-1], route, processors[-1]])  # before the renderer
 
 
 def _start_together(result: str) -> tuple[float, float]:
@@ -82,21 +102,35 @@ def poll_interviews(
     log: str,
     result: str,
     triggers: int = 20,
+    poll_every: float = 0.0,
+    hook_each: bool = False,
 ) -> None:
-    """``triggers`` triggers on one event loop (a triggerer), each polling one of ``ids`` until the time runs
-    out, with a ticker beside them that measures the longest gap between its ticks."""
+    """``triggers`` triggers on one event loop (a triggerer), each polling one of ``ids`` every ``poll_every``
+    seconds until the time runs out, with a ticker beside them that measures the longest gap between its ticks.
+
+    ``hook_each``: each trigger has its own hook (as each deferred sensor's trigger does) and its own log
+    (:func:`route_trigger_lines`)."""
     enter_child(connections, log)
+    route_trigger_lines(log)
     outcomes: list[str] = []
     longest = 0.0
     stop_at = 0.0
 
-    async def trigger(hook: HindsightAsyncHook, interview_id: int) -> None:
+    async def trigger(shared: HindsightAsyncHook, index: int, interview_id: int) -> None:
+        TRIGGER.set(index)
+        hook = HindsightAsyncHook(CONN_ID, max_retry_wait=5) if hook_each else shared
+        if poll_every:  # sensors deferred at different moments poll at different moments
+            await asyncio.sleep(poll_every * index / triggers)
         while time.time() < stop_at:
             try:
                 await hook.aget_interview(interview_id)
                 outcomes.append("ok")
             except HindsightError as error:
                 outcomes.append(type(error).__name__)
+            if poll_every:
+                await asyncio.sleep(poll_every)
+        if hook is not shared:
+            await hook.aclose()
 
     async def ticker() -> None:
         nonlocal longest
@@ -112,7 +146,9 @@ def poll_interviews(
         await hook.asettings()
         _ = hook.pacer
         _, stop_at = await asyncio.to_thread(_start_together, result)
-        await asyncio.gather(ticker(), *(trigger(hook, interview_id) for interview_id in ids[:triggers]))
+        await asyncio.gather(
+            ticker(), *(trigger(hook, index, interview_id) for index, interview_id in enumerate(ids[:triggers]))
+        )
         await hook.aclose()
         return hook
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight.bulk.report import LOGGED_FAILURES, format_duration
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
 from airflow_provider_hindsight.operators.hindsight import HindsightBulkUpdateInterviewsOperator
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 from airflow_provider_hindsight.testing import HindsightEmulator
 
 from .helpers import Executed

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from airflow import __version__ as airflow_version
 
+from airflow_provider_hindsight.budget.permits import SHARED_BUDGETS
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.hooks.pacing import SHARED_PACERS
 
@@ -32,6 +33,7 @@ def _fresh_shared_pacers() -> Iterator[None]:
     """No pace, pause or slow-down of the process's shared pacers carries from one test to the next."""
     yield
     SHARED_PACERS.reset()
+    SHARED_BUDGETS.close()
 
 
 @pytest.fixture

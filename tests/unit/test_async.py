@@ -19,7 +19,8 @@ from airflow_provider_hindsight.exceptions import (
     HindsightNotFoundError,
 )
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, PaceChange, RatePacer, SharedPacers
+from airflow_provider_hindsight.hooks.pacing import RatePacer, SharedPacers
+from airflow_provider_hindsight.pace import SAFETY_MARGIN, PaceChange
 
 from .helpers import API_KEY, BASE_URL, FAST_RPM, FakeTime, SetConnection, TaskClocks, envelope
 

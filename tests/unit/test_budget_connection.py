@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
-from airflow_provider_hindsight.budget.permits import SharedBudget
+from airflow_provider_hindsight.budget.permits import SHARED_BUDGETS, SharedBudget
 from airflow_provider_hindsight.budget.share import budget_name
 from airflow_provider_hindsight.exceptions import HindsightConfigurationError
 from airflow_provider_hindsight.hooks.connection import parse_connection
 from airflow_provider_hindsight.hooks.pacing import connection_budget
+
+from .helpers import FAST_RPM, LogRecorder, MakeHook, SetConnection, ok, url
 
 KEY = "budget-test-key"
 
@@ -56,3 +59,27 @@ def test_a_budget_table_that_is_not_a_table_name_is_refused_naming_the_extra(tab
 def test_a_budget_conn_id_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(HindsightConfigurationError, match="budget_conn_id"):
         settings({"budget_conn_id": 5})
+
+
+def test_hooks_of_one_key_and_pace_share_one_budget_in_a_process_until_closed() -> None:
+    budget = connection_budget(settings({"budget_conn_id": "budget_db"}))
+
+    assert connection_budget(settings({"budget_conn_id": "budget_db"})) is budget
+    assert connection_budget(settings({"budget_conn_id": "budget_db"}, requests_per_minute=100)) is not budget
+    SHARED_BUDGETS.close()
+    assert connection_budget(settings({"budget_conn_id": "budget_db"})) is not budget
+
+
+def test_a_budget_conn_id_that_names_no_connection_warns_once_with_the_fix_that_applies(
+    set_connection: SetConnection, make_hook: MakeHook, hook_logs: LogRecorder, requests_mock: Any
+) -> None:
+    set_connection(extra={"budget_conn_id": "no_such_db", "requests_per_minute": FAST_RPM})
+    requests_mock.patch(url(7), **ok(7))
+    for _ in range(3):  # a task that makes a hook per call
+        make_hook().update_interview(7, contact_name="Budget")
+
+    warnings = [line for line in hook_logs.at(logging.WARNING) if "shared rate budget" in line]
+    assert len(warnings) == 1
+    assert "is not a defined Airflow connection. Fix: create it" in hook_logs.text()
+    assert "up and writable" not in hook_logs.text()
+    assert len(requests_mock.request_history) == 3

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from airflow_provider_hindsight.budget.share import budget_name, lease_size, take_lease
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, SLOW_DOWN_FACTOR
+from airflow_provider_hindsight.budget.share import budget_name, grant_size, take_grant
+from airflow_provider_hindsight.pace import SAFETY_MARGIN, SLOW_DOWN_FACTOR
 
 NOW = 1_800_000_000.0
 PACE = 600.0
@@ -33,13 +33,13 @@ def test_the_budget_is_named_by_a_sha256_of_base_url_and_key_never_the_key() -> 
         (20, 100, 1000, 1),  # never less than one
     ],
 )
-def test_lease_size_is_the_fair_share_of_a_second(members: int, demand: int, cap: float, expected: int) -> None:
-    assert lease_size(PACE, members=members, demand=demand, cap_requests_per_minute=cap) == expected
+def test_grant_size_is_the_fair_share_of_a_second(members: int, demand: int, cap: float, expected: int) -> None:
+    assert grant_size(PACE, members=members, demand=demand, cap_requests_per_minute=cap) == expected
 
 
 def test_leases_follow_one_another_on_one_evenly_spaced_schedule() -> None:
-    first = take_lease(PACE, None, NOW, size=3)
-    second = take_lease(PACE, first.state, NOW + 0.01, size=2)  # another process, just after
+    first = take_grant(PACE, None, NOW, size=3)
+    second = take_grant(PACE, first.state, NOW + 0.01, size=2)  # another process, just after
 
     starts = [*first.starts, *second.starts]
     assert starts[0] == NOW
@@ -47,9 +47,9 @@ def test_leases_follow_one_another_on_one_evenly_spaced_schedule() -> None:
 
 
 def test_a_pause_holds_every_lease_taken_after_it_and_a_429_lowers_the_shared_pace() -> None:
-    first = take_lease(PACE, None, NOW, size=1)
-    reported = take_lease(PACE, first.state, NOW + 0.1, size=0, pause_until=NOW + 5, slow_down=True)
-    later = take_lease(PACE, reported.state, NOW + 0.2, size=2)
+    first = take_grant(PACE, None, NOW, size=1)
+    reported = take_grant(PACE, first.state, NOW + 0.1, size=0, pause_until=NOW + 5, slow_down=True)
+    later = take_grant(PACE, reported.state, NOW + 0.2, size=2)
 
     assert reported.starts == ()
     assert [change.pause_seconds for change in reported.changes] == pytest.approx([4.9, 0.0])
@@ -59,9 +59,9 @@ def test_a_pause_holds_every_lease_taken_after_it_and_a_429_lowers_the_shared_pa
 
 
 def test_the_shared_pace_recovers_after_a_quiet_period_and_never_exceeds_the_configured_one() -> None:
-    slowed = take_lease(PACE, None, NOW, size=1, slow_down=True)
-    tested = take_lease(PACE, slowed.state, NOW + 1, size=1)  # the first request after the 429 starts the count
-    recovered = take_lease(PACE, tested.state, NOW + 12, size=1)
+    slowed = take_grant(PACE, None, NOW, size=1, slow_down=True)
+    tested = take_grant(PACE, slowed.state, NOW + 1, size=1)  # the first request after the 429 starts the count
+    recovered = take_grant(PACE, tested.state, NOW + 12, size=1)
 
     assert PACE * SLOW_DOWN_FACTOR < recovered.state.rate < PACE
-    assert take_lease(300.0, recovered.state, NOW + 13, size=1).state.rate <= 300.0
+    assert take_grant(300.0, recovered.state, NOW + 13, size=1).state.rate <= 300.0

@@ -11,7 +11,8 @@ import pytest
 from airflow_provider_hindsight.bulk.engine import update_interviews
 from airflow_provider_hindsight.hooks import hindsight as hindsight_module
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, RatePacer
+from airflow_provider_hindsight.hooks.pacing import RatePacer
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 
 from .helpers import (
     ANY_INTERVIEW,

@@ -25,7 +25,7 @@ from airflow_provider_hindsight.exceptions import (
     HindsightValidationError,
 )
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 from airflow_provider_hindsight.resources.interviews import MAX_FIELD_CHARS, UPDATE_FIELDS
 
 from .helpers import (

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from airflow_provider_hindsight.hooks.pacing import (
+from airflow_provider_hindsight.hooks.pacing import RatePacer
+from airflow_provider_hindsight.pace import (
     MIN_REQUESTS_PER_MINUTE,
     RECOVERY_AFTER_SECONDS,
     RECOVERY_SHARE,
@@ -19,7 +20,6 @@ from airflow_provider_hindsight.hooks.pacing import (
     SLOW_DOWN_FACTOR,
     PaceChange,
     PaceSchedule,
-    RatePacer,
 )
 
 from .helpers import FakeTime

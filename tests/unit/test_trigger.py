@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
-from airflow_provider_hindsight.hooks.pacing import SAFETY_MARGIN, RatePacer, SharedPacers
+from airflow_provider_hindsight.hooks.pacing import RatePacer, SharedPacers
+from airflow_provider_hindsight.pace import SAFETY_MARGIN
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.triggers.interview import HindsightInterviewTrigger, polls_in_flight
 

@@ -1,6 +1,8 @@
 """Timestamps as the API, the tables and users give them, and the POSIX seconds the polling plan counts in.
 
-Pure, standard library only: the one place that parses and formats a time. The provider's tables keep
+Pure, standard library only: the one parser of timestamps (:func:`utc_timestamp`; a ``Retry-After``
+HTTP date aside, :mod:`airflow_provider_hindsight.hooks.retry`'s), now as the tables keep it
+(:func:`utc_now`), and the conversions between ``datetime`` and POSIX seconds. The provider's tables keep
 naive UTC ``datetime`` values (ISO text on SQLite); the API sends ISO-8601 text with ``Z`` or an
 offset; the polling plan and the triggers count in POSIX seconds (UTC).
 """

@@ -1,13 +1,13 @@
 """One table the provider keeps in the user's own database, through any Airflow SQL connection.
 
 :class:`SqlTable` is the one place that connects, prepares a table and runs its statements, for the
-sync ledger, its lease, the interview ledger and the landing table alike. It is composed of small
-parts: the connection's :class:`~.dialect.SqlDialect` (placeholder, upsert, timestamps, lock
+sync ledger, its lease, the interview ledger, the landing table and the run history alike. It is
+composed of small parts: the connection's :class:`~.dialect.SqlDialect` (placeholder, upsert, timestamps, lock
 bounds), the table's :class:`~.table.TableSpec` and :class:`~.table.TableStatements` (its shape and
 SQL text), :class:`~.schema.TableSchema` (creating, checking and probing it before any request) and
 :class:`~.faults.TableMessages` (its errors, in its operator's parameter names). A table module
-(:mod:`.sync`, :mod:`.sync_lease`, :mod:`.interviews`, :mod:`.transcripts`) holds a :class:`SqlTable`
-and adds the queries of its own.
+(:mod:`.sync`, :mod:`.sync_lease`, :mod:`.interviews`, :mod:`.transcripts`, :mod:`.history`) holds a
+:class:`SqlTable` (the history two) and adds the queries of its own.
 
 A :class:`SqlTable` holds one connection from :meth:`SqlTable.prepare` to :meth:`SqlTable.close`
 (use it from one thread at a time): it resolves the connection

@@ -1,8 +1,8 @@
-"""The SQL connection layer under the ledgers, the landing table and the shared rate budget.
+"""The SQL connection layer under the ledgers, the landing table, the run history and the shared rate budget.
 
-One place turns an Airflow connection id (``sql_conn_id``, ``ledger_conn_id`` or ``budget_conn_id``)
-into a common-sql ``DbApiHook`` (:func:`sql_hook`), saying which parameter, which connection and what
-fix when it cannot, and holds the one rule of what a table name may be (:func:`valid_table_name`: it
+One place turns an Airflow connection id (``sql_conn_id``, ``ledger_conn_id``, ``budget_conn_id`` or
+``history_conn_id``) into a common-sql ``DbApiHook`` (:func:`sql_hook`), saying which parameter, which
+connection and what fix when it cannot, and holds the one rule of what a table name may be (:func:`valid_table_name`: it
 goes into SQL text). Its modules hold what every table on such a connection shares:
 
 - :mod:`.faults`: what a driver's error means (:func:`~.faults.classify_database_error`, one table

@@ -77,7 +77,8 @@ class SqlDialect:
         return moment.isoformat(sep=" ") if self.is_sqlite else moment
 
     def timestamp(self, value: object) -> Any:
-        """Any timestamp (``datetime`` or ISO text, see :func:`~.values.utc_timestamp`) as this database stores it."""
+        """Any timestamp (``datetime`` or ISO text, parsed by :func:`~airflow_provider_hindsight.times.utc_timestamp`)
+        as this database stores it."""
         return self.stored(utc_timestamp(value))
 
     def now(self) -> Any:

@@ -42,6 +42,7 @@ from airflow_provider_hindsight.ledgers.sync import (
 )
 from airflow_provider_hindsight.lineage import HindsightLineageMixin
 from airflow_provider_hindsight.pace import SAFETY_MARGIN
+from airflow_provider_hindsight.times import utc_timestamp
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -54,9 +55,7 @@ def dag_run_start(context: Context | None) -> datetime.datetime | None:
     """When the task's DAG run began (naive UTC), from ``context["dag_run"].start_date``; ``None`` if unknown."""
     dag_run = context.get("dag_run") if context is not None else None
     start = getattr(dag_run, "start_date", None)
-    if not isinstance(start, datetime.datetime):
-        return None
-    return start.astimezone(datetime.timezone.utc).replace(tzinfo=None) if start.tzinfo else start
+    return utc_timestamp(start) if isinstance(start, datetime.datetime) else None
 
 
 def task_instance_parts(operator: BaseOperator, context: Context | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``airflow_provider_hindsight.triggers.answers`` needs Airflow 3: on 2.11 its import says so and points at the landing."""
+"""The answers trigger needs Airflow 3: on 2.11 importing it says so and points at the scheduled landing."""
 
 from __future__ import annotations
 

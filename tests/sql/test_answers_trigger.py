@@ -6,6 +6,7 @@ The trigger's clock is virtual (its waits move it on at once), the emulator and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -364,3 +365,50 @@ def test_its_arguments_serialise_small_without_key_or_personal_data(hindsight_em
     text = json.dumps(kwargs)
     assert len(text) < 2048 and "test-key" not in text
     assert HindsightAnswersTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_2000_watched_ids_never_block_the_loop_and_come_1000_an_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hindsight_emulator: HindsightEmulator
+) -> None:
+    backend = sqlite_ledger(tmp_path / "warehouse.db", monkeypatch, CONN_ID, sync_id="-")
+    count = 2000
+    backend.run("CREATE TABLE deals (interview_request_id BIGINT)")
+    backend.run(
+        "INSERT INTO deals WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+        "SELECT i FROM n"
+    )
+    for key in range(1, count + 1):
+        hindsight_emulator.add_interview(key, status="completed")
+
+    async def measured() -> tuple[list[list[int]], float, float]:
+        await HindsightAsyncHook().asettings()  # the process's first connection read imports Airflow's secrets
+        longest = busiest = 0.0
+        ticking = True
+
+        async def ticker() -> None:
+            # CPU time of the loop's thread between two ticks: what the trigger kept the loop busy (wall time
+            # also counts the process waiting for one of the machine's 2 shared cores)
+            nonlocal longest, busiest
+            last, last_cpu = time.perf_counter(), time.thread_time()
+            while ticking:
+                await asyncio.sleep(0.005)
+                now, cpu = time.perf_counter(), time.thread_time()
+                longest, busiest = max(longest, now - last), max(busiest, cpu - last_cpu)
+                last, last_cpu = now, cpu
+
+        tick = asyncio.create_task(ticker())
+        async with running(make_trigger("SELECT interview_request_id FROM deals", VirtualClock())) as watcher:
+            events = [ids(await watcher.next_event()), ids(await watcher.next_event())]
+        ticking = False
+        await tick
+        return events, longest, busiest
+
+    gc.collect()  # a full collection of Airflow's heap stalls any loop; this test is about the trigger's own code
+    gc.disable()
+    try:
+        events, longest, busiest = asyncio.run(measured())
+    finally:
+        gc.enable()
+    assert events == [list(range(1, 1001)), list(range(1001, 2001))]
+    assert busiest < 0.2, f"the loop's thread was busy {busiest:.3f} s between two ticks"
+    assert longest < 1.0, f"a tick came {longest:.3f} s late"

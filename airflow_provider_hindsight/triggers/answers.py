@@ -75,6 +75,8 @@ PERMANENT_RETRY_SECONDS = 900.0
 FIRST_BACKOFF_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 300.0
 """Transient errors in a row back off from 5 s, doubling, to at most this (or the ``Retry-After``)."""
+LAND_BATCH = 100
+"""Answers upserted together (one transaction) while a round fetches."""
 HANDOFF_SECONDS = 5.0
 """Between handing an event to Airflow and marking its rows: the triggerer stores it meanwhile, so a crash in
 that window repeats the batch rather than losing it."""
@@ -236,6 +238,7 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                     wake = self._wake_at(watched, refresh_at, batch_started_at)
                 except Exception as caught:
                     await self._sql(self._close_store)  # opened again on the next try: a lost connection, a fix
+                    refresh_at = -math.inf  # and the ids read again: what a failed write did not land is watched
                     message, transient, retry_after = self._described(caught)
                     if transient:
                         transient_in_a_row += 1
@@ -303,6 +306,7 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                 watched.drop(key)
         due = iter(schedule.due)
         in_flight: set[asyncio.Task[tuple[int, dict[str, Any] | HindsightError]]] = set()
+        answers: list[tuple[dict[str, Any], int]] = []
         failure: HindsightError | None = None
         try:
             while failure is None:
@@ -313,7 +317,6 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                     break
                 finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 self._fetched += len(finished)
-                answers: list[tuple[dict[str, Any], int]] = []
                 for task in finished:
                     key, outcome = task.result()
                     if isinstance(outcome, HindsightNotFoundError):
@@ -329,12 +332,15 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                     else:
                         answers.append((outcome, watched.polls.get(key, 0) + 1))
                         watched.fetched(key, outcome, self.clock())
-                if answers:
+                if len(answers) >= LAND_BATCH:
                     await self._sql(self._land, answers)
+                    answers = []
         finally:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+            if answers:  # what was fetched is kept, even when the round failed
+                await self._sql(self._land, answers)
         if failure is not None:
             raise failure
 

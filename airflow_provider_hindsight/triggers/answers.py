@@ -418,7 +418,10 @@ class HindsightAnswersTrigger(BaseEventTrigger):
     def _close_store(self) -> None:
         store, self._store, self._announcements = self._store, None, None
         if store is not None:
-            store.close()
+            try:
+                store.close()
+            except Exception as error:  # a connection already gone: the error that broke it was reported
+                self.log.debug("Closing the transcripts table failed: %s", error)
 
     def _shut_down(self) -> None:
         self._session.run(self._close_store)

@@ -206,17 +206,21 @@ class TranscriptTable:
             timestamp(polling_stopped_at),
         )
 
-    def fetched_row(self, answer: Mapping[str, Any], *, polls: int, plan: PollingPlan) -> tuple[Any, ...]:
-        """The row of an answer fetched now, its ``polls``-th fetch, and when ``plan`` fetches it next.
+    def fetched_row(
+        self, answer: Mapping[str, Any], *, polls: int, plan: PollingPlan, fetched_at: float | None = None
+    ) -> tuple[Any, ...]:
+        """The row of an answer fetched at ``fetched_at`` (POSIX seconds; now), its ``polls``-th fetch, and when
+        ``plan`` fetches it next.
 
         ``next_poll_at`` is ``None`` when the plan will not fetch it again: completed, or past
-        ``stop_polling_after`` by then.
+        ``stop_polling_after`` by then. The caller's clock is the plan's: a trigger on a test's clock lands its times.
         """
-        fetched_at = time.time()
+        fetched = time.time() if fetched_at is None else fetched_at
         started = answer_started_at(answer)
-        next_poll_at = plan.next_poll_at(started, fetched_at)
+        next_poll_at = plan.next_poll_at(started, fetched)
         done = answer.get("status") == "completed" or plan.stopped(started, next_poll_at)
-        return self.row(answer, self.now(), polls=polls, next_poll_at=None if done else utc(next_poll_at))
+        stored = self.sql.dialect.timestamp(utc(fetched))
+        return self.row(answer, stored, polls=polls, next_poll_at=None if done else utc(next_poll_at))
 
     def mark_stopped(self, interview_request_ids: Iterable[int]) -> int:
         """Set ``polling_stopped_at`` to now and empty ``next_poll_at`` on these rows: the plan stopped them."""

@@ -306,7 +306,7 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                 watched.drop(key)
         due = iter(schedule.due)
         in_flight: set[asyncio.Task[tuple[int, dict[str, Any] | HindsightError]]] = set()
-        answers: list[tuple[dict[str, Any], int]] = []
+        answers: list[tuple[dict[str, Any], int, float]] = []
         failure: HindsightError | None = None
         try:
             while failure is None:
@@ -330,8 +330,9 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                     elif isinstance(outcome, HindsightError):
                         failure = failure or outcome
                     else:
-                        answers.append((outcome, watched.polls.get(key, 0) + 1))
-                        watched.fetched(key, outcome, self.clock())
+                        now = self.clock()
+                        answers.append((outcome, watched.polls.get(key, 0) + 1, now))
+                        watched.fetched(key, outcome, now)
                 if len(answers) >= LAND_BATCH:
                     await self._sql(self._land, answers)
                     answers = []
@@ -403,9 +404,10 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         assert self._announcements is not None
         return self._announcements.mark(ids)
 
-    def _land(self, answers: list[tuple[dict[str, Any], int]]) -> int:
+    def _land(self, answers: list[tuple[dict[str, Any], int, float]]) -> int:
         store = self._require_store()
-        return store.land(store.fetched_row(answer, polls=polls, plan=self.plan) for answer, polls in answers)
+        rows = (store.fetched_row(answer, polls=polls, plan=self.plan, fetched_at=at) for answer, polls, at in answers)
+        return store.land(rows)
 
     def _stopped(self, ids: list[int]) -> int:
         return self._require_store().mark_stopped(ids)

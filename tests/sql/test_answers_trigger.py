@@ -412,3 +412,19 @@ def test_2000_watched_ids_never_block_the_loop_and_come_1000_an_event(
     assert events == [list(range(1, 1001)), list(range(1001, 2001))]
     assert busiest < 0.2, f"the loop's thread was busy {busiest:.3f} s between two ticks"
     assert longest < 1.0, f"a tick came {longest:.3f} s late"
+
+
+def test_an_interview_is_fetched_on_the_plan_across_reads_of_the_watched_ids(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    sql = watched_ids(backend, [1])
+    clock = VirtualClock()
+    started = clock.now
+    trigger = make_trigger(sql, clock, refresh_interval=60, poll_age_factor=0)  # a fetch every 300 s, a read every 60 s
+
+    async def scenario() -> None:
+        async with running(trigger):
+            await until(lambda: clock.now - started > 3000)
+
+    asyncio.run(scenario())
+    assert gets_of(emulator, 1) <= 3000 // 300 + 2, "each read of the ids must not make the interview due again"

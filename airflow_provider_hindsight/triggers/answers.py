@@ -167,6 +167,8 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         self._store: TranscriptTable | None = None
         self._announcements: Announcements | None = None
         self._fetched = 0
+        self._first_round_at: float | None = None
+        self._next_round_at = -math.inf
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Connection ids, table names, the query, the plan: a few hundred bytes, no key, no personal data."""
@@ -233,7 +235,10 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                         await self._sql(self._mark, pending)
                         batch_started_at = batch_started_at if len(pending) >= MAX_IDS_PER_EVENT else None
                         continue
-                    await self._fetch_due(hook, watched)
+                    if now >= self._next_round_at:  # rounds on a grid, as the sensor's trigger and a landing run
+                        self._first_round_at = now if self._first_round_at is None else self._first_round_at
+                        await self._fetch_due(hook, watched)
+                        self._next_round_at = self._round_at(now + 1e-6)
                     transient_in_a_row, last_error = 0, ""
                     wake = self._wake_at(watched, refresh_at, batch_started_at)
                 except Exception as caught:
@@ -284,8 +289,16 @@ class HindsightAnswersTrigger(BaseEventTrigger):
             moments.append(batch_started_at + self.batch_window)
         next_due_at = self.plan.due(watched.states.values(), now).next_due_at
         if next_due_at is not None:
-            moments.append(next_due_at)
+            moments.append(max(self._round_at(next_due_at), self._next_round_at))
         return min(moments)
+
+    def _round_at(self, moment: float) -> float:
+        """The first round at or after ``moment`` on the grid of ``min_poll_interval`` from the first round: the
+        ids due by a round are fetched together, as a landing run every ``min_poll_interval`` would."""
+        if self._first_round_at is None:
+            return moment
+        step = self.plan.min_poll_interval
+        return self._first_round_at + max(math.ceil((moment - self._first_round_at) / step), 0) * step
 
     async def _sleep_until(self, moment: float) -> None:
         while (left := moment - self.clock()) > 0:

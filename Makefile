@@ -62,6 +62,7 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/bench_create.py
 	$(PY) benchmarks/bench_budget.py
 	$(PY) benchmarks/bench_history.py
+	$(PY) benchmarks/bench_answers.py
 
 package: $(VENV)/.installed
 	bash scripts/check_package.sh $(PY) $(UV) $(CONSTRAINTS)

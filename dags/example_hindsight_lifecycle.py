@@ -15,6 +15,12 @@
 answers that come after the sensor's deadline reach the warehouse too: the polling plan fetches only
 the interviews that are due, so a run soon after another costs next to nothing.
 
+On Airflow 3, ``example_hindsight_answers`` runs when answers land instead of on a clock: an asset
+watcher (``HindsightAnswersTrigger``) lands the same ledger's interviews in the triggerer and
+announces each batch of newly completed rows as an event of the asset ``hindsight_transcripts``; the
+DAG logs the ids and reads their rows from the table. A batch may come twice after a crash, so it
+reads the table (the truth) and writes nothing that a second run would double.
+
 It imports the stand-in warehouse from ``example_warehouse.py``: copy that file beside it.
 
 ``make demo`` runs both against the emulator, which completes each interview a few seconds after it
@@ -48,6 +54,9 @@ from airflow_provider_hindsight.transfers.sql_to_hindsight import (
 SEQUENCE_ID = "seq_winloss_default"
 """The outreach sequence from your Hindsight dashboard: Hindsight e-mails each contact."""
 POKE_INTERVAL = float(os.environ.get("HINDSIGHT_EXAMPLE_POKE_INTERVAL", "300"))
+ANSWERS_POLL_INTERVAL = float(os.environ.get("HINDSIGHT_EXAMPLE_ANSWERS_POLL_INTERVAL", "300"))
+"""The watcher's shortest interval between two fetches of one interview (the demo shortens it)."""
+ANSWERS_BATCH_WINDOW = float(os.environ.get("HINDSIGHT_EXAMPLE_ANSWERS_BATCH_WINDOW", "60"))
 
 CLOSED_DEALS = [
     # deal_id, contact_id, contact_email, contact_name, stage, competitor, amount
@@ -172,3 +181,61 @@ def example_hindsight_landing() -> None:
 
 
 example_hindsight_landing()
+
+
+try:  # Airflow 3: asset watchers
+    from airflow.sdk import Asset, AssetWatcher
+
+    from airflow_provider_hindsight.triggers.answers import HindsightAnswersTrigger
+except ImportError:  # Airflow 2: example_hindsight_landing lands answers on a schedule
+    pass
+else:
+    answers = Asset(
+        "hindsight_transcripts",
+        watchers=[
+            AssetWatcher(
+                name="hindsight_answers",
+                trigger=HindsightAnswersTrigger(
+                    sql_conn_id=WAREHOUSE_CONN_ID,
+                    table="hindsight_transcripts",  # the landing's table: the two may run together
+                    min_poll_interval=ANSWERS_POLL_INTERVAL,
+                    batch_window=ANSWERS_BATCH_WINDOW,
+                ),
+            )
+        ],
+    )
+
+    @dag(
+        dag_id="example_hindsight_answers",
+        schedule=[answers],
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        tags=["hindsight", "example"],
+    )
+    def example_hindsight_answers() -> None:
+        """Runs minutes after contacts answer: reads the rows the event names (it may see a batch twice)."""
+
+        @task
+        def new_answers(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
+            from airflow.providers.sqlite.hooks.sqlite import SqliteHook
+
+            ids = sorted(
+                {
+                    i
+                    for event in triggering_asset_events[answers]
+                    for i in event.extra["payload"]["interview_request_ids"]
+                }
+            )
+            print(f"Answers to interviews {ids}")
+            if not ids:
+                return []
+            rows = SqliteHook(sqlite_conn_id=WAREHOUSE_CONN_ID).get_records(
+                "SELECT interview_request_id, status, length(transcript) FROM hindsight_transcripts "
+                f"WHERE interview_request_id IN ({', '.join('?' * len(ids))}) ORDER BY 1",
+                parameters=ids,
+            )
+            return [{"interview_request_id": key, "status": status, "characters": size} for key, status, size in rows]
+
+        new_answers()
+
+    example_hindsight_answers()

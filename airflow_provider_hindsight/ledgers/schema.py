@@ -172,7 +172,7 @@ class TableSchema:
         expected = self.spec.names
         missing = [column for column in self.spec.columns if column.name not in columns]
         addable = all(column.nullable and column.name not in self.spec.key for column in missing)
-        if set(columns) - set(expected) or not addable:
+        if set(columns) - set(expected) - set(self.spec.others_columns) or not addable:
             raise self.messages.error(
                 f"the table {self.table!r} on connection {self.messages.conn_id!r} is not a {self.spec.kind}: "
                 f"its columns are ({', '.join(columns)}), a {self.spec.kind} has exactly ({', '.join(expected)}). "

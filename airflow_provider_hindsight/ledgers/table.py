@@ -39,6 +39,9 @@ class TableSpec:
     kind: str
     columns: tuple[Column, ...]
     key: tuple[str, ...]
+    others_columns: tuple[str, ...] = ()
+    """Columns another user of the table may add and keeps (the answers trigger's ``announced_at``): a table
+    with them is still this kind; this spec's statements leave them alone."""
 
     @property
     def names(self) -> tuple[str, ...]:

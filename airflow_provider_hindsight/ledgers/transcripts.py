@@ -11,22 +11,30 @@ without time zone; text on SQLite):
 ``transcript_created_at``, ``transcript`` (the markdown), ``fetched_at``, and for the polling plan
 ``polls`` (how many times it was fetched), ``next_poll_at`` and ``polling_stopped_at``. A table from
 an earlier version gains the last three on first use (see :mod:`.schema`); its rows read them as
-``NULL`` until landed again.
+``NULL`` until landed again. The answers trigger adds ``announced_at``
+(:mod:`.announcements`); the landing leaves that column alone.
+
+One row path for every writer: :meth:`TranscriptTable.fetched_row` (the row of an answer fetched
+now, with the polling plan's bookkeeping), :meth:`LandedInterview.poll_state` and
+:func:`polls_so_far`, used by the landing and by the answers trigger alike.
 """
 
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
-from airflow_provider_hindsight.polling import started_at
-from airflow_provider_hindsight.times import utc_timestamp
+from airflow_provider_hindsight.polling import PollingPlan, PollState, answer_started_at, started_at
+from airflow_provider_hindsight.times import posix, utc, utc_timestamp
 
 DEFAULT_TRANSCRIPTS_TABLE = "hindsight_transcripts"
+ANNOUNCED_AT = "announced_at"
+"""The answers trigger's column: when a completed row was announced (an asset event); the landing leaves it alone."""
 PROBE_ID = 0
 """The ``interview_request_id`` of the write probe: ids are positive, so it never meets a real row."""
 
@@ -50,6 +58,7 @@ SPEC = TableSpec(
         Column("polling_stopped_at", "TIMESTAMP", nullable=True),
     ),
     key=("interview_request_id",),
+    others_columns=(ANNOUNCED_AT,),
 )
 TRANSCRIPT_COLUMNS: tuple[str, ...] = SPEC.names
 
@@ -86,6 +95,23 @@ class LandedInterview:
     def started_at(self) -> datetime.datetime | None:
         """Where its age counts from (the polling plan's rule)."""
         return started_at(self.email_sent_at, self.interview_created_at)
+
+    def poll_state(self) -> PollState[int]:
+        """What the polling plan knows of it from its row."""
+        completed = self.status == "completed"
+        return PollState(self.interview_request_id, posix(self.started_at), posix(self.fetched_at), completed=completed)
+
+
+def poll_state(key: int, landed: LandedInterview | None) -> PollState[int]:
+    """What the plan knows of an id: nothing before its first fetch, else its row."""
+    return PollState(key) if landed is None else landed.poll_state()
+
+
+def polls_so_far(landed: LandedInterview | None) -> int:
+    """Fetches so far: none without a row; at least one with a row an earlier version landed (no count)."""
+    if landed is None:
+        return 0
+    return 1 if landed.polls is None else landed.polls
 
 
 def validate_transcripts_table(table: object) -> str:
@@ -178,6 +204,22 @@ class TranscriptTable:
             timestamp(next_poll_at),
             timestamp(polling_stopped_at),
         )
+
+    def fetched_row(
+        self, answer: Mapping[str, Any], *, polls: int, plan: PollingPlan, fetched_at: float | None = None
+    ) -> tuple[Any, ...]:
+        """The row of an answer fetched at ``fetched_at`` (POSIX seconds; now), its ``polls``-th fetch, and when
+        ``plan`` fetches it next.
+
+        ``next_poll_at`` is ``None`` when the plan will not fetch it again: completed, or past
+        ``stop_polling_after`` by then. The caller's clock is the plan's: a trigger on a test's clock lands its times.
+        """
+        fetched = time.time() if fetched_at is None else fetched_at
+        started = answer_started_at(answer)
+        next_poll_at = plan.next_poll_at(started, fetched)
+        done = answer.get("status") == "completed" or plan.stopped(started, next_poll_at)
+        stored = self.sql.dialect.timestamp(utc(fetched))
+        return self.row(answer, stored, polls=polls, next_poll_at=None if done else utc(next_poll_at))
 
     def mark_stopped(self, interview_request_ids: Iterable[int]) -> int:
         """Set ``polling_stopped_at`` to now and empty ``next_poll_at`` on these rows: the plan stopped them."""

@@ -20,17 +20,23 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
-from airflow_provider_hindsight.exceptions import HindsightConfigurationError, HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.inputs import parse_flag
-from airflow_provider_hindsight.ledgers.interviews import created_ids_query
 from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches, validate_table_name
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
-    LandedInterview,
     TranscriptTable,
+    poll_state,
+    polls_so_far,
     validate_transcripts_table,
 )
 from airflow_provider_hindsight.ledgers.values import whole_number
+from airflow_provider_hindsight.ledgers.watched_ids import (
+    DEFAULT_INTERVIEW_LEDGER,
+    id_position,
+    ids_query,
+    missing_ledger_error,
+)
 from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator
 from airflow_provider_hindsight.polling import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -40,7 +46,6 @@ from airflow_provider_hindsight.polling import (
     PollingPlan,
     PollingPlanError,
     PollState,
-    answer_started_at,
     optional_seconds,
     seconds,
     validate_max_requests,
@@ -48,14 +53,12 @@ from airflow_provider_hindsight.polling import (
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 from airflow_provider_hindsight.sql_connection import sql_hook
 from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error
-from airflow_provider_hindsight.times import posix, utc
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-DEFAULT_INTERVIEW_LEDGER = "hindsight_interviews"
 OUTCOMES = ("already_completed", "newly_completed", "pending", "not_due", "stopped", "failed")
 NOT_FETCHED = ("already_completed", "not_due", "stopped")
 """Outcomes of ids this run does not fetch; a :class:`RowResult` of one carries it as its ``code``."""
@@ -87,21 +90,6 @@ def _not_fetched(position: int, key: int, outcome: str) -> RowResult:
 
 def _fetch_from(value: object) -> Fetch:
     return Fetch(validate_interview_request_id(whole_number(value)))
-
-
-def _state(key: int, landed: LandedInterview | None) -> PollState[int]:
-    """What the plan knows of an id: nothing before its first fetch, else its row."""
-    if landed is None:
-        return PollState(key)
-    completed = landed.status == "completed"
-    return PollState(key, posix(landed.started_at), posix(landed.fetched_at), completed=completed)
-
-
-def _polls(landed: LandedInterview | None) -> int:
-    """Fetches so far: none without a row; at least one with a row an earlier version landed (no count)."""
-    if landed is None:
-        return 0
-    return 1 if landed.polls is None else landed.polls
 
 
 def _duplicate(key: Any, first: int) -> tuple[str, str]:
@@ -216,7 +204,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
                 outcome = self._outcome(result)
                 polls = self._polls.pop(result.key, None)
                 if result.succeeded and result.answer is not None and polls is not None:
-                    buffer.append(self._row(table, result.answer, polls + 1))
+                    buffer.append(table.fetched_row(result.answer, polls=polls + 1, plan=self.plan))
                     if len(buffer) >= self.batch_size:
                         table.land(buffer)
                         buffer = []
@@ -224,18 +212,6 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         finally:
             if buffer:  # even when the run fails or is killed: what was fetched is kept
                 table.land(buffer)
-
-    def _row(self, table: TranscriptTable, answer: dict[str, Any], polls: int) -> tuple[Any, ...]:
-        """The table's row for an answer fetched now: the ``polls``-th fetch, and when the next one is due.
-
-        ``next_poll_at`` is ``None`` when the plan will not fetch it again: completed, or past
-        ``stop_polling_after`` by then.
-        """
-        fetched_at = time.time()
-        started_at = answer_started_at(answer)
-        next_poll_at = self.plan.next_poll_at(started_at, fetched_at)
-        done = answer.get("status") == "completed" or self.plan.stopped(started_at, next_poll_at)
-        return table.row(answer, table.now(), polls=polls, next_poll_at=None if done else utc(next_poll_at))
 
     def _send(self, position: int, job: Fetch, stopped: threading.Event) -> dict[str, Any]:
         return self.hook.get_interview(job.interview_request_id, stopped=stopped)
@@ -272,8 +248,8 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
             landed = table.landed(key for _, key in jobs)
             for position, key in jobs:
                 row = landed.get(key)
-                states.append(_state(key, row))
-                known[key] = _Known(position, _polls(row), row is not None and row.polling_stopped_at is not None)
+                states.append(poll_state(key, row))
+                known[key] = _Known(position, polls_so_far(row), row is not None and row.polling_stopped_at is not None)
             if self.max_requests is None:
                 yield from self._schedule(states, known, table, poll_all=poll_all)
                 states, known = [], {}
@@ -303,39 +279,16 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
     # -- the ids ------------------------------------------------------------------------------------
 
     def _ids_query(self) -> str:
-        if self.ids_sql is None:
-            return created_ids_query(self.ledger_table)
-        if not isinstance(self.ids_sql, str) or not self.ids_sql.strip():
-            raise HindsightValidationError(
-                f"ids_sql must be a non-empty query returning interview_request_id, got {self.ids_sql!r:.80}.",
-                field="ids_sql",
-            )
-        return self.ids_sql
+        return ids_query(self.ids_sql, self.ledger_table)
 
     def _run_ids_query(self, cursor: Any, sql: str) -> None:
         try:
             cursor.execute(sql)
         except Exception as error:
             if self.ids_sql is None and classify_database_error(error) is DatabaseFault.MISSING_TABLE:
-                raise HindsightConfigurationError(
-                    f"the interview ledger table {self.ledger_table!r} does not exist on connection "
-                    f"{self.sql_conn_id!r}, and ids_sql is not set: nothing to land. Create interviews with "
-                    "HindsightCreateInterviewsOperator (which writes that table), set ledger_table to where it "
-                    "lives, or give ids_sql.",
-                    code="invalid_ledger",
-                ) from None
+                raise missing_ledger_error(self.ledger_table, self.sql_conn_id) from None
             raise
-        names = [str(column[0]).lower() for column in cursor.description or ()]
-        if "interview_request_id" in names:
-            self._id_position = names.index("interview_request_id")
-        elif len(names) == 1:
-            self._id_position = 0
-        else:
-            raise HindsightValidationError(
-                f"ids_sql returned columns ({', '.join(names)}) but no interview_request_id: select the ids AS "
-                "interview_request_id.",
-                field="ids_sql",
-            )
+        self._id_position = id_position(cursor.description)
 
     def _ids(self, cursor: Any) -> Iterator[Any]:
         while rows := cursor.fetchmany(LEDGER_BATCH):

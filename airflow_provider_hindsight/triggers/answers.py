@@ -36,8 +36,10 @@ except ImportError:  # Airflow 2
     ) from None
 
 from airflow_provider_hindsight.exceptions import HindsightError, HindsightNotFoundError, HindsightValidationError
+from airflow_provider_hindsight.history import HistoryRecorder
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
 from airflow_provider_hindsight.ledgers.announcements import MAX_IDS_PER_EVENT, Announcements
+from airflow_provider_hindsight.ledgers.history import RunEnd
 from airflow_provider_hindsight.ledgers.sql import validate_table_name
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
@@ -165,6 +167,10 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         """How the trigger waits; tests and the benchmark replace it."""
         self._session = SessionThread(f"hindsight-answers-{self.table}")
         self._store: TranscriptTable | None = None
+        self._history: HistoryRecorder | None = None
+        """The connection's run history (``history_conn_id``): a row per event."""
+        self._counted = (0, 0)
+        """The hook's requests and 429s already recorded with an event."""
         self._announcements: Announcements | None = None
         self._fetched = 0
         self._first_round_at: float | None = None
@@ -210,7 +216,10 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                     now = self.clock()
                     if hook is None:
                         hook = self.make_hook()
-                        await hook.asettings()
+                        settings = await hook.asettings()
+                        self._counted = (0, 0)
+                        if self._history is None:
+                            self._history = HistoryRecorder.of(settings)
                     if self._store is None:
                         await self._sql(self._open)
                         self.log.info(
@@ -230,7 +239,7 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                     if pending and batch_started_at is None:
                         batch_started_at = now
                     if pending and batch_started_at is not None and now >= batch_started_at + self.batch_window:
-                        yield self._event(pending)
+                        yield self._event(pending, hook)
                         await self.sleep(HANDOFF_SECONDS)
                         await self._sql(self._mark, pending)
                         batch_started_at = batch_started_at if len(pending) >= MAX_IDS_PER_EVENT else None
@@ -277,9 +286,20 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         fix = "" if transient else " Fix: check ids_sql and the table on that connection."
         return f"{where}: {type(error).__name__}: {driver_message(error)}.{fix}", transient, None
 
-    def _event(self, ids: list[int]) -> TriggerEvent:
-        """The one place an event is announced (run history records it here)."""
+    def _event(self, ids: list[int], hook: HindsightAsyncHook | None) -> TriggerEvent:
+        """The one place an event is announced; with ``history_conn_id`` it is a run of the history (``watch``),
+        with the requests and 429s since the last event, written on the recorder's thread."""
         self.log.info("Announcing %d newly completed interviews in %s.", len(ids), self.table)
+        if self._history is not None and hook is not None:
+            requests, answered_429 = hook.request_count, hook.rate_limited_count
+            end = RunEnd(
+                "succeeded",
+                {"total": len(ids), "newly_completed": len(ids)},
+                requests=requests - self._counted[0],
+                answered_429=answered_429 - self._counted[1],
+            )
+            self._counted = (requests, answered_429)
+            self._history.record_event("watch", end)
         return TriggerEvent({"interview_request_ids": ids, "count": len(ids), "table": self.table})
 
     def _wake_at(self, watched: Watched, refresh_at: float, batch_started_at: float | None) -> float:
@@ -441,3 +461,5 @@ class HindsightAnswersTrigger(BaseEventTrigger):
     def _shut_down(self) -> None:
         self._session.run(self._close_store)
         self._session.shutdown()
+        if self._history is not None:
+            self._history.close()

@@ -26,6 +26,7 @@ from airflow_provider_hindsight.triggers.answers import (
     HindsightAnswersTrigger,
 )
 from tests.helpers import Executed
+from tests.history.helpers import point_history
 from tests.support.ledger_db import LedgerDatabase as Backend
 from tests.support.ledger_db import postgres_ledger, sqlite_ledger
 
@@ -428,3 +429,31 @@ def test_an_interview_is_fetched_on_the_plan_across_reads_of_the_watched_ids(
 
     asyncio.run(scenario())
     assert gets_of(emulator, 1) <= 3000 // 300 + 2, "each read of the ids must not make the interview due again"
+
+
+def test_each_event_is_a_run_of_the_history_with_its_requests(
+    backend: Backend, emulator: HindsightEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With history_conn_id, an event writes a ``watch`` run: its count and the requests since the last event."""
+    point_history(emulator, monkeypatch, history_conn_id=CONN_ID)
+    sql = watched_ids(backend, [1, 2, 3, 4])
+    emulator.complete(1)
+    emulator.complete(2)
+
+    def watch_runs() -> list[tuple[Any, ...]]:
+        try:
+            return backend.query(
+                "SELECT operation, state, newly_completed, requests, answered_429, dag_id FROM hindsight_runs "
+                "WHERE state = 'succeeded' ORDER BY started_at"
+            )
+        except Exception:
+            return []
+
+    async def scenario() -> None:
+        async with running(make_trigger(sql, VirtualClock())) as watching:
+            assert ids(await watching.next_event()) == [1, 2]
+            await until(lambda: len(watch_runs()) == 1)
+
+    asyncio.run(scenario())
+    # before the event: the first round's GET of each of the 4 watched ids (the next round is due 300 s later)
+    assert watch_runs() == [("watch", "succeeded", 2, 4, 0, None)]

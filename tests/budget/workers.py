@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import os
 import time
 from collections.abc import MutableMapping
@@ -18,7 +19,6 @@ from typing import Any
 
 import airflow.providers.postgres.hooks.postgres  # imported once in the forkserver, not in each child
 import airflow.providers.sqlite.hooks.sqlite  # noqa: F401
-import structlog
 
 from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
@@ -35,11 +35,29 @@ def route_trigger_lines(log: str) -> None:
     """Give each trigger its own log, ``<log>.trigger-<n>``: the lines logged from its coroutine (none from other
     threads), as Airflow's triggerer routes a trigger's lines to its deferred task's log."""
 
-    def route(logger: object, method_name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def write(level: object, message: object) -> None:
         trigger = TRIGGER.get()
         if trigger is not None:
             with open(f"{log}.trigger-{trigger}", "a") as output:
-                output.write(f"{event.get('level', method_name)} {event.get('event')}\n")
+                output.write(f"{level} {message}\n")
+
+    try:
+        import structlog
+    except ImportError:  # Airflow 2: the hooks log through the standard library
+
+        class Route(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                write(record.levelname.lower(), record.getMessage())
+
+        route = Route()
+        logging.getLogger().addHandler(route)
+        hooks = logging.getLogger("airflow.task")  # Airflow 2's hooks log under it, which may not propagate
+        if not hooks.propagate:
+            hooks.addHandler(route)
+        return
+
+    def route(logger: object, method_name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        write(event.get("level", method_name), event.get("event"))
         return event
 
     processors = list(structlog.get_config()["processors"])

@@ -70,8 +70,10 @@ def test_deferrable_sensor_waits_in_the_trigger_and_returns_the_statuses(
         assert all(b - a >= 0.3 for a, b in itertools.pairwise(moments))
     logs = task_logs()
     assert "Deferring: waiting for 3 interviews" in logs
-    # Ids due within the same round are polled together: one line a round, not one an id.
-    assert logs.count("Polled 3 of 3 due interviews") == 2 and "Polled 1 of" not in logs
+    # Ids due within the same round are polled together: as many polls of each id, one line a round, not one an id
+    # (Airflow 2 writes each trigger line to the task log twice, so the rounds are counted at the emulator).
+    assert len({len(moments) for moments in polls.values()}) == 1
+    assert "Polled 3 of 3 due interviews" in logs and "Polled 1 of" not in logs and "Polled 2 of" not in logs
     assert "**Paige:**" not in logs  # never a transcript
 
 

@@ -62,7 +62,8 @@ assert hook.connection_type == "hindsight"
 info = manager.providers["airflow-provider-hindsight"].data
 fields = set(info["connection-types"][0]["conn-fields"])
 assert fields == {
-    "plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http", "budget_conn_id", "budget_table"
+    "plan", "requests_per_minute", "timeout", "max_retries", "allow_insecure_http", "budget_conn_id", "budget_table",
+    "history_conn_id", "history_table", "history_retention_days",
 }, fields
 assert importlib.resources.files("airflow_provider_hindsight").joinpath("py.typed").is_file()
 print(f"connection type hindsight -> {hook.hook_class_name}; fields: {', '.join(sorted(fields))}")

@@ -190,8 +190,10 @@ def test_the_retry_of_a_create_killed_mid_post_fails_naming_its_keys_in_doubt(
     assert {state for request_key, state in left.items() if request_key not in in_doubt} == {"created"}
     logs = task_logs()
     assert "claimed by an earlier try of this task" in logs
-    (finished,) = [line for line in logs.splitlines() if f"Finished: {ROWS} rows done" in line]
-    assert f" {sent_by_retry} sent ({sent_by_retry} accepted)" in finished  # the keys in doubt were not sent
-    assert f"{len(in_doubt)} unknown (left pending by an earlier try, not sent)" in finished
+    finished = [line for line in logs.splitlines() if f"Finished: {ROWS} rows done" in line]
+    assert finished  # once, or twice where Airflow 2's task log and the captured log both hold it
+    for line in finished:
+        assert f" {sent_by_retry} sent ({sent_by_retry} accepted)" in line  # the keys in doubt were not sent
+        assert f"{len(in_doubt)} unknown (left pending by an earlier try, not sent)" in line
     assert max(posts(emulator).values()) == 1, "a key was POSTed twice"
     assert max(created_per_email(emulator).values()) == 1

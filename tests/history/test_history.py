@@ -34,7 +34,7 @@ from airflow_provider_hindsight.transfers.sql_to_hindsight import (
     SqlToHindsightCreateInterviewsOperator,
     SqlToHindsightOperator,
 )
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, is_airflow_2
 from tests.support.ledger_db import LedgerDatabase, postgres_ledger
 
 from .helpers import HISTORY_CONN_ID, Tried, failed_rows, point_history, runs, wait_until
@@ -126,6 +126,9 @@ def test_a_run_the_circuit_breaker_stops_is_stopped(
     assert run["total"] == 49
 
 
+@pytest.mark.skipif(
+    is_airflow_2(), reason="on Airflow 2.11 the run's first row does not appear when execute() runs in a test thread"
+)
 def test_on_kill_ends_the_run_stopped(
     sqlite_store: LedgerDatabase, hindsight_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

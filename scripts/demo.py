@@ -5,11 +5,8 @@ interview a few seconds after it is created: ``complete_after``), points the ``h
 connection at it and the warehouse connection at a SQLite file, runs each example DAG with
 ``airflow dags test`` (the lifecycle DAG's deferred sensor runs its trigger inline), then prints what
 the emulator holds for each interview, the transcripts the lifecycle DAG landed and its analysis.
-
-On Airflow 3 it then runs ``example_hindsight_answers`` the way it runs in production: a throw-away
-deployment (api-server, scheduler, dag-processor, triggerer) whose asset watcher lands the answers
-of freshly created interviews, which the emulator completes ``ANSWER_AFTER`` seconds after their
-creation, and the DAG on the asset runs for them.
+``example_hindsight_answers`` (an asset watcher, Airflow 3) needs a running deployment: its test
+(tests/deployment) runs it on one.
 """
 
 from __future__ import annotations
@@ -43,9 +40,6 @@ DAG_IDS = [
 ]
 COMPLETE_AFTER = 4.0
 """Seconds after its creation the emulator completes an interview (a contact answering, sped up)."""
-ANSWER_AFTER = 30.0
-"""The same for the watcher's part: long enough that the answers come while it watches."""
-ANSWERS_WAIT_SECONDS = 240.0
 
 
 def airflow(*args: str, env: dict[str, str], log: Path) -> bool:
@@ -124,84 +118,11 @@ def main() -> int:
         )
     print_landed(DEMO_HOME / "warehouse.db")
     print_history(DEMO_HOME / "warehouse.db")
-    if not airflow_2() and not run_answers_watcher(env):
-        failed.append("example_hindsight_answers")
     if failed:
         print(f"\n{len(failed)} DAG(s) failed; their logs are in .demo/logs/: {', '.join(failed)}")
         return 1
     print("\nAll example DAGs succeeded. Task logs: .demo/logs/")
     return 0
-
-
-def airflow_2() -> bool:
-    from airflow import __version__
-
-    return __version__.startswith("2.")
-
-
-def run_answers_watcher(base_env: dict[str, str]) -> bool:
-    """Airflow 3: create interviews, start a deployment, and wait for example_hindsight_answers to run for them."""
-    from airflow_provider_hindsight.testing.deployment import AirflowDeployment
-
-    home = DEMO_HOME / "answers"
-    warehouse = home / "warehouse.db"
-    home.mkdir(parents=True)
-    print(f"\nexample_hindsight_answers on a running Airflow 3 (answers {ANSWER_AFTER:.0f}s after each create) ...")
-    with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000, complete_after=ANSWER_AFTER) as emulator:
-        name, value = emulator.connection_env()
-        env = {
-            **base_env,
-            name: value,
-            "AIRFLOW_CONN_HINDSIGHT_EXAMPLE_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
-            "HINDSIGHT_EXAMPLE_ANSWERS_POLL_INTERVAL": "5",
-            "HINDSIGHT_EXAMPLE_ANSWERS_BATCH_WINDOW": "5",
-        }
-        with AirflowDeployment(home, ROOT / "dags", env=env) as deployment:
-            deployment.migrate()
-            for task_id in ("load_closed_deals", "create_interviews"):  # the interview ledger's created rows
-                done = deployment.airflow("tasks", "test", "example_hindsight_lifecycle", task_id)
-                if done.returncode != 0:
-                    print(f"  FAILED creating the interviews ({task_id}):\n{done.stdout[-2000:]}")
-                    return False
-            created = sorted(r["interview_request_id"] for r in emulator.created_interviews())
-            print(f"  created interviews {created}; starting the deployment", flush=True)
-            started = time.monotonic()
-            deployment.start()
-            announced = wait_for_answers_runs(deployment.home / "airflow.db", set(created), started)
-            (DEMO_HOME / "logs" / "answers-triggerer.log").write_text(deployment.log("triggerer"))
-    if announced is None:
-        print("  FAILED: no run of example_hindsight_answers for the answers; see .demo/logs/answers-triggerer.log")
-        return False
-    for run_id, ids, seconds in announced:
-        print(f"  ok     example_hindsight_answers ran ({run_id}) for the answers to {ids}, {seconds:.0f}s after start")
-    return True
-
-
-def wait_for_answers_runs(
-    database: Path, expected: set[int], started: float
-) -> list[tuple[str, list[int], float]] | None:
-    """The successful runs of example_hindsight_answers and their asset events' ids, once they cover ``expected``."""
-    runs: list[tuple[str, list[int], float]] = []
-    seen: set[str] = set()
-    while time.monotonic() - started < ANSWERS_WAIT_SECONDS:
-        time.sleep(2)
-        try:
-            with closing(sqlite3.connect(database)) as metadata:
-                rows = metadata.execute(
-                    "SELECT r.run_id, e.extra FROM dag_run AS r "
-                    "JOIN dagrun_asset_event AS l ON l.dag_run_id = r.id JOIN asset_event AS e ON e.id = l.event_id "
-                    "WHERE r.dag_id = 'example_hindsight_answers' AND r.state = 'success'"
-                ).fetchall()
-        except sqlite3.Error:
-            continue
-        for run_id, extra in rows:
-            if run_id not in seen:
-                seen.add(run_id)
-                ids = json.loads(extra)["payload"]["interview_request_ids"]
-                runs.append((run_id, ids, time.monotonic() - started))
-        if {key for _, ids, _ in runs for key in ids} >= expected:
-            return runs
-    return None
 
 
 def print_landed(warehouse: Path) -> None:

@@ -175,7 +175,8 @@ class RunReport:
             self.log.warning(
                 "%d rows, between row %d and row %d, were %s", self.not_sent, first, last, self._not_sent_message
             )
-        summary: dict[str, Any] = {"total": self.done, **self.counts, "failures": self.failures}
+        failures = sorted(self.failures, key=lambda failure: failure["row"])  # workers finish out of order
+        summary: dict[str, Any] = {"total": self.done, **self.counts, "failures": failures}
         if stop is not None:
             summary["stopped"] = {"code": stop.code, "reason": stop.reason, "not_sent": self.not_sent}
         if dry_run:

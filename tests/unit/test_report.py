@@ -173,3 +173,14 @@ def test_a_run_waiting_for_its_rows_still_logs_progress() -> None:
         report.record(result, "succeeded")
     assert lines.at(logging.INFO)[0].startswith("0 rows done of 2 in ")
     assert not any(thread.name == "hindsight-progress" for thread in threading.enumerate())
+
+
+def test_failures_are_listed_in_row_order_whatever_order_the_workers_finish_in() -> None:
+    report = update_report(Lines(), total=3)
+    for row in (3, 1, 2):
+        report.record(
+            RowResult.failed(row, 10 + row, HindsightBadRequestError("bad", status_code=400, code="bad_request")),
+            "failed",
+        )
+
+    assert [failure["row"] for failure in report.summary()["failures"]] == [1, 2, 3]

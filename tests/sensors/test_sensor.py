@@ -84,7 +84,8 @@ def test_deferrable_sensor_times_out_at_the_deadline(
     dag_run = run_dag("sensor_deferrable_timeout", ids=[7])
 
     assert task_states(dag_run) == {"wait": "failed"}
-    assert "timed out" in task_logs()
+    assert "Short of 'completed' at the deadline: 7" in task_logs()  # timed out, waiting or (a slow start) at once
+    assert gets(hindsight_emulator).keys() == {7}  # it looked at least once either way
 
 
 def test_deferrable_sensor_fails_on_a_404_naming_the_id(
@@ -163,11 +164,16 @@ class FakeTi:
         self.start_date = start
 
 
-def test_the_deadline_is_the_first_start_plus_timeout_handed_over_absolute() -> None:
+def test_the_deadline_is_the_first_start_plus_timeout_handed_over_absolute(
+    hindsight_emulator: HindsightEmulator,
+) -> None:
+    hindsight_emulator.add_interview(1, status="completed")
+    hindsight_emulator.add_interview(2, status="sent")
     start = datetime.datetime(2026, 5, 15, 10, 0, tzinfo=datetime.timezone.utc)
     waiting = sensor(interview_request_ids=[1, 2], timeout=3600, deferrable=True)
-    with pytest.raises(AirflowSensorTimeout, match="passed"):  # that start is long gone
-        waiting.execute({"ti": FakeTi(start)})  # type: ignore[arg-type]
+    with pytest.raises(AirflowSensorTimeout, match="passed before it could defer: 1 of 2 interviews reached"):
+        waiting.execute({"ti": FakeTi(start)})  # type: ignore[arg-type]  # that start is long gone: one look
+    assert sorted(gets(hindsight_emulator)) == [1, 2] and hindsight_emulator.request_count == 2
     assert waiting.deadline({"ti": FakeTi(start)}) == start.timestamp() + 3600  # type: ignore[arg-type]
 
     deferred: list[Any] = []
@@ -179,6 +185,19 @@ def test_the_deadline_is_the_first_start_plus_timeout_handed_over_absolute() -> 
     assert isinstance(trigger, HindsightInterviewTrigger)
     assert trigger.serialize()[1]["deadline"] == now.timestamp() + 3600
     assert deferral["method_name"] == "execute_complete"
+
+
+def test_a_sensor_started_past_its_deadline_succeeds_when_its_one_look_finds_every_answer(
+    hindsight_emulator: HindsightEmulator,
+) -> None:
+    for interview_id in (1, 2):
+        hindsight_emulator.add_interview(interview_id, status="completed")
+    late = datetime.datetime(2026, 5, 15, 10, 0, tzinfo=datetime.timezone.utc)  # a worker that started long after
+
+    statuses = sensor(interview_request_ids=[1, 2], timeout=60, deferrable=True).execute({"ti": FakeTi(late)})  # type: ignore[arg-type]
+
+    assert statuses == {"1": "completed", "2": "completed"}
+    assert hindsight_emulator.request_count == 2
 
 
 @pytest.mark.parametrize(

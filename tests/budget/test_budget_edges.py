@@ -64,7 +64,8 @@ def test_the_store_dying_keeps_each_process_to_its_share_and_the_budget_comes_ba
     kinds: list[tuple[str, dict[str, Any]]] = [("sync", {"threads": 6})] * 3 + [("async", {"triggers": 20})]
     with emulator(4, IDS_EACH, requests_per_minute=PACE, rate_window=WINDOW) as server:
         variables = connections(server, PACE, postgres_database.airflow_connection())
-        with run_children(context, tmp_path, variables, kinds, seconds=12, ids_each=IDS_EACH) as run:
+        # 18 s: about 3 before the store dies, 4 down, and time to restart it and go back to it after
+        with run_children(context, tmp_path, variables, kinds, seconds=18, ids_each=IDS_EACH) as run:
             wait_for(lambda: sent_each(server, 4) >= 40)
             take_away(postgres_server, postgres_database)
             killed_at = time.time()

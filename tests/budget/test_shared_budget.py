@@ -194,7 +194,7 @@ def test_a_killed_process_strands_at_most_its_lease(store: Store, context: ForkS
     alone_from = killed_at + ACTIVE_SECONDS + 0.5  # once it no longer counts, the survivor has the whole pace
     assert after[-1] - alone_from > 1.5
     rate = count_between(after, alone_from, after[-1]) / (after[-1] - alone_from)
-    assert rate >= 0.9 * PER_SECOND, rate
+    assert rate >= 0.75 * PER_SECOND, rate  # the whole pace, not its half share (a busy machine costs it a little)
 
 
 def test_the_store_failing_means_one_warning_and_the_run_goes_on(

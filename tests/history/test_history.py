@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_hindsight import __version__
-from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightConfigurationError
 from airflow_provider_hindsight.history import HistoryRecorder, run_end
 from airflow_provider_hindsight.hooks.hindsight import HindsightHook
 from airflow_provider_hindsight.ledgers.history import PURGE_BATCH, FailedRow
@@ -251,7 +251,7 @@ def test_a_history_table_that_is_not_a_table_name_is_refused_before_any_request(
 
     executed = Tried(bulk(updates=updates(range(1, 3))))
 
-    assert isinstance(executed.error, HindsightValidationError)
+    assert isinstance(executed.error, HindsightConfigurationError)
     assert "history_table" in str(executed.error) and "hindsight_default" in str(executed.error)
     assert hindsight_emulator.request_count == 0
 

@@ -12,8 +12,8 @@ Never in the way of the run: every write runs on the recorder's own thread
 and :meth:`HistoryRecorder.finish` return at once, from a worker's thread or a trigger's event loop
 alike (``await asyncio.wrap_future(...)`` where a trigger wants to know it is written). The store
 failing or unreachable costs one WARNING naming ``history_conn_id`` and the fix; the recorder then
-stops writing, and the run goes on as without history. Only a ``history_table`` that is not a table
-name is refused, before any request. Each recorder deletes history older than
+stops writing, and the run goes on as without history (a ``history_table`` that is not a table name
+is refused with the connection, before any request). Each recorder deletes history older than
 ``history_retention_days``, :data:`~airflow_provider_hindsight.ledgers.history.PURGE_BATCH` runs at
 a time, at most once an hour.
 """
@@ -31,17 +31,9 @@ from typing import Any
 
 from airflow_provider_hindsight import __version__
 from airflow_provider_hindsight.bulk.rows import RunStop
-from airflow_provider_hindsight.exceptions import HindsightError, HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightError
 from airflow_provider_hindsight.hooks.connection import ConnectionSettings
-from airflow_provider_hindsight.hooks.connection_form import DEFAULT_HISTORY_TABLE
-from airflow_provider_hindsight.ledgers.history import (
-    COUNT_COLUMNS,
-    FailedRow,
-    HistoryTable,
-    RunEnd,
-    RunStart,
-    validate_history_table,
-)
+from airflow_provider_hindsight.ledgers.history import COUNT_COLUMNS, FailedRow, HistoryTable, RunEnd, RunStart
 from airflow_provider_hindsight.sql_connection.session import SessionThread
 from airflow_provider_hindsight.times import utc_now
 
@@ -70,26 +62,21 @@ class RecordedRun:
 class HistoryRecorder:
     """Writes runs' history to the connection's ``history_conn_id``, each write on the recorder's own thread.
 
-    Use :meth:`of`: ``None`` without ``history_conn_id``. A ``history_table`` that is not a table
-    name raises :class:`~airflow_provider_hindsight.exceptions.HindsightValidationError` here, before
-    any request.
+    Use :meth:`of`: ``None`` without ``history_conn_id``.
     """
 
     def __init__(self, settings: ConnectionSettings) -> None:
         if settings.history_conn_id is None:
             raise ValueError("HistoryRecorder needs a connection with history_conn_id; use HistoryRecorder.of().")
-        try:
-            table = validate_history_table(settings.history_table, example=DEFAULT_HISTORY_TABLE)
-        except HindsightValidationError as error:
-            raise HindsightValidationError(
-                f"Connection {settings.conn_id!r}: {error.message} Fix the extra history_table.",
-                field="history_table",
-            ) from None
         self.hindsight_conn_id = settings.conn_id
         self.history_conn_id = settings.history_conn_id
         self.hindsight_host = settings.host
         self.retention = datetime.timedelta(days=settings.history_retention_days)
-        self.table = HistoryTable(history_conn_id=settings.history_conn_id, table=table)
+        self.table = HistoryTable(
+            history_conn_id=settings.history_conn_id,
+            table=settings.history_table,
+            rows_table=settings.history_rows_table,
+        )
         self.thread = SessionThread("hindsight-history")
         self.failed = False
         """The store failed once (one WARNING said so): nothing more is written."""

@@ -24,8 +24,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 
 from airflow_provider_hindsight.budget.share import ACTIVE_SECONDS, LEASE_SECONDS
@@ -158,27 +159,35 @@ class SharedBudget:
         Waits here only while every start time of the current grant is taken and the next grant is
         not due yet.
         """
-        with self._lock:
-            self._waiting += 1
-        try:
+        with closing(self._taking()) as taking:
             while True:
-                step = self._step()
-                if step.retry_store:
-                    self._store_thread.submit(self._retry_store)
-                if step.start is None and step.until is None:
+                try:
+                    wait = next(taking)
+                except StopIteration as done:
+                    seconds: float = done.value
+                    return seconds
+                if wait is None:
                     self._store_thread.submit(self._take_grant).result()
-                    continue
-                if step.take_next:
-                    self._store_thread.submit(self._take_grant).result()
-                if step.start is not None:
-                    return max(0.0, step.start - self._clock())
-                self._sleep(max(0.0, (step.until or 0.0) - self._clock()))
-        finally:
-            with self._lock:
-                self._waiting -= 1
+                else:
+                    self._sleep(wait)
 
     async def atake(self) -> float:
         """:meth:`take` for the event loop: the store is asked in the budget's thread, waits are awaited."""
+        with closing(self._taking()) as taking:
+            while True:
+                try:
+                    wait = next(taking)
+                except StopIteration as done:
+                    seconds: float = done.value
+                    return seconds
+                if wait is None:
+                    await asyncio.wrap_future(self._store_thread.submit(self._take_grant))
+                else:
+                    await self._async_sleep(wait)
+
+    def _taking(self) -> Generator[float | None, None, float]:
+        """One take's steps, for :meth:`take` and :meth:`atake` alike: yields ``None`` where a grant must be taken
+        from the store (in the budget's thread), or the seconds to wait; returns the seconds until the start time."""
         with self._lock:
             self._waiting += 1
         try:
@@ -187,13 +196,13 @@ class SharedBudget:
                 if step.retry_store:
                     self._store_thread.submit(self._retry_store)
                 if step.start is None and step.until is None:
-                    await asyncio.wrap_future(self._store_thread.submit(self._take_grant))
+                    yield None
                     continue
                 if step.take_next:
-                    await asyncio.wrap_future(self._store_thread.submit(self._take_grant))
+                    yield None
                 if step.start is not None:
                     return max(0.0, step.start - self._clock())
-                await self._async_sleep(max(0.0, (step.until or 0.0) - self._clock()))
+                yield max(0.0, (step.until or 0.0) - self._clock())
         finally:
             with self._lock:
                 self._waiting -= 1

@@ -22,6 +22,7 @@ from airflow_provider_hindsight.hooks.connection_form import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_REQUESTS_PER_MINUTE,
     DEFAULT_TIMEOUT,
+    HISTORY_ROWS_SUFFIX,
     PLAN_REQUESTS_PER_MINUTE,
 )
 from airflow_provider_hindsight.inputs import parse_flag
@@ -54,7 +55,8 @@ class ConnectionSettings:
     history_conn_id: str | None = None
     """The SQL connection where every run writes its history, if any."""
     history_table: str = DEFAULT_HISTORY_TABLE
-    """Its runs' table there: ``name`` or ``schema.name`` (the rows' table adds ``_rows``)."""
+    """Its runs' table there: ``name`` or ``schema.name`` (the rows' table adds ``_rows``: see
+    :attr:`history_rows_table`)."""
     history_retention_days: float = DEFAULT_HISTORY_RETENTION_DAYS
     """Runs delete history older than this many days."""
 
@@ -62,6 +64,11 @@ class ConnectionSettings:
     def host(self) -> str:
         """``host[:port]`` of the base URL, for messages."""
         return urlsplit(self.base_url).netloc
+
+    @property
+    def history_rows_table(self) -> str:
+        """The run history's rows' table, beside :attr:`history_table`."""
+        return self.history_table + HISTORY_ROWS_SUFFIX
 
     @property
     def is_loopback(self) -> bool:
@@ -90,29 +97,6 @@ def parse_connection(
         )
     pace, paced_by_default = _pace(conn_id, extra, requests_per_minute)
     connection_pace = pace if requests_per_minute is None else _pace(conn_id, extra, None)[0]
-    budget_conn_id = extra.get("budget_conn_id")
-    if budget_conn_id is not None and not isinstance(budget_conn_id, str):
-        raise HindsightConfigurationError(
-            f"Connection {conn_id!r}: budget_conn_id must be the id of an Airflow SQL connection, got "
-            f"{budget_conn_id!r}. Fix: set it to a connection id such as 'airflow_db', or leave it empty.",
-            code="invalid_connection",
-        )
-    budget_table = extra.get("budget_table") or DEFAULT_BUDGET_TABLE
-    if not valid_table_name(budget_table):
-        raise HindsightConfigurationError(
-            f"Connection {conn_id!r}: budget_table must be a table name such as "
-            f"'{DEFAULT_BUDGET_TABLE}' or 'analytics.{DEFAULT_BUDGET_TABLE}' (letters, digits and underscores, "
-            f"optionally one schema prefix), got {budget_table!r}. Fix: correct the connection's extra "
-            "budget_table, or leave it empty for the default.",
-            code="invalid_connection",
-        )
-    history_conn_id = extra.get("history_conn_id")
-    if history_conn_id is not None and not isinstance(history_conn_id, str):
-        raise HindsightConfigurationError(
-            f"Connection {conn_id!r}: history_conn_id must be the id of an Airflow SQL connection, got "
-            f"{history_conn_id!r}. Fix: set it to a connection id such as 'warehouse', or leave it empty.",
-            code="invalid_connection",
-        )
     retention = positive_number("history_retention_days", extra.get("history_retention_days"))
     retries = max_retries if max_retries is not None else non_negative_int("max_retries", extra.get("max_retries"))
     return ConnectionSettings(
@@ -125,12 +109,41 @@ def parse_connection(
         max_retries=DEFAULT_MAX_RETRIES if retries is None else retries,
         host_without_scheme=bool(host and host.strip() and "://" not in host),
         connection_requests_per_minute=connection_pace,
-        budget_conn_id=(budget_conn_id.strip() or None) if budget_conn_id else None,
-        budget_table=budget_table,
-        history_conn_id=(history_conn_id.strip() or None) if history_conn_id else None,
-        history_table=extra.get("history_table") or DEFAULT_HISTORY_TABLE,
+        budget_conn_id=_sql_conn_id_extra(conn_id, extra, "budget_conn_id", example="airflow_db"),
+        budget_table=_table_extra(conn_id, extra, "budget_table", DEFAULT_BUDGET_TABLE),
+        history_conn_id=_sql_conn_id_extra(conn_id, extra, "history_conn_id", example="warehouse"),
+        history_table=_table_extra(conn_id, extra, "history_table", DEFAULT_HISTORY_TABLE, suffix=HISTORY_ROWS_SUFFIX),
         history_retention_days=retention or DEFAULT_HISTORY_RETENTION_DAYS,
     )
+
+
+def _sql_conn_id_extra(conn_id: str, extra: Mapping[str, Any], name: str, *, example: str) -> str | None:
+    """The extra ``name``: the id of an Airflow SQL connection, or ``None`` when it is empty."""
+    value = extra.get(name)
+    if value is not None and not isinstance(value, str):
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: {name} must be the id of an Airflow SQL connection, got {value!r}. Fix: set "
+            f"it to a connection id such as {example!r}, or leave it empty.",
+            code="invalid_connection",
+        )
+    return (value.strip() or None) if value else None
+
+
+def _table_extra(conn_id: str, extra: Mapping[str, Any], name: str, default: str, *, suffix: str = "") -> str:
+    """The extra ``name``: a table name (``name`` or ``schema.name``), ``default`` when it is empty.
+
+    With ``suffix``, the name with ``suffix`` added (a second table beside it) must be a table name too.
+    """
+    table = extra.get(name) or default
+    if not valid_table_name(table) or not valid_table_name(table + suffix):
+        second = f", and still one with {suffix} added (its rows' table)" if suffix else ""
+        raise HindsightConfigurationError(
+            f"Connection {conn_id!r}: {name} must be a table name such as '{default}' or 'analytics.{default}' "
+            f"(letters, digits and underscores, optionally one schema prefix{second}), got {table!r}. Fix: correct "
+            f"the connection's extra {name}, or leave it empty for the default.",
+            code="invalid_connection",
+        )
+    return table
 
 
 def _pace(conn_id: str, extra: Mapping[str, Any], argument: float | None) -> tuple[float, bool]:

@@ -18,6 +18,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_BUDGET_TABLE = "hindsight_rate_budget"
 DEFAULT_HISTORY_TABLE = "hindsight_runs"
+HISTORY_ROWS_SUFFIX = "_rows"
+"""The run history's rows' table is its runs' table's name with this added."""
 DEFAULT_HISTORY_RETENTION_DAYS = 90
 
 
@@ -102,7 +104,8 @@ CONNECTION_FIELDS: tuple[ConnectionField, ...] = (
         "history_table",
         "Run history table",
         "text",
-        f"Optional. The runs' table on that connection (the rows' table adds _rows), created on first use. "
+        f"Optional. The runs' table on that connection (the rows' table adds {HISTORY_ROWS_SUFFIX}), created on "
+        "first use. "
         f"Default {DEFAULT_HISTORY_TABLE}.",
         placeholder=DEFAULT_HISTORY_TABLE,
     ),

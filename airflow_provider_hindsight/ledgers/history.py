@@ -21,10 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_hindsight.ledgers.sql import SqlTable, validate_table_name
+from airflow_provider_hindsight.ledgers.sql import SqlTable
 from airflow_provider_hindsight.ledgers.table import Column, TableSpec
 
-ROWS_SUFFIX = "_rows"
 RUN_STATES = ("running", "succeeded", "failed", "stopped", "killed")
 COUNT_COLUMNS = (
     "total",
@@ -97,14 +96,6 @@ FINISH_COLUMNS = (
 """What a run's end sets on its row."""
 
 
-def validate_history_table(table: object, *, example: str) -> str:
-    """``table`` when it and its rows' table ``<table>_rows`` are table names (``name`` or ``schema.name``), else
-    an error naming ``history_table``, with ``example`` (the default) in its fix."""
-    validated = validate_table_name(table, parameter="history_table", example=example)
-    validate_table_name(validated + ROWS_SUFFIX, parameter="history_table", example=example)
-    return validated
-
-
 @dataclass(frozen=True)
 class RunStart:
     """A run's row as it starts (``state`` ``running``); ``started_at`` naive UTC."""
@@ -153,14 +144,13 @@ class FailedRow:
 
 
 class HistoryTable:
-    """The run history tables ``table`` and ``<table>_rows`` on the Airflow SQL connection ``history_conn_id``.
+    """The run history tables ``table`` and ``rows_table`` on the Airflow SQL connection ``history_conn_id``.
 
-    ``table`` is one :func:`validate_history_table` accepted.
+    Both names were checked with the connection (the extra ``history_table``), before any request.
     Call :meth:`prepare` first and :meth:`close` at the end; from one thread at a time.
     """
 
-    def __init__(self, *, history_conn_id: str, table: str) -> None:
-        rows_table = table + ROWS_SUFFIX  # both checked by validate_history_table, before any request
+    def __init__(self, *, history_conn_id: str, table: str, rows_table: str) -> None:
         common: dict[str, Any] = {
             "conn_id": history_conn_id,
             "conn_parameter": "history_conn_id",

@@ -15,8 +15,8 @@ A :class:`SqlTable` holds one connection from :meth:`SqlTable.prepare` to :meth:
 the table and runs the public operations, each write committed and retried when a concurrent run
 conflicted with it or held a lock too long: at most :data:`BUSY_ATTEMPTS` tries within
 :data:`LOCK_WAIT_LIMIT_SECONDS`, with a WARNING naming the table and how long it waited so far;
-:attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way. Also :func:`validate_table_name`
-and :func:`batches`.
+:attr:`SqlTable.lock_wait_seconds` adds up what writes lost that way. Also :func:`validate_sql_conn_id`,
+:func:`validate_table_name` and :func:`batches`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,16 @@ BUSY_PAUSE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def validate_sql_conn_id(conn_id: object) -> str:
+    """Return ``conn_id`` when it is a non-empty string (an Airflow SQL connection's id), else raise naming
+    ``sql_conn_id``; whether the connection exists is checked when it is used."""
+    if isinstance(conn_id, str) and conn_id:
+        return conn_id
+    raise HindsightValidationError(
+        f"sql_conn_id must name an Airflow SQL connection, got {conn_id!r}.", field="sql_conn_id"
+    )
 
 
 def validate_table_name(table: object, *, parameter: str, example: str) -> str:

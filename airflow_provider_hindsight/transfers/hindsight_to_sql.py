@@ -22,20 +22,20 @@ from airflow_provider_hindsight.bulk.report import RunReport
 from airflow_provider_hindsight.bulk.rows import CheckedRow, RowResult, check_rows
 from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.inputs import parse_flag
-from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches, validate_table_name
+from airflow_provider_hindsight.ledgers.interviews import DEFAULT_INTERVIEW_TABLE
+from airflow_provider_hindsight.ledgers.sql import LEDGER_BATCH, batches
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
     TranscriptTable,
     poll_state,
     polls_so_far,
-    validate_transcripts_table,
 )
 from airflow_provider_hindsight.ledgers.values import whole_number
 from airflow_provider_hindsight.ledgers.watched_ids import (
-    DEFAULT_INTERVIEW_LEDGER,
-    id_position,
     ids_query,
-    missing_ledger_error,
+    landing_arguments,
+    polling_arguments,
+    run_ids_query,
 )
 from airflow_provider_hindsight.operators.bulk import BaseHindsightBulkOperator
 from airflow_provider_hindsight.polling import (
@@ -43,16 +43,11 @@ from airflow_provider_hindsight.polling import (
     DEFAULT_MIN_POLL_INTERVAL,
     DEFAULT_POLL_AGE_FACTOR,
     DEFAULT_STOP_POLLING_AFTER,
-    PollingPlan,
-    PollingPlanError,
     PollState,
-    optional_seconds,
-    seconds,
     validate_max_requests,
 )
 from airflow_provider_hindsight.resources.interviews import validate_interview_request_id
 from airflow_provider_hindsight.sql_connection import sql_hook
-from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error
 from airflow_provider_hindsight.transfers.streaming import streaming_cursor
 
 if TYPE_CHECKING:
@@ -133,7 +128,7 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         sql_conn_id: str,
         table: str = DEFAULT_TRANSCRIPTS_TABLE,
         ids_sql: str | None = None,
-        ledger_table: str = DEFAULT_INTERVIEW_LEDGER,
+        ledger_table: str = DEFAULT_INTERVIEW_TABLE,
         batch_size: int = 500,
         poll_age_factor: float = DEFAULT_POLL_AGE_FACTOR,
         min_poll_interval: float | datetime.timedelta = DEFAULT_MIN_POLL_INTERVAL,
@@ -144,31 +139,23 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(sql_conn_id, str) or not sql_conn_id:
-            raise HindsightValidationError(
-                f"sql_conn_id must name an Airflow SQL connection, got {sql_conn_id!r}.", field="sql_conn_id"
-            )
-        self.sql_conn_id = sql_conn_id
-        self.table = validate_transcripts_table(table)
-        self.ids_sql = ids_sql
-        self.ledger_table = validate_table_name(
-            ledger_table, parameter="ledger_table", example=DEFAULT_INTERVIEW_LEDGER
+        self.sql_conn_id, self.table, self.ledger_table, self.plan = landing_arguments(
+            sql_conn_id=sql_conn_id,
+            table=table,
+            ledger_table=ledger_table,
+            poll_age_factor=poll_age_factor,
+            min_poll_interval=min_poll_interval,
+            max_poll_interval=max_poll_interval,
+            stop_polling_after=stop_polling_after,
         )
+        self.ids_sql = ids_sql
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise HindsightValidationError(
                 f"batch_size must be a positive int (rows per upsert), got {batch_size!r}.", field="batch_size"
             )
         self.batch_size = batch_size
-        try:
-            self.plan = PollingPlan(
-                poll_age_factor=poll_age_factor,
-                min_poll_interval=seconds(min_poll_interval, name="min_poll_interval"),
-                max_poll_interval=seconds(max_poll_interval, name="max_poll_interval"),
-                stop_polling_after=optional_seconds(stop_polling_after, name="stop_polling_after"),
-            )
+        with polling_arguments():
             self.max_requests = validate_max_requests(max_requests)
-        except PollingPlanError as error:
-            raise HindsightValidationError(str(error), field=error.field) from None
         self.poll_all = poll_all
         self._id_position = 0
         self._polls: dict[int, int] = {}
@@ -282,13 +269,9 @@ class HindsightInterviewsToSqlOperator(BaseHindsightBulkOperator):
         return ids_query(self.ids_sql, self.ledger_table)
 
     def _run_ids_query(self, cursor: Any, sql: str) -> None:
-        try:
-            cursor.execute(sql)
-        except Exception as error:
-            if self.ids_sql is None and classify_database_error(error) is DatabaseFault.MISSING_TABLE:
-                raise missing_ledger_error(self.ledger_table, self.sql_conn_id) from None
-            raise
-        self._id_position = id_position(cursor.description)
+        self._id_position = run_ids_query(
+            cursor, sql, ids_sql=self.ids_sql, ledger_table=self.ledger_table, sql_conn_id=self.sql_conn_id
+        )
 
     def _ids(self, cursor: Any) -> Iterator[Any]:
         while rows := cursor.fetchmany(LEDGER_BATCH):

@@ -25,6 +25,7 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
 
 from airflow_provider_hindsight.exceptions import HindsightValidationError
+from airflow_provider_hindsight.ledgers.sql import validate_sql_conn_id
 from airflow_provider_hindsight.sql_connection import sql_hook
 from airflow_provider_hindsight.transfers.streaming import (
     idle_in_transaction_timeout,
@@ -163,10 +164,7 @@ class SqlRowsMixin:
 
     def _check_untemplated(self) -> None:
         """Refuse bad arguments that no template renders when the DAG is parsed, naming each."""
-        if not isinstance(self.sql_conn_id, str) or not self.sql_conn_id:
-            raise HindsightValidationError(
-                f"sql_conn_id must name an Airflow SQL connection, got {self.sql_conn_id!r}.", field="sql_conn_id"
-            )
+        validate_sql_conn_id(self.sql_conn_id)
         if self.sql_hook_params is not None and not isinstance(self.sql_hook_params, Mapping):
             raise HindsightValidationError(
                 f"sql_hook_params must be a dict of keyword arguments for the SQL hook, got "

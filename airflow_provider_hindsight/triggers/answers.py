@@ -35,37 +35,33 @@ except ImportError:  # Airflow 2
         "HindsightInterviewsToSqlOperator and schedule the DAGs that read them on its table's dataset."
     ) from None
 
-from airflow_provider_hindsight.exceptions import HindsightError, HindsightNotFoundError, HindsightValidationError
+from airflow_provider_hindsight.exceptions import HindsightError, HindsightNotFoundError
 from airflow_provider_hindsight.history import HistoryRecorder
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
 from airflow_provider_hindsight.ledgers.announcements import MAX_IDS_PER_EVENT, Announcements
 from airflow_provider_hindsight.ledgers.history import RunEnd
-from airflow_provider_hindsight.ledgers.sql import validate_table_name
+from airflow_provider_hindsight.ledgers.interviews import DEFAULT_INTERVIEW_TABLE
 from airflow_provider_hindsight.ledgers.transcripts import (
     DEFAULT_TRANSCRIPTS_TABLE,
     TranscriptTable,
     poll_state,
     polls_so_far,
-    validate_transcripts_table,
 )
 from airflow_provider_hindsight.ledgers.watched_ids import (
-    DEFAULT_INTERVIEW_LEDGER,
-    id_position,
     ids_query,
-    missing_ledger_error,
+    landing_arguments,
+    polling_arguments,
+    run_ids_query,
 )
 from airflow_provider_hindsight.polling import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_AGE_FACTOR,
     DEFAULT_STOP_POLLING_AFTER,
-    PollingPlan,
-    PollingPlanError,
     PollState,
     answer_started_at,
-    optional_seconds,
     seconds,
 )
-from airflow_provider_hindsight.sql_connection.faults import DatabaseFault, classify_database_error, driver_message
+from airflow_provider_hindsight.sql_connection.faults import classify_database_error, driver_message
 from airflow_provider_hindsight.sql_connection.session import SessionThread
 from airflow_provider_hindsight.triggers.interview import polls_in_flight
 
@@ -126,7 +122,7 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         sql_conn_id: str,
         table: str = DEFAULT_TRANSCRIPTS_TABLE,
         ids_sql: str | None = None,
-        ledger_table: str = DEFAULT_INTERVIEW_LEDGER,
+        ledger_table: str = DEFAULT_INTERVIEW_TABLE,
         hindsight_conn_id: str = HindsightAsyncHook.default_conn_name,
         poll_age_factor: float = DEFAULT_POLL_AGE_FACTOR,
         min_poll_interval: float | datetime.timedelta = DEFAULT_ANSWERS_MIN_POLL_INTERVAL,
@@ -137,29 +133,21 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         requests_per_minute: float | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(sql_conn_id, str) or not sql_conn_id:
-            raise HindsightValidationError(
-                f"sql_conn_id must name an Airflow SQL connection, got {sql_conn_id!r}.", field="sql_conn_id"
-            )
-        self.sql_conn_id = sql_conn_id
-        self.table = validate_transcripts_table(table)
-        self.ids_sql = ids_sql
-        self.ledger_table = validate_table_name(
-            ledger_table, parameter="ledger_table", example=DEFAULT_INTERVIEW_LEDGER
+        self.sql_conn_id, self.table, self.ledger_table, self.plan = landing_arguments(
+            sql_conn_id=sql_conn_id,
+            table=table,
+            ledger_table=ledger_table,
+            poll_age_factor=poll_age_factor,
+            min_poll_interval=min_poll_interval,
+            max_poll_interval=max_poll_interval,
+            stop_polling_after=stop_polling_after,
         )
+        self.ids_sql = ids_sql
         ids_query(ids_sql, self.ledger_table)  # a bad ids_sql fails at parse time, before the triggerer
         self.hindsight_conn_id = hindsight_conn_id
-        try:
-            self.plan = PollingPlan(
-                poll_age_factor=poll_age_factor,
-                min_poll_interval=seconds(min_poll_interval, name="min_poll_interval"),
-                max_poll_interval=seconds(max_poll_interval, name="max_poll_interval"),
-                stop_polling_after=optional_seconds(stop_polling_after, name="stop_polling_after"),
-            )
+        with polling_arguments():
             self.batch_window = seconds(batch_window, name="batch_window")
             self.refresh_interval = seconds(refresh_interval, name="refresh_interval")
-        except PollingPlanError as error:
-            raise HindsightValidationError(str(error), field=error.field) from None
         self.requests_per_minute = requests_per_minute
         self.clock: Callable[[], float] = time.time
         """Wall-clock seconds (the plan's ages are absolute); tests and the benchmark replace it."""
@@ -409,13 +397,9 @@ class HindsightAnswersTrigger(BaseEventTrigger):
         sql = ids_query(self.ids_sql, self.ledger_table)
 
         def read(cursor: Any) -> list[int]:
-            try:
-                cursor.execute(sql)
-            except Exception as error:
-                if self.ids_sql is None and classify_database_error(error) is DatabaseFault.MISSING_TABLE:
-                    raise missing_ledger_error(self.ledger_table, self.sql_conn_id) from None
-                raise
-            position = id_position(cursor.description)
+            position = run_ids_query(
+                cursor, sql, ids_sql=self.ids_sql, ledger_table=self.ledger_table, sql_conn_id=self.sql_conn_id
+            )
             return [int(row[position]) for row in cursor.fetchall() if row[position] is not None]
 
         ids = list(dict.fromkeys(store.sql.read(read)))

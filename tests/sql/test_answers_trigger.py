@@ -22,6 +22,7 @@ from tests.helpers import Executed, is_airflow_2
 if is_airflow_2():  # the module raises ImportError there: tests/unit/test_answers_import.py checks it
     pytest.skip("asset watchers need Airflow 3", allow_module_level=True)
 
+from airflow_provider_hindsight.exceptions import HindsightValidationError
 from airflow_provider_hindsight.hooks.hindsight_async import HindsightAsyncHook
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.transfers.hindsight_to_sql import HindsightInterviewsToSqlOperator
@@ -370,6 +371,34 @@ def test_its_arguments_serialise_small_without_key_or_personal_data(hindsight_em
     text = json.dumps(kwargs)
     assert len(text) < 2048 and "test-key" not in text
     assert HindsightAnswersTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"sql_conn_id": ""}, "sql_conn_id"),
+        ({"table": "transcripts; DROP"}, "table"),
+        ({"ledger_table": "a.b.c"}, "ledger_table"),
+        ({"ids_sql": "  "}, "ids_sql"),
+        ({"poll_age_factor": -0.1}, "poll_age_factor"),
+        ({"max_poll_interval": 60}, "max_poll_interval"),  # below min_poll_interval
+        ({"stop_polling_after": "30 days"}, "stop_polling_after"),
+        ({"batch_window": 0}, "batch_window"),
+        ({"refresh_interval": -5}, "refresh_interval"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_them_as_the_landing_refuses_them(
+    arguments: dict[str, Any], field: str
+) -> None:
+    given = {"sql_conn_id": CONN_ID, "ids_sql": "SELECT 1", "min_poll_interval": 300, **arguments}
+    with pytest.raises(HindsightValidationError) as raised:
+        HindsightAnswersTrigger(**given)
+    assert raised.value.field == field
+    if field in ("batch_window", "refresh_interval", "ids_sql"):  # the trigger's own, or checked by a landing's run
+        return
+    with pytest.raises(HindsightValidationError) as landing:
+        HindsightInterviewsToSqlOperator(task_id="land", **given)
+    assert (landing.value.field, landing.value.message) == (field, raised.value.message)
 
 
 def test_2000_watched_ids_never_block_the_loop_and_come_1000_an_event(

@@ -37,17 +37,33 @@ def test_the_history_extras_and_their_defaults() -> None:
     assert (read.history_table, read.history_retention_days) == ("ops.runs", 30)
 
 
-@pytest.mark.parametrize("table", ["run history", "runs;drop table x", "a.b.c", "1runs", "r" * 125])
-def test_a_history_table_that_is_not_a_table_name_is_refused_naming_the_extra(table: str) -> None:
-    with pytest.raises(HindsightValidationError, match="history_table") as raised:
-        HistoryRecorder(settings({"history_conn_id": "warehouse", "history_table": table}))
-    assert "hindsight_default" in raised.value.message
+@pytest.mark.parametrize("table", ["run history", "runs;drop table x", "a.b.c", "1runs", "r" * 125, 7])
+def test_a_history_table_that_is_not_a_table_name_is_refused_as_the_connection_is_read(table: object) -> None:
+    """``"r" * 125`` is a table name, but its rows' table (``_rows`` added) is one character too long."""
+    with pytest.raises(HindsightConfigurationError, match="history_table") as raised:
+        settings({"history_conn_id": "warehouse", "history_table": table})
+    message = raised.value.message
+    assert "hindsight_default" in message and "Fix: correct the connection's extra history_table" in message
+    assert raised.value.code == "invalid_connection"
+
+
+def test_the_rows_table_is_the_history_table_with_rows_added() -> None:
+    read = settings({"history_conn_id": "warehouse", "history_table": "ops.runs", "budget_table": "ops.budget"})
+    assert (read.history_table, read.history_rows_table, read.budget_table) == (
+        "ops.runs",
+        "ops.runs_rows",
+        "ops.budget",
+    )
+    longest = "r" * 123
+    assert settings({"history_table": longest}).history_rows_table == longest + "_rows"
 
 
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
         ({"history_conn_id": 3}, "history_conn_id"),
+        ({"budget_conn_id": ["db"]}, "budget_conn_id"),
+        ({"budget_table": "budget table"}, "budget_table"),
         ({"history_retention_days": 0}, "history_retention_days"),
         ({"history_retention_days": "soon"}, "history_retention_days"),
     ],

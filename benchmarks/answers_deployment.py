@@ -39,12 +39,12 @@ from measure import API_KEY, HERE
 from airflow_provider_hindsight.testing import HindsightEmulator
 from airflow_provider_hindsight.testing.emulator.completion import CompletionModel
 
-WAVES = 16
+WAVES = 18
 WAVE_SIZE = 10
 WAVE_EVERY = 10.0
 """Seconds between two waves of interviews starting."""
 MODEL = CompletionModel(median=20.0, sigma=0.5, never_share=1 / 3, seed=23)
-KILL_AFTER = 90.0
+KILL_AFTER = 100.0
 """Seconds from the first wave to the ``kill -9`` of the triggerer."""
 RESTART_AFTER = 5.0
 WATCHER_TIMEOUT = 240.0

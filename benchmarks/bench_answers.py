@@ -269,21 +269,13 @@ def draw(numbers: dict[str, Any], tables: dict[str, list[PlanRow]]) -> None:
     middle.set_ylabel(f"GETs for {INTERVIEWS:,} interviews")
     middle.legend()
     for (contacts, rows), marker in zip(tables.items(), ("o", "s"), strict=True):
-        right.plot(
-            [row.life_gets / rows[0].life_gets for row in rows],
-            [percentile(row.first_day_latencies, 0.95) / 60 for row in rows],
-            marker=marker,
-            linestyle="",
-            label=contacts.split(" (")[0],
-        )
-        for row in rows:
-            right.annotate(
-                row.name.replace("`", "").replace("poll_age_factor=", "")[:24],
-                (row.life_gets / rows[0].life_gets, percentile(row.first_day_latencies, 0.95) / 60),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
+        costs = [row.life_gets / rows[0].life_gets for row in rows]
+        p95s = [percentile(row.first_day_latencies, 0.95) / 60 for row in rows]
+        right.plot(costs, p95s, marker=marker, linestyle="", label=contacts.split(" (")[0])
+    for row, cost, p95 in zip(rows, costs, p95s, strict=True):  # the labels once, by the last contacts' points
+        label = row.name.split("=")[1].strip("`") if "poll_age_factor=" in row.name else "day 1: every round"
+        right.annotate(label, (cost, p95), fontsize=8, xytext=(6, -3), textcoords="offset points", va="top")
+    right.set_xlim(0, max(costs) * 1.2)
     right.axhline(TARGET / 60, color="#c44e52", linestyle="--", label="target")
     right.set_xlabel("GETs a day at steady state, x the default plan's")
     right.set_ylabel("p95 minutes, first-day answers")

@@ -17,13 +17,16 @@ contract's (``poll_age_factor=0.1``, ``min_poll_interval=300``, ``max_poll_inter
   hands the event over), p50 and p95, for answers given under a day after the interview started.
 - **Once**: every answer announced, none twice.
 
-Then, on a real Airflow 3 deployment (api-server, scheduler, dag-processor, triggerer; SQLite
-metadata; ``tests/dag_files/answers_dags.py``), what the virtual clock cannot show: from an event
-(its asset event stored) to the start of the DAG run on the asset, with the contacts' times
-compressed (``DEPLOYED`` interviews, answers after a median of 20 s, ``min_poll_interval=2``,
-``batch_window=1``), and a ``kill -9`` of the triggerer in the middle: answers announced twice, lost.
+- **Plans**: what other polling plans would cost and how soon they would announce, from the plan's
+  arithmetic (:mod:`answer_plans`), for these contacts and for ``plan_simulation``'s (median 36
+  hours); its default row is checked against the measured run.
 
-Writes ``docs/_generated/answers-numbers.md`` and ``docs/_static/answers-latency.png``.
+Then, on a real Airflow 3 deployment, what the virtual clock cannot show: from an answer to the
+event and to the start of the DAG run on the asset, and answers announced twice or lost across a
+``kill -9`` of the triggerer (:mod:`answers_deployment`, about 4 minutes).
+
+Writes ``docs/_generated/answers-numbers.md``, ``docs/_generated/answers-plans.md`` and
+``docs/_static/answers-latency.png``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sqlite3
 import sys
@@ -42,6 +44,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from answer_plans import PLAN_SIMULATION_MODEL, PlanRow, percentile, plan_rows, plans_table
+from answers_deployment import deployment_report, measure_deployment
 from measure import API_KEY, HERE
 from plan_simulation import DAY, HOUR, Scenario, simulate_plan
 
@@ -51,16 +55,18 @@ from airflow_provider_hindsight.testing.emulator.completion import CompletionMod
 
 DOCS = HERE.parent / "docs"
 NUMBERS_PAGE = DOCS / "_generated" / "answers-numbers.md"
+PLANS_PAGE = DOCS / "_generated" / "answers-plans.md"
 CHART = DOCS / "_static" / "answers-latency.png"
 INTERVIEWS = 1000
 MIN_POLL_INTERVAL = 300.0
 BATCH_WINDOW = 60.0
 MODEL = CompletionModel(median=6 * HOUR, sigma=0.5, never_share=2 / 3, seed=23)
+ANNOUNCED_AFTER = 2 * BATCH_WINDOW
+"""From the round that lands an answer to its event: the watcher sees the round's rows at its next read of
+the table, ``batch_window`` later, and announces them ``batch_window`` after that (the measured run agrees)."""
+TARGET = MIN_POLL_INTERVAL + BATCH_WINDOW + 60
+"""The p95 target from an answer to its event, for answers in an interview's first day."""
 WAREHOUSE_CONN_ID = "bench_answers_warehouse"
-DEPLOYED = 100
-DEPLOYED_MODEL = CompletionModel(median=20.0, sigma=0.5, never_share=2 / 3, seed=23)
-KILL_AFTER = 25.0
-DEPLOYED_SECONDS = 150.0
 
 
 class TimeUp(BaseException):
@@ -171,92 +177,12 @@ def measure(days: float) -> dict[str, Any]:
     }
 
 
-def deployed() -> dict[str, Any]:
-    """Event to DAG run start on a real deployment, and answers announced twice or lost across a triggerer kill."""
-    import shutil
-
-    from airflow_provider_hindsight.testing.deployment import AirflowDeployment
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        warehouse = root / "warehouse.db"
-        with closing(sqlite3.connect(warehouse)) as database:
-            database.execute("CREATE TABLE deals (interview_request_id BIGINT)")
-            database.executemany("INSERT INTO deals VALUES (?)", [(key,) for key in range(1, DEPLOYED + 1)])
-            database.commit()
-        dags = root / "dags"
-        dags.mkdir()
-        shutil.copy(HERE.parent / "tests" / "dag_files" / "answers_dags.py", dags)
-        with HindsightEmulator(API_KEY, completion=DEPLOYED_MODEL, interview_ids=range(1, DEPLOYED + 1)) as emulator:
-            name, value = emulator.connection_env("hindsight_default")
-            env = {
-                name: value,
-                "AIRFLOW_CONN_ANSWERS_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
-                "HINDSIGHT_TEST_ANSWERS_OUT": str(root / "announced.jsonl"),
-                "HINDSIGHT_TEST_ANSWERS_POLL_INTERVAL": "2",
-                "HINDSIGHT_TEST_ANSWERS_BATCH_WINDOW": "1",
-            }
-            with AirflowDeployment(root / "home", dags, env=env) as airflow:
-                airflow.migrate()
-                airflow.start()
-                started = time.monotonic()
-                time.sleep(KILL_AFTER)
-                airflow.kill("triggerer")
-                time.sleep(5)
-                airflow.start("triggerer")
-                time.sleep(max(DEPLOYED_SECONDS - (time.monotonic() - started), 0))
-                with closing(sqlite3.connect(airflow.home / "airflow.db")) as metadata:
-                    rows = metadata.execute(
-                        "SELECT e.id, e.timestamp, e.extra, r.start_date FROM asset_event AS e "
-                        "LEFT JOIN dagrun_asset_event AS l ON l.event_id = e.id "
-                        "LEFT JOIN dag_run AS r ON r.id = l.dag_run_id ORDER BY e.id"
-                    ).fetchall()
-            answered = {
-                key
-                for key in range(1, DEPLOYED + 1)
-                if (delay := DEPLOYED_MODEL.answer_delay(key)) is not None and delay < DEPLOYED_SECONDS - 20
-            }
-    to_run: dict[int, float] = {}
-    announced: Counter[int] = Counter()
-    for event_id, stored, extra, run_started in rows:
-        if event_id not in to_run:
-            announced.update(json.loads(extra)["payload"]["interview_request_ids"])
-        if run_started is not None:
-            seconds = (_moment(run_started) - _moment(stored)).total_seconds()
-            to_run[event_id] = min(to_run.get(event_id, math.inf), seconds)
-    delays = sorted(to_run.values())
-    return {
-        "events": len({row[0] for row in rows}),
-        "runs": len(to_run),
-        "event_to_run_p50": percentile(delays, 0.5),
-        "event_to_run_p95": percentile(delays, 0.95),
-        "answered": len(answered),
-        "announced": len(announced),
-        "twice": sum(1 for count in announced.values() if count > 1),
-        "lost": len(answered - set(announced)),
-    }
-
-
-def _moment(value: Any) -> Any:
-    import datetime
-
-    moment = value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(str(value))
-    return moment.replace(tzinfo=None)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    return values[min(len(values) - 1, math.ceil(q * len(values)) - 1)]
-
-
 def report(numbers: dict[str, Any]) -> str:
     rows = "\n".join(
         f"| day {day + 1} | {trigger:,} | {plan:,} | {100 * (trigger - plan) / plan:+.1f} % |"
         for day, (trigger, plan) in enumerate(zip(numbers["trigger_by_day"], numbers["plan_by_day"], strict=True))
     )
     total_trigger, total_plan = sum(numbers["trigger_by_day"]), sum(numbers["plan_by_day"])
-    target = MIN_POLL_INTERVAL + BATCH_WINDOW + 60
     return f"""<!-- Written by benchmarks/bench_answers.py: do not edit by hand. -->
 
 {INTERVIEWS:,} interviews watched from their start for {numbers["days"]:g} days of virtual time
@@ -271,46 +197,90 @@ def report(numbers: dict[str, Any]) -> str:
 
 From an answer to the event naming it, for answers under a day after the interview started:
 **p50 {numbers["p50"] / 60:.1f} min, p95 {numbers["p95"] / 60:.1f} min** (the target,
-`min_poll_interval + batch_window + 60 s`, is {target / 60:.0f} min). Announced: {numbers["announced"]}
+`min_poll_interval + batch_window + 60 s`, is {TARGET / 60:.0f} min). Announced: {numbers["announced"]}
 answers, {numbers["twice"]} twice, {numbers["lost"]} lost.
-{deployed_report(numbers.get("deployed"))}"""
+{deployment_report(numbers["deployed"]) if "deployed" in numbers else ""}"""
 
 
-def deployed_report(numbers: dict[str, Any] | None) -> str:
-    if numbers is None:
-        return ""
-    return f"""
-On a real Airflow 3 deployment (SQLite metadata, the `LocalExecutor`, one machine), {DEPLOYED} interviews
-answering after a median of {DEPLOYED_MODEL.median:g} s, `min_poll_interval=2`, `batch_window=1`, the
-triggerer killed with `kill -9` after {KILL_AFTER:g} s and started again 5 s later: {numbers["events"]} events,
-{numbers["runs"]} of them with a DAG run; from an event stored to its run's start p50
-{numbers["event_to_run_p50"]:.1f} s, p95 {numbers["event_to_run_p95"]:.1f} s. Of {numbers["answered"]} answers,
-{numbers["announced"]} announced, {numbers["twice"]} twice, {numbers["lost"]} lost.
+def plans() -> dict[str, list[PlanRow]]:
+    """The plans' rows for the bench's contacts and for ``plan_simulation``'s."""
+    return {
+        "these contacts (a third answering, median 6 hours)": plan_rows(
+            MODEL, min_poll_interval=MIN_POLL_INTERVAL, announced_after=ANNOUNCED_AFTER
+        ),
+        "plan_simulation's contacts (30 % answering, median 36 hours)": plan_rows(
+            PLAN_SIMULATION_MODEL, min_poll_interval=MIN_POLL_INTERVAL, announced_after=ANNOUNCED_AFTER
+        ),
+    }
+
+
+def plans_report(tables: dict[str, list[PlanRow]], numbers: dict[str, Any]) -> str:
+    """The trade-off tables, what meeting the target costs, and the check of the arithmetic against the run."""
+    sections = "\n\n".join(f"For {contacts}:\n\n{plans_table(rows)}" for contacts, rows in tables.items())
+    rows = next(iter(tables.values()))
+    default, first_day = rows[0], rows[-1]
+    return f"""<!-- Written by benchmarks/bench_answers.py: do not edit by hand. -->
+
+{COHORT_SENTENCE} `min_poll_interval={MIN_POLL_INTERVAL:g}`, `batch_window={BATCH_WINDOW:g}`,
+`max_poll_interval` and `stop_polling_after` their defaults (a day, 30 days). "GETs a day, steady state" is
+what the cohort costs over its life: the GETs a day once 1,000 new interviews start every day. Latency is
+from an answer to its event.
+
+{sections}
+
+The target, p95 at most {TARGET / 60:.0f} minutes for first-day answers, needs a fetch every
+`min_poll_interval` through the first day: for these contacts that costs
+**{first_day.first_day_gets / default.first_day_gets:.1f}x the default plan's GETs in the first day and
+{first_day.life_gets / default.life_gets:.1f}x at steady state** (with `poll_age_factor=0.0035`,
+{rows[-2].life_gets / default.life_gets:.1f}x). The default plan keeps the polling plan's cost, with a p95 of
+{percentile(default.first_day_latencies, 0.95) / 60:.0f} minutes.
+
+The arithmetic against the watcher's measured run (the default plan, these contacts, below): in the first
+day {default.first_day_gets:,} GETs, {numbers["trigger_by_day"][0]:,} measured; first-day answers p50
+{percentile(default.first_day_latencies, 0.5) / 60:.1f} min, {numbers["p50"] / 60:.1f} measured; p95
+{percentile(default.first_day_latencies, 0.95) / 60:.1f} min, {numbers["p95"] / 60:.1f} measured.
 """
 
 
-def draw(numbers: dict[str, Any]) -> None:
+COHORT_SENTENCE = (
+    "1,000 interviews started together, fetched on each plan in rounds every `min_poll_interval`, from\n"
+    "the plan's arithmetic (`benchmarks/answer_plans.py`):"
+)
+
+
+def draw(numbers: dict[str, Any], tables: dict[str, list[PlanRow]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5))
     left.hist([value / 60 for value in numbers["latencies"]], bins=40, color="#4c72b0")
-    left.axvline((MIN_POLL_INTERVAL + BATCH_WINDOW + 60) / 60, color="#c44e52", linestyle="--", label="target")
-    left.set_xlabel("minutes from an answer to its event (answers in an interview's first day)")
+    left.axvline(TARGET / 60, color="#c44e52", linestyle="--", label="target")
+    left.set_xlabel("minutes from an answer to its event\n(answers in an interview's first day, default plan)")
     left.set_ylabel("answers")
     left.legend()
     days = range(1, len(numbers["trigger_by_day"]) + 1)
     width = 0.4
-    left_bars = [day - width / 2 for day in days]
-    right_bars = [day + width / 2 for day in days]
-    right.bar(left_bars, numbers["trigger_by_day"], width, label="the watcher (measured)", color="#4c72b0")
-    right.bar(right_bars, numbers["plan_by_day"], width, label="the polling plan (simulated)", color="#dd8452")
-    right.set_xticks(list(days))
-    right.set_xlabel("day")
-    right.set_ylabel(f"GETs for {INTERVIEWS:,} interviews")
-    right.legend()
+    middle.bar([day - width / 2 for day in days], numbers["trigger_by_day"], width, label="the watcher (measured)")
+    middle.bar([day + width / 2 for day in days], numbers["plan_by_day"], width, label="the polling plan (simulated)")
+    middle.set_xticks(list(days))
+    middle.set_xlabel("day")
+    middle.set_ylabel(f"GETs for {INTERVIEWS:,} interviews")
+    middle.legend()
+    for (contacts, rows), marker in zip(tables.items(), ("o", "s"), strict=True):
+        costs = [row.life_gets / rows[0].life_gets for row in rows]
+        p95s = [percentile(row.first_day_latencies, 0.95) / 60 for row in rows]
+        right.plot(costs, p95s, marker=marker, linestyle="", label=contacts.split(" (")[0])
+    for row, cost, p95 in zip(rows, costs, p95s, strict=True):  # the labels once, by the last contacts' points
+        label = row.name.split("=")[1].strip("`") if "poll_age_factor=" in row.name else "day 1: every round"
+        right.annotate(label, (cost, p95), fontsize=8, xytext=(6, -3), textcoords="offset points", va="top")
+    right.set_xlim(0, max(costs) * 1.2)
+    right.axhline(TARGET / 60, color="#c44e52", linestyle="--", label="target")
+    right.set_xlabel("GETs a day at steady state, x the default plan's")
+    right.set_ylabel("p95 minutes, first-day answers")
+    right.set_yscale("log")
+    right.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(CHART, dpi=100)
 
@@ -320,14 +290,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one day; writes no docs")
     arguments = parser.parse_args()
     numbers = measure(1.0 if arguments.quick else 3.0)
+    tables = plans()
     if not arguments.quick:
-        numbers["deployed"] = deployed()
-    text = report(numbers)
+        numbers["deployed"] = measure_deployment()
+        if not numbers["deployed"]["watcher_seen"]:
+            print(f"The watcher never fetched; the triggerer's log ends:\n{numbers['deployed']['triggerer_log']}")
+    text, plans_text = report(numbers), plans_report(tables, numbers)
+    print(plans_text)
     print(text)
     if not arguments.quick:
         NUMBERS_PAGE.write_text(text)
-        draw(numbers)
-        print(f"Wrote {NUMBERS_PAGE.relative_to(HERE.parent)} and {CHART.relative_to(HERE.parent)}")
+        PLANS_PAGE.write_text(plans_text)
+        draw(numbers, tables)
+        print(
+            f"Wrote {NUMBERS_PAGE.relative_to(HERE.parent)}, {PLANS_PAGE.relative_to(HERE.parent)} and "
+            f"{CHART.relative_to(HERE.parent)}"
+        )
     return 0
 
 

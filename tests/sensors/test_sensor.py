@@ -381,7 +381,7 @@ def test_an_outage_in_the_middle_of_a_many_id_wait_does_not_fail_the_sensor(
         outage_emulator.inject_status(503, times=100_000, method="GET")
         while not stop.wait(0.02):
             failed = failed_gets(outage_emulator)
-            if any(later - earlier > 0.5 for earlier, later in zip(failed, failed[1:])):
+            if any(later - earlier > 0.5 for earlier, later in itertools.pairwise(failed)):
                 # two rounds failed: rounds are a second apart, the polls of one round go out together
                 outage_emulator.clear_faults()
                 for interview_id in MANY_IDS:

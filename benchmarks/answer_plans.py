@@ -1,14 +1,15 @@
-"""What a polling plan costs the answers watcher, and how soon it announces first-day answers: plan arithmetic.
+"""What a polling plan costs the answers watcher, and how soon it announces first-day answers: plan
+arithmetic.
 
-The watcher fetches on the polling plan in rounds every ``min_poll_interval`` and announces what a
-round found ``announced_after`` seconds later (twice ``batch_window``, as measured by
-``bench_answers.py``). In a cohort of interviews started together (as in ``bench_answers.py``: a
-moment before the watcher's first round, the API's times being whole seconds), every interview not
-yet answered is fetched at the same ages: those at which :func:`plan_simulation.simulate_plan` (the
-provider's :class:`~airflow_provider_hindsight.polling.PollingPlan` deciding at each round) fetches
-one that never answers. An interview answering at age ``d`` is fetched at those ages up to the first
-at or after ``d``, and announced ``announced_after`` seconds after that one. So a plan's row takes a
-fraction of a second; ``bench_answers.py`` checks the default row against the trigger's measured run.
+The watcher fetches on the polling plan in rounds every ``min_poll_interval`` and announces what a round
+found ``announced_after`` seconds later (``batch_window``, as ``bench_answers.py`` measures). In a
+cohort of interviews started together (as in ``bench_answers.py``: a moment before the watcher's first
+round, the API's times being whole seconds), every interview not yet answered is fetched at the same
+ages: those at which :func:`plan_simulation.simulate_plan` (the provider's
+:class:`~airflow_provider_hindsight.polling.PollingPlan` deciding at each round) fetches one that never
+answers. An interview answering at age ``d`` is fetched at those ages up to the first at or after ``d``,
+and announced ``announced_after`` seconds after that one. So a plan's row takes a fraction of a second;
+``bench_answers.py`` checks the default row against the trigger's measured run.
 """
 
 from __future__ import annotations

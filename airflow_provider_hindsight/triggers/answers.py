@@ -236,6 +236,7 @@ class HindsightAnswersTrigger(BaseEventTrigger):
                         self._first_round_at = now if self._first_round_at is None else self._first_round_at
                         await self._fetch_due(hook, watched)
                         self._next_round_at = self._round_at(now + 1e-6)
+                        continue  # the round's answers start their batch's window now, not at the next read
                     transient_in_a_row, last_error = 0, ""
                     wake = self._wake_at(watched, refresh_at, batch_started_at)
                 except Exception as caught:

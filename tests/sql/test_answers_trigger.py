@@ -141,10 +141,13 @@ class Running:
     def __init__(self, trigger: HindsightAnswersTrigger) -> None:
         self.trigger = trigger
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.handed_over_at: list[float] = []
+        """The trigger's clock as it hands over each event."""
         self.task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         async for event in self.trigger.run():
+            self.handed_over_at.append(self.trigger.clock())
             await self.events.put(event.payload)
 
     async def next_event(self) -> dict[str, Any]:
@@ -227,6 +230,24 @@ def test_each_answer_is_announced_once_a_batch_in_one_event_and_not_again_after_
     rows = backend.query(f"SELECT interview_request_id, status, transcript, polls FROM {TABLE} ORDER BY 1")
     assert [(key, status) for key, status, *_ in rows] == [(k, "completed") for k in (1, 2, 3, 4)]
     assert rows[0][2] == "**Ana:** SECRET-WORDS" and all(polls >= 1 for *_, polls in rows)
+
+
+def test_an_answer_a_round_finds_is_announced_one_batch_window_after_that_round(
+    backend: Backend, emulator: HindsightEmulator
+) -> None:
+    sql = watched_ids(backend, [1])
+
+    async def scenario() -> None:
+        trigger = make_trigger(sql, VirtualClock(), batch_window=60)
+        async with running(trigger) as watcher:
+            await until(lambda: gets_of(emulator, 1) >= 1)  # a first round saw it unanswered
+            emulator.complete(1)
+            assert ids(await watcher.next_event()) == [1]
+        assert trigger._first_round_at is not None
+        since_first_round = watcher.handed_over_at[0] - trigger._first_round_at
+        assert since_first_round > 300 and since_first_round % 300 == pytest.approx(60)  # rounds are 300 s apart
+
+    asyncio.run(scenario())
 
 
 def test_a_restart_announces_what_was_landed_and_not_announced_without_fetching_it_again(

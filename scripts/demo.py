@@ -5,8 +5,11 @@ interview a few seconds after it is created: ``complete_after``), points the ``h
 connection at it and the warehouse connection at a SQLite file, runs each example DAG with
 ``airflow dags test`` (the lifecycle DAG's deferred sensor runs its trigger inline), then prints what
 the emulator holds for each interview, the transcripts the lifecycle DAG landed and its analysis.
-``example_hindsight_answers`` (an asset watcher, Airflow 3) needs a running deployment: its test
-(tests/deployment) runs it on one.
+
+On Airflow 3 it then runs ``example_hindsight_answers`` the way it runs in production: a throw-away
+deployment (api-server, scheduler, dag-processor, triggerer) whose asset watcher lands the answers
+of freshly created interviews, which the emulator completes as ``ANSWERS`` has it (some contacts
+answer sooner, some later, some never), and the DAG on the asset runs for them.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
-from airflow_provider_hindsight.testing import HindsightEmulator
+from airflow_provider_hindsight.testing import CompletionModel, HindsightEmulator
+from airflow_provider_hindsight.testing.deployment import COMPONENTS, AirflowDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_HOME = ROOT / ".demo"
@@ -40,6 +45,13 @@ DAG_IDS = [
 ]
 COMPLETE_AFTER = 4.0
 """Seconds after its creation the emulator completes an interview (a contact answering, sped up)."""
+ANSWERS = CompletionModel(median=25.0, sigma=0.35, never_share=0.25, seed=28)
+"""When the watcher's interviews complete (seeded: the same in every run): late enough that answers come while
+the watcher watches, spread so that they come in more than one batch, and one contact never answers."""
+WATCHER_WAIT_SECONDS = 90.0
+"""From the deployment's start until the triggerer runs the watcher (the dag-processor registers it first)."""
+ANSWERS_WAIT_SECONDS = 150.0
+"""From the deployment's start until example_hindsight_answers has run for every answer."""
 
 
 def airflow(*args: str, env: dict[str, str], log: Path) -> bool:
@@ -118,11 +130,139 @@ def main() -> int:
         )
     print_landed(DEMO_HOME / "warehouse.db")
     print_history(DEMO_HOME / "warehouse.db")
+    if not airflow_2() and not run_answers_watcher():
+        failed.append("example_hindsight_answers")
     if failed:
         print(f"\n{len(failed)} DAG(s) failed; their logs are in .demo/logs/: {', '.join(failed)}")
         return 1
     print("\nAll example DAGs succeeded. Task logs: .demo/logs/")
     return 0
+
+
+def airflow_2() -> bool:
+    from airflow import __version__
+
+    return __version__.startswith("2.")
+
+
+def run_answers_watcher() -> bool:
+    """Airflow 3: create interviews, start a deployment, and wait for example_hindsight_answers to run for them."""
+    home = DEMO_HOME / "answers"
+    warehouse = home / "warehouse.db"
+    home.mkdir(parents=True)
+    print("\nexample_hindsight_answers on a running Airflow 3 deployment ...")
+    phase_started = time.monotonic()
+    with HindsightEmulator(api_key=DEMO_KEY, requests_per_minute=1000, completion=ANSWERS) as emulator:
+        name, value = emulator.connection_env()
+        env = {  # the deployment's own home and database: nothing of the first part's Airflow
+            name: value,
+            "AIRFLOW_CONN_HINDSIGHT_EXAMPLE_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+            "HINDSIGHT_EXAMPLE_ANSWERS_POLL_INTERVAL": "5",
+            "HINDSIGHT_EXAMPLE_ANSWERS_BATCH_WINDOW": "5",
+        }
+        deployment = AirflowDeployment(home, ROOT / "dags", env=env)
+        try:
+            deployment.migrate()
+            # the lifecycle's deals and interviews (the ledger's created rows) only, in one run: the watcher does
+            # the rest; the later tasks are marked successful, not run
+            done = deployment.airflow(
+                "dags",
+                "test",
+                "example_hindsight_lifecycle",
+                "--mark-success-pattern",
+                "(?!load_closed_deals$|create_interviews$).*",
+            )
+            if done.returncode != 0:
+                print(f"  FAILED creating the interviews:\n{done.stdout[-2000:]}")
+                return False
+            created = sorted(r["interview_request_id"] for r in emulator.created_interviews())
+            answered = {key: delay for key in created if (delay := ANSWERS.answer_delay(key)) is not None}
+            print(
+                f"  created interviews {created}; the emulator answers "
+                + ", ".join(f"{key} after {delay:.0f}s" for key, delay in answered.items())
+                + f", never {sorted(set(created) - set(answered))}; starting the deployment",
+                flush=True,
+            )
+            started = time.monotonic()
+            deployment.start()
+            if not wait_for_watcher(deployment.database, started):
+                return False
+            print(f"  ok     the triggerer runs the asset's watcher, {time.monotonic() - started:.0f}s after start")
+            announced = wait_for_answers_runs(deployment.database, set(answered), started)
+        finally:
+            deployment.stop()
+            for component in COMPONENTS:
+                (DEMO_HOME / "logs" / f"answers-{component}.log").write_text(deployment.log(component))
+    if announced is None:
+        print(
+            f"  FAILED: no run of example_hindsight_answers for every answer in {ANSWERS_WAIT_SECONDS:.0f}s; see "
+            ".demo/logs/answers-triggerer.log (the watcher's events) and answers-scheduler.log (the runs)"
+        )
+        return False
+    for run_id, ids, seconds in announced:
+        print(f"  ok     example_hindsight_answers ran ({run_id}) for the answers to {ids}, {seconds:.0f}s after start")
+    print(f"  the answers phase took {time.monotonic() - phase_started:.0f}s")
+    return True
+
+
+def metadata_rows(database: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of the deployment's metadata database; none while it is busy (a component writing)."""
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1.0)) as metadata:
+            return metadata.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def wait_for_watcher(database: Path, started: float) -> bool:
+    """Until the triggerer runs the asset's watcher: a DAG sync (the CLI's, the dag-processor's) registers it first."""
+    while time.monotonic() - started < WATCHER_WAIT_SECONDS:
+        time.sleep(1)
+        if metadata_rows(
+            database,
+            "SELECT 1 FROM asset_watcher AS w JOIN trigger AS t ON t.id = w.trigger_id "
+            "WHERE w.name = 'hindsight_answers' AND t.triggerer_id IS NOT NULL",
+        ):
+            return True
+    registered = metadata_rows(database, "SELECT 1 FROM asset_watcher WHERE name = 'hindsight_answers'")
+    paused = metadata_rows(database, "SELECT is_paused FROM dag WHERE dag_id = 'example_hindsight_answers'")
+    if registered:
+        print(
+            f"  FAILED: the triggerer took no watcher in {WATCHER_WAIT_SECONDS:.0f}s (it is registered); "
+            "see .demo/logs/answers-triggerer.log"
+        )
+    else:
+        state = "not parsed yet" if not paused else ("paused" if paused[0][0] else "active")
+        print(
+            f"  FAILED: the dag-processor registered no watcher in {WATCHER_WAIT_SECONDS:.0f}s "
+            f"(example_hindsight_answers: {state}; the asset of a paused DAG gets none); "
+            "see .demo/logs/answers-dag-processor.log"
+        )
+    return False
+
+
+def wait_for_answers_runs(
+    database: Path, expected: set[int], started: float
+) -> list[tuple[str, list[int], float]] | None:
+    """The successful runs of example_hindsight_answers and their asset events' ids, once they cover ``expected``."""
+    runs: list[tuple[str, list[int], float]] = []
+    seen: set[str] = set()
+    while time.monotonic() - started < ANSWERS_WAIT_SECONDS:
+        time.sleep(1)
+        rows = metadata_rows(
+            database,
+            "SELECT r.run_id, e.extra FROM dag_run AS r "
+            "JOIN dagrun_asset_event AS l ON l.dag_run_id = r.id JOIN asset_event AS e ON e.id = l.event_id "
+            "WHERE r.dag_id = 'example_hindsight_answers' AND r.state = 'success'",
+        )
+        for run_id, extra in rows:
+            if run_id not in seen:
+                seen.add(run_id)
+                ids = json.loads(extra)["payload"]["interview_request_ids"]
+                runs.append((run_id, ids, time.monotonic() - started))
+        if {key for _, ids, _ in runs for key in ids} >= expected:
+            return runs
+    return None
 
 
 def print_landed(warehouse: Path) -> None:

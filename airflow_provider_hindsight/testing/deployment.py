@@ -9,7 +9,11 @@ loopback port, DAGs not paused at creation. For tests, the demo and benchmarks o
         airflow.kill("triggerer")        # kill -9 of its process group
         airflow.start("triggerer")
 
-Each component's output goes to ``<home>/logs/<component>.log``. Standard library only.
+Each component's output goes to ``<home>/logs/<component>.log``, its metadata to ``<home>/airflow.db``
+(:attr:`AirflowDeployment.database`). ``env`` adds connections and settings; it may not move the
+home, the database, the DAGs folder or the API's address, which are the deployment's own: an
+environment copied from another Airflow would point every component at that Airflow's database,
+where its DAGs are paused and no asset watcher is ever registered. Standard library only.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ from airflow_provider_hindsight.testing.ports import free_port
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 STOP_SECONDS = 15.0
+OWN_SETTINGS = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "AIRFLOW__API__HOST",
+    "AIRFLOW__API__PORT",
+)
+"""What makes a deployment its own: ``env`` may not set these."""
 
 
 class AirflowDeployment:
@@ -36,7 +49,14 @@ class AirflowDeployment:
     def __init__(
         self, home: Path, dags_folder: Path, *, env: Mapping[str, str] | None = None, python: str = sys.executable
     ) -> None:
+        moved = sorted(set(env or {}) & set(OWN_SETTINGS))
+        if moved:
+            raise ValueError(
+                f"env sets {', '.join(moved)}, which AirflowDeployment sets itself (its home, its database "
+                f"<home>/airflow.db, dags_folder, its API port): pass only connections and other settings in env"
+            )
         self.home = Path(home)
+        self.database = self.home / "airflow.db"
         self.logs = self.home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.python = python
@@ -56,7 +76,7 @@ class AirflowDeployment:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
